@@ -1,0 +1,1 @@
+"""SegOps core: what the batch and real-time paths share."""

@@ -1,0 +1,47 @@
+"""Settings from environment variables, with embedded defaults that work on a fresh clone."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+
+
+@dataclass(frozen=True)
+class Settings:
+    warehouse: Path
+    dbt_project_dir: Path
+    dbt_target_dir: Path
+    pubsub_project: str
+    events_topic: str
+    subscription: str
+    changes_topic: str
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.dbt_target_dir / "manifest.json"
+
+    def dbt_env(self) -> dict[str, str]:
+        """Environment for a dbt process, so dbt writes where this process reads."""
+        return {**os.environ, "SEGOPS_WAREHOUSE": str(self.warehouse)}
+
+
+def load_settings() -> Settings:
+    warehouse = Path(
+        os.environ.get("SEGOPS_WAREHOUSE", PROJECT_ROOT / "data" / "warehouse.duckdb")
+    ).resolve()
+    dbt_project_dir = Path(os.environ.get("SEGOPS_DBT_PROJECT_DIR", DBT_PROJECT_DIR)).resolve()
+    return Settings(
+        warehouse=warehouse,
+        dbt_project_dir=dbt_project_dir,
+        dbt_target_dir=Path(
+            os.environ.get("SEGOPS_DBT_TARGET_DIR", dbt_project_dir / "target")
+        ).resolve(),
+        pubsub_project=os.environ.get("SEGOPS_PROJECT", "segops-local"),
+        events_topic=os.environ.get("SEGOPS_EVENTS_TOPIC", "events"),
+        subscription=os.environ.get("SEGOPS_SUBSCRIPTION", "segops-stream"),
+        changes_topic=os.environ.get("SEGOPS_CHANGES_TOPIC", "segment-changes"),
+    )
