@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,7 @@ def run_dbt(
             str(settings.dbt_target_dir / "logs")]
     if dbt_vars:
         args += ["--vars", json.dumps(dict(dbt_vars))]
+    os.environ.setdefault("SEGOPS_WAREHOUSE", str(settings.warehouse))
     result = dbtRunner().invoke(args)
     if not result.success:
         raise DbtError(describe_failure(command, result))

@@ -129,3 +129,20 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the raw and membership tables if missing (idempotent)."""
     con.execute(SCHEMA_DDL)
     con.execute(EVENT_ID_INDEX)
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All or nothing: commit when the block ends, roll back if it raises."""
+    con.execute("begin transaction")
+    try:
+        yield con
+    except BaseException:
+        con.execute("rollback")
+        raise
+    con.execute("commit")
+
+
+def quote(identifier: str) -> str:
+    """Quote an identifier for DuckDB; identifiers come from the manifest, never from events."""
+    return '"' + identifier.replace('"', '""') + '"'

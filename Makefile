@@ -1,0 +1,41 @@
+# SegOps: two commands do everything on a fresh clone: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/data/dagster
+export SEGOPS_WAREHOUSE ?= $(CURDIR)/data/warehouse.duckdb
+DEMO_CUSTOMERS ?= 20000
+DBT := $(BIN)/dbt --no-use-colors
+DBT_ARGS := --project-dir dbt_project --profiles-dir dbt_project
+
+.PHONY: demo test lint manifest nightly install clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+manifest: install
+	$(DBT) parse --quiet $(DBT_ARGS)
+
+nightly: manifest
+	@mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster job execute -m orchestration.definitions -j nightly_segments
+
+demo: install
+	$(BIN)/segops generate --customers $(DEMO_CUSTOMERS)
+	$(MAKE) --no-print-directory nightly
+	$(BIN)/segops segments --sample 3
+
+test: manifest
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf data dbt_project/target

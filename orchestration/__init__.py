@@ -1,0 +1,1 @@
+"""The SegOps Dagster code location."""

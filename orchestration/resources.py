@@ -1,0 +1,42 @@
+"""Resources from environment variables, with embedded defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import duckdb
+from dagster_dbt import DbtCliResource, DbtProject
+from dagster_duckdb import DuckDBResource
+
+from segops import warehouse
+from segops.settings import load_settings
+
+settings = load_settings()
+# dbt's profile reads the warehouse path from the environment.
+os.environ.setdefault("SEGOPS_WAREHOUSE", str(settings.warehouse))
+
+dbt_project = DbtProject(
+    project_dir=settings.dbt_project_dir,
+    target_path=settings.dbt_target_dir,
+)
+dbt_project.prepare_if_dev()
+
+
+class WarehouseResource(DuckDBResource):
+    """DuckDB resource that shares the lock etiquette of every other SegOps process."""
+
+    timeout_seconds: float = 600.0
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with warehouse.connect(self.database, timeout=self.timeout_seconds) as con:
+            yield con
+
+
+def build_resources() -> dict[str, object]:
+    return {
+        "dbt": DbtCliResource(project_dir=dbt_project, profiles_dir=str(settings.dbt_project_dir)),
+        "warehouse": WarehouseResource(database=str(settings.warehouse)),
+    }

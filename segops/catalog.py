@@ -1,0 +1,140 @@
+"""The segment catalog: every model under models/segments/, read from the dbt manifest.
+
+The manifest is the single source of truth for a segment's SQL and settings; neither path keeps
+a second definition.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+REFRESH_MODES = ("realtime", "nightly")
+LIVE_MATERIALIZATIONS = ("view", "ephemeral")
+
+
+class ManifestMissing(FileNotFoundError):
+    """No dbt manifest yet: run `dbt parse` (or `make demo`) first."""
+
+
+@dataclass(frozen=True)
+class Segment:
+    name: str
+    unique_id: str
+    relation: str
+    refresh: str | None
+    window: str | None
+    description: str
+    materialized: str
+    compiled_sql: str | None
+    original_file: str
+    problems: tuple[str, ...] = field(default=())
+
+    @property
+    def is_realtime(self) -> bool:
+        return self.refresh == "realtime" and not self.problems
+
+
+@dataclass(frozen=True)
+class Model:
+    """Any manifest node a segment can read from: model, seed, snapshot or source."""
+
+    unique_id: str
+    resource_type: str
+    relation: str | None
+    materialized: str | None
+    compiled_sql: str | None
+    depends_on: tuple[str, ...]
+
+
+class Catalog:
+    def __init__(self, manifest: dict[str, Any]):
+        self.manifest = manifest
+
+    @classmethod
+    def load(cls, manifest_path: Path) -> Catalog:
+        if not manifest_path.exists():
+            raise ManifestMissing(
+                f"no dbt manifest at {manifest_path}; build it with `dbt parse` or `make demo`"
+            )
+        return cls(json.loads(manifest_path.read_text()))
+
+    @cached_property
+    def nodes(self) -> dict[str, Model]:
+        """Every model and source by unique_id."""
+        nodes = {}
+        for unique_id, node in {**self.manifest["nodes"], **self.manifest["sources"]}.items():
+            if node["resource_type"] not in ("model", "seed", "snapshot", "source"):
+                continue
+            nodes[unique_id] = Model(
+                unique_id=unique_id,
+                resource_type=node["resource_type"],
+                relation=node.get("relation_name"),
+                materialized=node.get("config", {}).get("materialized"),
+                compiled_sql=node.get("compiled_code"),
+                depends_on=tuple(node.get("depends_on", {}).get("nodes", ())),
+            )
+        return nodes
+
+    @cached_property
+    def segments(self) -> dict[str, Segment]:
+        found = {}
+        for unique_id, node in self.manifest["nodes"].items():
+            if node["resource_type"] != "model" or "segments" not in node["fqn"][1:-1]:
+                continue
+            meta = node.get("config", {}).get("meta", {}).get("segment") or {}
+            segment = Segment(
+                name=node["name"],
+                unique_id=unique_id,
+                relation=node["relation_name"],
+                refresh=meta.get("refresh"),
+                window=meta.get("window"),
+                description=meta.get("description") or node.get("description", ""),
+                materialized=node["config"]["materialized"],
+                compiled_sql=node.get("compiled_code"),
+                original_file=node["original_file_path"],
+            )
+            found[segment.name] = _with_problems(segment, self)
+        return dict(sorted(found.items()))
+
+    def realtime_segments(self) -> list[Segment]:
+        return [s for s in self.segments.values() if s.is_realtime]
+
+    def upstream(self, unique_id: str) -> list[Model]:
+        """Every model and source `unique_id` reads from, transitively."""
+        seen: dict[str, Model] = {}
+        stack = list(self.nodes[unique_id].depends_on)
+        while stack:
+            node_id = stack.pop()
+            if node_id in seen or node_id not in self.nodes:
+                continue
+            seen[node_id] = self.nodes[node_id]
+            stack.extend(self.nodes[node_id].depends_on)
+        return list(seen.values())
+
+
+def _with_problems(segment: Segment, catalog: Catalog) -> Segment:
+    """Attach every way `segment` breaks the segment contract, as messages naming the model."""
+    problems = []
+    where = f"segment {segment.name!r} ({segment.original_file})"
+    if segment.refresh not in REFRESH_MODES:
+        problems.append(
+            f"{where}: meta.segment.refresh is {segment.refresh!r}; "
+            f"expected one of {', '.join(REFRESH_MODES)}"
+        )
+    if segment.refresh == "realtime":
+        if segment.materialized not in LIVE_MATERIALIZATIONS:
+            problems.append(
+                f"{where}: a real-time segment must be materialized as a view, "
+                f"not {segment.materialized!r}, so it always reads live events"
+            )
+        for model in catalog.upstream(segment.unique_id):
+            if model.resource_type == "model" and model.materialized not in LIVE_MATERIALIZATIONS:
+                problems.append(
+                    f"{where}: reads {model.unique_id}, materialized as {model.materialized!r}; "
+                    "a real-time segment may only read sources, views and ephemeral models"
+                )
+    return Segment(**{**segment.__dict__, "problems": tuple(problems)})
