@@ -50,36 +50,66 @@ def apply_membership(
         raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
     _stage_found(con, segment, members, scope)
     in_scope = "" if scope is None else f"and customer_id in (select customer_id from {scope})"
-    params = {"segment": segment, "source": source, "at": changed_at}
-    con.execute(
-        f"""
-        create or replace temp table _exits as
-        select customer_id, attributes from segops.segment_membership
-        where segment = $segment {in_scope}
-          and customer_id not in (select customer_id from _found);
-        create or replace temp table _enters as
-        select customer_id, attributes from _found
-        where customer_id not in (
-            select customer_id from segops.segment_membership where segment = $segment
-        );
-        insert into segops.segment_membership_changes
-            (segment, customer_id, change, changed_at, source, attributes)
-        select $segment, customer_id, 'exit', $at, $source, attributes from _exits
-        union all
-        select $segment, customer_id, 'enter', $at, $source, attributes from _enters
-        order by customer_id;
-        delete from segops.segment_membership
-        where segment = $segment and customer_id in (select customer_id from _exits);
-        update segops.segment_membership as m set attributes = f.attributes
-        from _found as f
-        where m.segment = $segment and m.customer_id = f.customer_id
-          and m.attributes is distinct from f.attributes;
-        insert into segops.segment_membership
-            (segment, customer_id, entered_at, source, attributes)
-        select $segment, customer_id, $at, $source, attributes from _enters;
-        """,
-        params,
-    )
+    segment_only = {"segment": segment}
+    stamped = {"segment": segment, "source": source, "at": changed_at}
+    statements = [
+        (
+            f"""
+            create or replace temp table _exits as
+            select customer_id, attributes from segops.segment_membership
+            where segment = $segment {in_scope}
+              and customer_id not in (select customer_id from _found)
+            """,
+            segment_only,
+        ),
+        (
+            """
+            create or replace temp table _enters as
+            select customer_id, attributes from _found
+            where customer_id not in (
+                select customer_id from segops.segment_membership where segment = $segment
+            )
+            """,
+            segment_only,
+        ),
+        (
+            """
+            insert into segops.segment_membership_changes
+                (segment, customer_id, change, changed_at, source, attributes)
+            select $segment, customer_id, 'exit', $at, $source, attributes from _exits
+            union all
+            select $segment, customer_id, 'enter', $at, $source, attributes from _enters
+            order by customer_id
+            """,
+            stamped,
+        ),
+        (
+            """
+            delete from segops.segment_membership
+            where segment = $segment and customer_id in (select customer_id from _exits)
+            """,
+            segment_only,
+        ),
+        (
+            """
+            update segops.segment_membership as m set attributes = f.attributes
+            from _found as f
+            where m.segment = $segment and m.customer_id = f.customer_id
+              and m.attributes is distinct from f.attributes
+            """,
+            segment_only,
+        ),
+        (
+            """
+            insert into segops.segment_membership
+                (segment, customer_id, entered_at, source, attributes)
+            select $segment, customer_id, $at, $source, attributes from _enters
+            """,
+            stamped,
+        ),
+    ]
+    for sql, params in statements:
+        con.execute(sql, params)
     enters, exits = con.execute(
         "select (select count(*) from _enters), (select count(*) from _exits)"
     ).fetchone()

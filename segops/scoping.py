@@ -82,7 +82,9 @@ def _scope_tree(
             return node
         alias = node.alias or node.name
         if model.resource_type == "source":
-            base = exp.Table(this=node.this, db=node.args.get("db"), catalog=node.args.get("catalog"))
+            base = exp.Table(
+                this=node.this, db=node.args.get("db"), catalog=node.args.get("catalog")
+            )
             inner = (
                 exp.select("*")
                 .from_(base)
