@@ -7,9 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from orchestration.resources import dbt_project
 from segops.clock import pinned_now
 
 
@@ -23,18 +22,16 @@ class SegOpsTranslator(DagsterDbtTranslator):
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         fqn = dbt_resource_props["fqn"]
-        if dbt_resource_props["resource_type"] == "source":
-            return fqn[1]
         return fqn[1] if len(fqn) > 2 else "default"
 
 
-translator = SegOpsTranslator()
+def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
+    @dbt_assets(manifest=project.manifest_path, dagster_dbt_translator=SegOpsTranslator())
+    def segops_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+        """Build and test every model; a failing segment fails on its own, not the whole run."""
+        args = ["build"]
+        if pinned := pinned_now():
+            args += ["--vars", json.dumps({"segops_now": pinned.isoformat(sep=" ")})]
+        yield from dbt.cli(args, context=context, raise_on_error=False).stream()
 
-
-@dbt_assets(manifest=dbt_project.manifest_path, dagster_dbt_translator=translator)
-def segops_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-    """Build and test every model; a failing segment fails on its own, not the whole run."""
-    args = ["build"]
-    if pinned := pinned_now():
-        args += ["--vars", json.dumps({"segops_now": pinned.isoformat(sep=" ")})]
-    yield from dbt.cli(args, context=context, raise_on_error=False).stream()
+    return segops_dbt_models

@@ -2,23 +2,31 @@
 
 import dagster as dg
 
-from orchestration.dbt_assets import segops_dbt_models
-from orchestration.jobs import nightly_schedule, nightly_segments
+from orchestration.dbt_assets import build_dbt_assets
+from orchestration.jobs import build_nightly_job, build_nightly_schedule
 from orchestration.membership_assets import build_membership_asset
 from orchestration.raw_assets import raw_customers, raw_events
-from orchestration.resources import build_resources, settings
+from orchestration.resources import build_dbt_project, build_resources
 from segops.catalog import Catalog
+from segops.settings import Settings, load_settings
 
-catalog = Catalog.load(settings.manifest_path)
 
-defs = dg.Definitions(
-    assets=[
-        raw_customers,
-        raw_events,
-        segops_dbt_models,
-        *(build_membership_asset(segment) for segment in catalog.segments.values()),
-    ],
-    jobs=[nightly_segments],
-    schedules=[nightly_schedule],
-    resources=build_resources(),
-)
+def build_definitions(settings: Settings) -> dg.Definitions:
+    project = build_dbt_project(settings)
+    catalog = Catalog.load(settings.manifest_path)
+    dbt_models = build_dbt_assets(project)
+    nightly = build_nightly_job(dbt_models)
+    return dg.Definitions(
+        assets=[
+            raw_customers,
+            raw_events,
+            dbt_models,
+            *(build_membership_asset(segment) for segment in catalog.segments.values()),
+        ],
+        jobs=[nightly],
+        schedules=[build_nightly_schedule(nightly)],
+        resources=build_resources(settings, project),
+    )
+
+
+defs = build_definitions(load_settings())

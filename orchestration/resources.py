@@ -11,17 +11,7 @@ from dagster_dbt import DbtCliResource, DbtProject
 from dagster_duckdb import DuckDBResource
 
 from segops import warehouse
-from segops.settings import load_settings
-
-settings = load_settings()
-# dbt's profile reads the warehouse path from the environment.
-os.environ.setdefault("SEGOPS_WAREHOUSE", str(settings.warehouse))
-
-dbt_project = DbtProject(
-    project_dir=settings.dbt_project_dir,
-    target_path=settings.dbt_target_dir,
-)
-dbt_project.prepare_if_dev()
+from segops.settings import Settings
 
 
 class WarehouseResource(DuckDBResource):
@@ -35,8 +25,16 @@ class WarehouseResource(DuckDBResource):
             yield con
 
 
-def build_resources() -> dict[str, object]:
+def build_dbt_project(settings: Settings) -> DbtProject:
+    # dbt's profile reads the warehouse path from the environment.
+    os.environ.setdefault("SEGOPS_WAREHOUSE", str(settings.warehouse))
+    project = DbtProject(project_dir=settings.dbt_project_dir, target_path=settings.dbt_target_dir)
+    project.prepare_if_dev()
+    return project
+
+
+def build_resources(settings: Settings, project: DbtProject) -> dict[str, object]:
     return {
-        "dbt": DbtCliResource(project_dir=dbt_project, profiles_dir=str(settings.dbt_project_dir)),
+        "dbt": DbtCliResource(project_dir=project, profiles_dir=str(settings.dbt_project_dir)),
         "warehouse": WarehouseResource(database=str(settings.warehouse)),
     }

@@ -1,0 +1,139 @@
+"""The nightly job, executed in process: dbt build, then membership for every segment."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from orchestration.definitions import build_definitions
+from segops.clock import parse_timestamp
+from segops.dbt import run_dbt
+from segops.membership import current_members, members_at
+from segops.settings import DBT_PROJECT_DIR, load_settings
+from segops.warehouse import connect, ensure_schema
+from tests.shop import add_customer, add_event, ago
+
+NOW = parse_timestamp("2026-06-01T12:00:00")
+
+
+@pytest.fixture
+def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A warehouse with three customers, and the clock pinned to NOW."""
+    monkeypatch.setenv("SEGOPS_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    monkeypatch.setenv("SEGOPS_DBT_TARGET_DIR", str(tmp_path / "target"))
+    pin_clock(monkeypatch, NOW)
+    with connect(load_settings().warehouse) as con:
+        ensure_schema(con)
+        add_customer(con, "berlin", country="DE", signed_up_at=ago(NOW, days=60))
+        add_customer(con, "paris", country="FR", signed_up_at=ago(NOW, days=60))
+        add_customer(con, "buyer", country="US", signed_up_at=ago(NOW, days=60))
+        add_event(con, "buyer", "purchase", ago(NOW, days=1), order_value=80.0, order_id="o1")
+    return tmp_path
+
+
+def pin_clock(monkeypatch: pytest.MonkeyPatch, at: datetime) -> None:
+    monkeypatch.setenv("SEGOPS_NOW", at.isoformat())
+
+
+def definitions() -> dg.Definitions:
+    settings = load_settings()
+    run_dbt(settings, ["parse"])
+    return build_definitions(settings)
+
+
+def run_nightly(defs: dg.Definitions) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def("nightly_segments").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+
+
+def members(segment: str, at: datetime | None = None) -> list[str]:
+    with connect(load_settings().warehouse, read_only=True) as con:
+        frame = current_members(con, segment) if at is None else members_at(con, segment, at)
+    return sorted(frame["customer_id"])
+
+
+def test_definitions_list_the_job_schedule_and_every_segment(shop):
+    defs = definitions()
+    schedule = defs.resolve_schedule_def("nightly_segments_schedule")
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.execution_timezone == "UTC"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedule.job_name == defs.resolve_job_def("nightly_segments").name
+    graph = defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    for segment in ("cart_abandoners", "vip_quarterly", "dach_customers"):
+        assert f"segments/{segment}" in keys
+        assert f"membership/{segment}" in keys
+    assert {"raw/events", "raw/customers", "staging/stg_events"} <= keys
+    lineage = graph.get(dg.AssetKey(["membership", "cart_abandoners"])).parent_keys
+    assert dg.AssetKey(["segments", "cart_abandoners"]) in lineage
+    assert any(
+        check.asset_key == dg.AssetKey(["segments", "cart_abandoners"])
+        for check in graph.asset_check_keys
+    ), "dbt tests are asset checks"
+
+
+def test_two_nightly_runs_record_enters_and_exits(shop, monkeypatch):
+    defs = definitions()
+    first = run_nightly(defs)
+    assert first.success
+    assert members("dach_customers") == ["berlin"]
+    assert members("recent_purchasers") == ["buyer"]
+    size = first.asset_materializations_for_node("membership__dach_customers")[0].metadata["size"]
+    assert size.value == 1
+
+    with connect(load_settings().warehouse) as con:
+        con.execute("update raw.customers set country = 'FR' where customer_id = 'berlin'")
+        con.execute("update raw.customers set country = 'CH' where customer_id = 'paris'")
+    later = NOW + timedelta(days=3)
+    pin_clock(monkeypatch, later)
+    second = run_nightly(defs)
+    assert second.success
+    assert members("dach_customers") == ["paris"]
+    assert members("recent_purchasers") == [], "the purchase is now 4 days old"
+    metadata = second.asset_materializations_for_node("membership__dach_customers")[0].metadata
+    assert (metadata["enters"].value, metadata["exits"].value) == (1, 1)
+    assert members("dach_customers", at=NOW) == ["berlin"]
+    assert members("dach_customers", at=later) == ["paris"]
+
+
+BROKEN_SEGMENTS = {
+    "no_customer_id": ("select 'x' as user_id", "nightly"),
+    "duplicate_members": (
+        "select customer_id from {{ ref('stg_customers') }} "
+        "union all select customer_id from {{ ref('stg_customers') }}",
+        "nightly",
+    ),
+    "hourly_refresh": ("select customer_id from {{ ref('stg_customers') }}", "hourly"),
+}
+
+
+def test_a_broken_segment_fails_alone_with_a_message_naming_it(shop, monkeypatch):
+    project = shop / "dbt_project"
+    shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
+    for name, (sql, refresh) in BROKEN_SEGMENTS.items():
+        (project / "models" / "segments" / f"{name}.sql").write_text(sql + "\n")
+        (project / "models" / "segments" / f"{name}.yml").write_text(
+            f"models:\n  - name: {name}\n    config:\n      materialized: table\n"
+            f"      meta:\n        segment:\n          refresh: {refresh}\n"
+        )
+    monkeypatch.setenv("SEGOPS_DBT_PROJECT_DIR", str(project))
+
+    result = run_nightly(definitions())
+
+    assert not result.success
+    failures = {
+        event.step_key: event.step_failure_data.error.message
+        for event in result.get_step_failure_events()
+    }
+    assert set(failures) == {f"membership__{name}" for name in BROKEN_SEGMENTS}
+    assert "'no_customer_id' has no customer_id column" in failures["membership__no_customer_id"]
+    assert "'duplicate_members' has 3 duplicate" in failures["membership__duplicate_members"]
+    assert "'hourly_refresh'" in failures["membership__hourly_refresh"]
+    assert "refresh is 'hourly'" in failures["membership__hourly_refresh"]
+    assert members("dach_customers") == ["berlin"], "healthy segments still ran"
