@@ -1,0 +1,72 @@
+"""Pub/Sub topics and subscriptions, created idempotently.
+
+The same client talks to the emulator when PUBSUB_EMULATOR_HOST is set and to Google Cloud
+(Application Default Credentials) otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+
+from google.api_core import exceptions
+from google.cloud import pubsub_v1
+
+from segops.settings import Settings
+
+ACK_DEADLINE_SECONDS = 60
+
+
+class PubSubUnavailable(RuntimeError):
+    """Pub/Sub (or its emulator) could not be reached."""
+
+
+def describe_target() -> str:
+    host = os.environ.get("PUBSUB_EMULATOR_HOST")
+    return f"the Pub/Sub emulator at {host}" if host else "Google Cloud Pub/Sub"
+
+
+def topic_path(settings: Settings, topic: str) -> str:
+    return pubsub_v1.PublisherClient.topic_path(settings.pubsub_project, topic)
+
+
+def subscription_path(settings: Settings) -> str:
+    return pubsub_v1.SubscriberClient.subscription_path(
+        settings.pubsub_project, settings.subscription
+    )
+
+
+def ensure_pubsub(settings: Settings, timeout: float = 10.0) -> list[str]:
+    """Create the events and segment-changes topics and the consumer's subscription."""
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    created = []
+    try:
+        for topic in (settings.events_topic, settings.changes_topic):
+            path = topic_path(settings, topic)
+            try:
+                publisher.create_topic(name=path, timeout=timeout)
+                created.append(path)
+            except exceptions.AlreadyExists:
+                pass
+        path = subscription_path(settings)
+        try:
+            subscriber.create_subscription(
+                request={
+                    "name": path,
+                    "topic": topic_path(settings, settings.events_topic),
+                    "ack_deadline_seconds": ACK_DEADLINE_SECONDS,
+                },
+                timeout=timeout,
+            )
+            created.append(path)
+        except exceptions.AlreadyExists:
+            pass
+    except (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded, exceptions.RetryError) as e:
+        raise PubSubUnavailable(
+            f"cannot reach {describe_target()}: {e.__class__.__name__}. "
+            "Start it with `gcloud beta emulators pubsub start --host-port=127.0.0.1:8085` "
+            "and set PUBSUB_EMULATOR_HOST=127.0.0.1:8085"
+        ) from None
+    finally:
+        subscriber.close()
+    return created
