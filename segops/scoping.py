@@ -2,12 +2,16 @@
 
 The real-time path evaluates a segment for the customers a micro-batch touched, so its cost
 follows the batch, not the history. Every source the segment reads (directly or through views)
-is replaced by the same source filtered to the customers listed in a scope table; upstream
-views are inlined so the filter reaches the base tables. Since a real-time segment depends only
+is replaced by a copy holding only the rows of the customers in scope; upstream views are
+inlined so the copies replace the base tables. Since a real-time segment depends only
 on each customer's own rows, the scoped result equals the full result restricted to the scope.
 """
 
 from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
 
 import sqlglot
 from sqlglot import exp
@@ -18,8 +22,21 @@ from segops.membership import SegmentContractError
 DIALECT = "duckdb"
 
 
-def scoped_sql(catalog: Catalog, segment: Segment, scope_table: str) -> str:
-    """The segment's SQL with every source filtered to `customer_id in scope_table`."""
+@dataclass(frozen=True)
+class ScopedQuery:
+    """A segment's SQL reading per-batch copies of its sources instead of the sources."""
+
+    segment: str
+    sql: str
+    sources: dict[str, str]  # copy table name -> source relation it stands for
+    intervals: tuple[timedelta, ...]  # offsets after an event at which "now" can flip membership
+
+
+def scoped_query(catalog: Catalog, segment: Segment) -> ScopedQuery:
+    """Rewrite the segment so every source it reads, directly or through views, is a copy.
+
+    The caller fills each copy with the source's rows for the customers in scope.
+    """
     if segment.compiled_sql is None:
         raise SegmentContractError(
             f"segment {segment.name!r} has no compiled SQL in the manifest; run `dbt compile`"
@@ -31,8 +48,14 @@ def scoped_sql(catalog: Catalog, segment: Segment, scope_table: str) -> str:
             f"segment {segment.name!r} ({segment.original_file}) cannot be real-time: {problem}; "
             "make it nightly"
         )
-    by_relation = _nodes_by_relation(catalog)
-    return _scope_tree(tree, by_relation, scope_table).sql(dialect=DIALECT)
+    sources: dict[str, str] = {}
+    scoped = _scope_tree(tree, _nodes_by_relation(catalog), sources)
+    return ScopedQuery(
+        segment=segment.name,
+        sql=scoped.sql(dialect=DIALECT),
+        sources=sources,
+        intervals=tuple(sorted({i for i in map(_interval, scoped.find_all(exp.Interval)) if i})),
+    )
 
 
 def ranking_problem(tree: exp.Expression) -> str | None:
@@ -71,8 +94,12 @@ def _nodes_by_relation(catalog: Catalog) -> dict[tuple[str, str, str], Model]:
     return {_relation_key(m.relation): m for m in catalog.nodes.values() if m.relation}
 
 
+def copy_table_name(source: Model) -> str:
+    return "_scoped_" + "_".join(part.lower() for part in _relation_key(source.relation)[1:])
+
+
 def _scope_tree(
-    tree: exp.Expression, by_relation: dict[tuple[str, str, str], Model], scope_table: str
+    tree: exp.Expression, by_relation: dict[tuple[str, str, str], Model], sources: dict[str, str]
 ) -> exp.Expression:
     def replace(node: exp.Expression) -> exp.Expression:
         if not isinstance(node, exp.Table) or not node.db:
@@ -80,22 +107,29 @@ def _scope_tree(
         model = by_relation.get((node.catalog.lower(), node.db.lower(), node.name.lower()))
         if model is None:
             return node
-        alias = node.alias or node.name
+        alias = exp.TableAlias(this=exp.to_identifier(node.alias or node.name))
         if model.resource_type == "source":
-            base = exp.Table(
-                this=node.this, db=node.args.get("db"), catalog=node.args.get("catalog")
-            )
-            inner = (
-                exp.select("*")
-                .from_(base)
-                .where(f"customer_id in (select customer_id from {scope_table})")
-            )
-        elif model.materialized == "view" and model.compiled_sql:
-            inner = _scope_tree(
-                sqlglot.parse_one(model.compiled_sql, read=DIALECT), by_relation, scope_table
-            )
-        else:
-            return node
-        return exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(alias)))
+            copy = copy_table_name(model)
+            sources[copy] = model.relation
+            return exp.Table(this=exp.to_identifier(copy), alias=alias)
+        if model.materialized == "view" and model.compiled_sql:
+            inner = _scope_tree(sqlglot.parse_one(model.compiled_sql, read=DIALECT), by_relation,
+                                sources)
+            return exp.Subquery(this=inner, alias=alias)
+        return node
 
     return tree.transform(replace)
+
+
+def _interval(node: exp.Interval) -> timedelta | None:
+    """An interval literal such as interval '30 minutes' as a timedelta (None if not constant)."""
+    text = f"{node.this.name} {node.unit.name if node.unit else ''}".strip().lower()
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([a-z]+?)s?", text)
+    if not match or match.group(2) not in _UNITS:
+        return None
+    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+
+
+_UNITS = {
+    "second": "seconds", "minute": "minutes", "hour": "hours", "day": "days", "week": "weeks",
+}

@@ -70,6 +70,20 @@ create table if not exists segops.segment_membership_changes (
     recorded_at timestamp not null default (now() at time zone 'UTC'),
     published_at timestamp
 );
+
+create table if not exists segops.consumer_heartbeat (
+    consumer_id varchar primary key,
+    started_at timestamp not null,
+    beat_at timestamp not null,
+    evaluated_at timestamp not null,
+    last_batch_at timestamp,
+    lag_ms double,
+    batches bigint not null default 0,
+    events bigint not null default 0,
+    duplicates bigint not null default 0,
+    dead_letters bigint not null default 0,
+    failed_segments json
+);
 """
 
 # Built after bulk loads (an index maintained row by row makes loading 10M events slow).

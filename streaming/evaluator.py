@@ -1,0 +1,139 @@
+"""Incremental evaluation of the real-time segments, from their compiled SQL in the manifest.
+
+Per micro-batch it evaluates each real-time segment only for the customers in scope: those the
+batch touched, plus those whose membership can change with time alone since the last
+evaluation (an event crossed one of the segment's interval boundaries, such as a cart turning
+30 minutes old). The result goes through the one membership writer with source `realtime`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import duckdb
+
+from segops.catalog import Catalog
+from segops.clock import set_session_now
+from segops.membership import MembershipDelta, SegmentContractError, apply_membership
+from segops.scoping import ScopedQuery, scoped_query
+
+log = logging.getLogger(__name__)
+
+EVENTS = "raw.events"
+
+
+class SegmentFailed(RuntimeError):
+    """One segment's SQL failed at run time; the batch is retried without it."""
+
+    def __init__(self, segment: str, error: Exception):
+        super().__init__(f"segment {segment!r} failed: {error}")
+        self.segment = segment
+        self.error = error
+
+
+@dataclass
+class RealtimeEvaluator:
+    queries: dict[str, ScopedQuery]
+    refused: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_catalog(cls, catalog: Catalog) -> RealtimeEvaluator:
+        queries, refused = {}, {}
+        for segment in catalog.segments.values():
+            if segment.refresh != "realtime":
+                continue
+            if segment.problems:
+                refused[segment.name] = "; ".join(segment.problems)
+                continue
+            try:
+                queries[segment.name] = scoped_query(catalog, segment)
+            except SegmentContractError as error:
+                refused[segment.name] = str(error)
+        for name, reason in refused.items():
+            log.error("real-time segment %s is not evaluated: %s", name, reason)
+        return cls(queries=queries, refused=refused)
+
+    @property
+    def intervals(self) -> list:
+        return sorted({i for q in self.queries.values() for i in q.intervals})
+
+    def evaluate(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        *,
+        touched: Iterable[str],
+        now: datetime,
+        since: datetime | None,
+        segments: Iterable[str] | None = None,
+        everyone: bool = False,
+    ) -> list[MembershipDelta]:
+        """Re-evaluate `segments` (default: all) at `now` for the customers in scope.
+
+        Scope is `touched` plus the customers with an event that crossed an interval boundary
+        in (since, now]; `everyone` evaluates all customers. Runs inside the caller's
+        transaction; a failing segment raises SegmentFailed naming it.
+        """
+        names = list(self.queries if segments is None else segments)
+        self._stage_scope(con, list(touched), now, since, everyone)
+        set_session_now(con, now)
+        deltas = []
+        for name in names:
+            query = self.queries[name]
+            try:
+                con.execute(f"create or replace temp table _members as {query.sql}")
+            except duckdb.Error as error:
+                raise SegmentFailed(name, error) from error
+            deltas.append(
+                apply_membership(
+                    con,
+                    segment=name,
+                    members="_members",
+                    scope="_scope",
+                    source="realtime",
+                    changed_at=now,
+                )
+            )
+        return deltas
+
+    def _stage_scope(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        touched: list[str],
+        now: datetime,
+        since: datetime | None,
+        everyone: bool,
+    ) -> None:
+        con.execute("create or replace temp table _touched (customer_id varchar)")
+        if touched:
+            con.execute(
+                "insert into _touched select unnest($ids)", {"ids": sorted(set(touched))}
+            )
+        crossed = [
+            f"select customer_id from {EVENTS} "
+            f"where occurred_at > $since - interval '{interval.total_seconds()} seconds' "
+            f"and occurred_at <= $now - interval '{interval.total_seconds()} seconds'"
+            for interval in self.intervals
+        ]
+        if everyone:
+            scope_sql = " union ".join(
+                f"select customer_id from {relation}"
+                for relation in [*set(self._sources().values()), "segops.segment_membership"]
+            )
+            params = {}
+        elif since is not None and crossed:
+            scope_sql = " union ".join(["select customer_id from _touched", *crossed])
+            params = {"since": since, "now": now}
+        else:
+            scope_sql, params = "select customer_id from _touched", {}
+        con.execute(f"create or replace temp table _scope as {scope_sql}", params)
+        for copy, relation in self._sources().items():
+            con.execute(
+                f"create or replace temp table {copy} as select * from {relation} "
+                "where customer_id in (select customer_id from _scope)"
+            )
+
+    def _sources(self) -> dict[str, str]:
+        return {copy: rel for q in self.queries.values() for copy, rel in q.sources.items()}
