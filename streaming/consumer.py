@@ -1,0 +1,365 @@
+"""The streaming consumer: micro-batches in, one transaction per batch, ack after commit.
+
+Each batch: validate every message; store good events (deduplicated on event_id) and bad ones
+as dead letters with their reason; re-evaluate the real-time segments for the customers the
+batch touched and for those whose membership the passing time can change; write membership;
+update the heartbeat. All of that commits together, and only then are the messages acked, so
+a crash at any point redelivers rather than loses, and redelivery stores nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+
+from segops.catalog import Catalog
+from segops.clock import utc_now
+from segops.dbt import run_dbt
+from segops.membership import MembershipDelta
+from segops.settings import Settings
+from segops.warehouse import connect, ensure_schema, transaction
+from streaming.evaluator import RealtimeEvaluator, SegmentFailed
+from streaming.schema import Event, Rejected, validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One message as the consumer needs it, whatever delivered it (Pub/Sub, replay, tests)."""
+
+    data: bytes
+    message_id: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+    publish_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    received: int
+    stored: int
+    duplicates: int
+    dead_lettered: int
+    deltas: tuple[MembershipDelta, ...]
+    evaluated_at: datetime
+    seconds: float
+
+
+@dataclass
+class ConsumerConfig:
+    consumer_id: str = "segops-stream"
+    batch_size: int = 1000
+    batch_wait_seconds: float = 0.1
+    tick_seconds: float = 1.0
+    retry_failed_seconds: float = 30.0
+    lock_timeout_seconds: float = 3600.0
+
+
+class Consumer:
+    def __init__(
+        self,
+        settings: Settings,
+        config: ConsumerConfig | None = None,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ):
+        self.settings = settings
+        self.config = config or ConsumerConfig()
+        self.clock = clock
+        self.failed: dict[str, str] = {}
+        self.watermark: datetime | None = None
+        self._manifest_mtime: float | None = None
+        self._last_failed_retry = time.monotonic()
+        self.stopping = threading.Event()
+        self.evaluator = self._load_evaluator()
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def _load_evaluator(self) -> RealtimeEvaluator:
+        """Read the real-time segments from the manifest, compiling them first if needed."""
+        catalog = Catalog.load(self.settings.manifest_path)
+        if any(s.compiled_sql is None for s in catalog.segments.values() if s.is_realtime):
+            log.info("compiling the real-time segments (manifest has no compiled SQL yet)")
+            run_dbt(self.settings, ["compile", "--select", "+path:models/segments"])
+            catalog = Catalog.load(self.settings.manifest_path)
+        self._manifest_mtime = self.settings.manifest_path.stat().st_mtime
+        evaluator = RealtimeEvaluator.from_catalog(catalog)
+        self.failed.update(evaluator.refused)
+        return evaluator
+
+    def start(self) -> None:
+        """Create tables if needed and evaluate every real-time segment over all customers."""
+        with self._connect() as con:
+            ensure_schema(con)
+            row = con.execute(
+                "select evaluated_at from segops.consumer_heartbeat where consumer_id = ?",
+                [self.config.consumer_id],
+            ).fetchone()
+        self.watermark = row[0] if row else None
+        self._evaluate_everyone(list(self.evaluator.queries))
+
+    def _evaluate_everyone(self, segments: list[str]) -> None:
+        healthy = [s for s in segments if s not in self.evaluator.refused]
+        while healthy:
+            now = self.clock()
+            try:
+                with self._connect() as con, transaction(con):
+                    deltas = self.evaluator.evaluate(
+                        con, touched=[], now=now, since=None, segments=healthy, everyone=True
+                    )
+                    self._beat(con, now, [], 0, 0, 0)
+            except SegmentFailed as failure:
+                self._mark_failed(failure)
+                healthy.remove(failure.segment)
+                continue
+            for delta in deltas:
+                self.failed.pop(delta.segment, None)
+                log.info("%s: %d members (%d in, %d out)", delta.segment, delta.size,
+                         delta.enters, delta.exits)
+            self.watermark = now
+            return
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self, source, *, until_idle: float | None = None) -> None:
+        """Consume until stopped (SIGTERM/SIGINT) or idle for `until_idle` seconds."""
+        self._install_signal_handlers()
+        self.start()
+        source.start()
+        idle_since = last_eval = time.monotonic()
+        try:
+            while not self.stopping.is_set():
+                messages = source.next_batch(
+                    self.config.batch_size, self.config.batch_wait_seconds
+                )
+                now_mono = time.monotonic()
+                if messages:
+                    idle_since = now_mono
+                elif until_idle is not None and now_mono - idle_since >= until_idle:
+                    log.info("no messages for %.0fs; exiting", until_idle)
+                    break
+                if messages or now_mono - last_eval >= self.config.tick_seconds:
+                    self.process([_incoming(m) for m in messages])
+                    for message in messages:
+                        message.ack()
+                    last_eval = time.monotonic()
+                    self._maintain()
+        finally:
+            source.stop()
+        log.info("consumer stopped cleanly")
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop())
+
+    def _maintain(self) -> None:
+        """Pick up a changed manifest and retry failed segments now and then."""
+        mtime = self.settings.manifest_path.stat().st_mtime
+        if mtime != self._manifest_mtime:
+            previous = self.evaluator.queries
+            self.failed.clear()
+            self.evaluator = self._load_evaluator()
+            changed = [
+                name for name, query in self.evaluator.queries.items()
+                if previous.get(name) != query
+            ]
+            log.info("manifest changed; re-evaluating %s", ", ".join(changed) or "nothing")
+            self._evaluate_everyone(changed)
+        retryable = [s for s in self.failed if s in self.evaluator.queries]
+        if retryable and time.monotonic() - self._last_failed_retry >= (
+            self.config.retry_failed_seconds
+        ):
+            self._last_failed_retry = time.monotonic()
+            self._evaluate_everyone(retryable)
+
+    # -- one micro-batch ---------------------------------------------------------------------
+
+    def process(self, messages: Sequence[Incoming]) -> BatchOutcome:
+        """Store, evaluate and commit one micro-batch; the caller acks after this returns."""
+        started = time.monotonic()
+        now = self.clock()
+        events, rejected = _validate_all(messages, now)
+        unique = list({e.event_id: e for e in reversed(events)}.values())
+        segments = [s for s in self.evaluator.queries if s not in self.failed]
+        while True:
+            try:
+                with self._connect() as con, transaction(con):
+                    stored = _store_events(con, unique, now)
+                    _store_dead_letters(con, rejected)
+                    deltas = self.evaluator.evaluate(
+                        con,
+                        touched={e.customer_id for e in unique},
+                        now=now,
+                        since=self.watermark,
+                        segments=segments,
+                    )
+                    lag_ms = _lag_ms(messages)
+                    self._beat(con, now, messages, stored, len(events) - stored, len(rejected),
+                               lag_ms)
+                break
+            except SegmentFailed as failure:
+                self._mark_failed(failure)
+                segments.remove(failure.segment)
+        self.watermark = now
+        return BatchOutcome(
+            received=len(messages),
+            stored=stored,
+            duplicates=len(events) - stored,
+            dead_lettered=len(rejected),
+            deltas=tuple(deltas),
+            evaluated_at=now,
+            seconds=time.monotonic() - started,
+        )
+
+    def _mark_failed(self, failure: SegmentFailed) -> None:
+        log.error("%s; it is skipped until fixed, the other segments go on", failure)
+        self.failed[failure.segment] = str(failure.error)
+
+    def _connect(self):
+        def report(waited: float) -> None:
+            if int(waited) % 10 == 0 and waited >= 1:
+                log.warning("warehouse locked by another process; waited %.0fs, nothing acked",
+                            waited)
+
+        return connect(
+            self.settings.warehouse, timeout=self.config.lock_timeout_seconds, on_wait=report
+        )
+
+    def _beat(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        now: datetime,
+        messages: Sequence[Incoming],
+        stored: int,
+        duplicates: int,
+        dead_letters: int,
+        lag_ms: float | None = None,
+    ) -> None:
+        con.execute(
+            """
+            insert into segops.consumer_heartbeat as h (consumer_id, started_at, beat_at,
+                evaluated_at, last_batch_at, lag_ms, batches, events, duplicates, dead_letters,
+                failed_segments)
+            values ($id, $now, $wall, $now, $last_batch, $lag, $batches, $stored, $dups, $dead,
+                $failed)
+            on conflict (consumer_id) do update set
+                beat_at = excluded.beat_at,
+                evaluated_at = excluded.evaluated_at,
+                last_batch_at = coalesce(excluded.last_batch_at, h.last_batch_at),
+                lag_ms = coalesce(excluded.lag_ms, h.lag_ms),
+                batches = h.batches + excluded.batches,
+                events = h.events + excluded.events,
+                duplicates = h.duplicates + excluded.duplicates,
+                dead_letters = h.dead_letters + excluded.dead_letters,
+                failed_segments = excluded.failed_segments
+            """,
+            {
+                "id": self.config.consumer_id,
+                "now": now,
+                "wall": utc_now(),
+                "last_batch": utc_now() if messages else None,
+                "lag": lag_ms,
+                "batches": 1 if messages else 0,
+                "stored": stored,
+                "dups": duplicates,
+                "dead": dead_letters,
+                "failed": json.dumps(self.failed),
+            },
+        )
+
+
+def _incoming(message) -> Incoming:
+    publish_time = message.publish_time
+    return Incoming(
+        data=message.data,
+        message_id=message.message_id,
+        attributes=dict(message.attributes),
+        publish_time=publish_time.replace(tzinfo=None) if publish_time else None,
+    )
+
+
+def _validate_all(
+    messages: Sequence[Incoming], now: datetime
+) -> tuple[list[Event], list[tuple[Incoming, str]]]:
+    events, rejected = [], []
+    for message in messages:
+        result = validate(message.data, now)
+        if isinstance(result, Rejected):
+            rejected.append((message, result.reason))
+        else:
+            events.append(result)
+    return events, rejected
+
+
+def _store_events(con: duckdb.DuckDBPyConnection, events: list[Event], now: datetime) -> int:
+    """Append events whose event_id is new; return how many were stored."""
+    if not events:
+        return 0
+    batch = pa.table(
+        {
+            "event_id": [e.event_id for e in events],
+            "customer_id": [e.customer_id for e in events],
+            "event_type": [e.event_type for e in events],
+            "occurred_at": pa.array([e.occurred_at for e in events], pa.timestamp("us")),
+            "properties": [e.properties for e in events],
+        }
+    )
+    con.register("_batch", batch)
+    try:
+        return con.execute(
+            """
+            insert or ignore into raw.events
+                (event_id, customer_id, event_type, occurred_at, properties, ingested_at)
+            select event_id, customer_id, event_type, occurred_at, properties::json, $now
+            from _batch
+            """,
+            {"now": now},
+        ).fetchone()[0]
+    finally:
+        con.unregister("_batch")
+
+
+def _store_dead_letters(
+    con: duckdb.DuckDBPyConnection, rejected: list[tuple[Incoming, str]]
+) -> None:
+    if not rejected:
+        return
+    batch = pa.table(
+        {
+            "message_id": [m.message_id for m, _ in rejected],
+            "reason": [reason for _, reason in rejected],
+            "payload": pa.array([m.data for m, _ in rejected], pa.binary()),
+            "attributes": [json.dumps(m.attributes) for m, _ in rejected],
+        }
+    )
+    con.register("_dead", batch)
+    try:
+        con.execute(
+            """
+            insert into raw.dead_letters (message_id, reason, payload, attributes)
+            select message_id, reason, payload, attributes::json from _dead
+            """
+        )
+    finally:
+        con.unregister("_dead")
+
+
+def _lag_ms(messages: Sequence[Incoming]) -> float | None:
+    published = [m.publish_time for m in messages if m.publish_time]
+    if not published:
+        return None
+    return (utc_now() - min(published)).total_seconds() * 1000
