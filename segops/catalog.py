@@ -12,11 +12,13 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from segops.errors import SegOpsError
+
 REFRESH_MODES = ("realtime", "nightly")
 LIVE_MATERIALIZATIONS = ("view", "ephemeral")
 
 
-class ManifestMissing(FileNotFoundError):
+class ManifestMissing(SegOpsError):
     """No dbt manifest yet: run `dbt parse` (or `make demo`) first."""
 
 

@@ -9,21 +9,12 @@ from collections.abc import Callable, Sequence
 
 from rich.console import Console
 
-from segops.catalog import ManifestMissing
 from segops.clock import parse_timestamp, utc_now
-from segops.dbt import DbtError
-from segops.membership import SegmentContractError
+from segops.errors import SegOpsError
 from segops.settings import Settings, load_settings
-from segops.warehouse import WarehouseBusy
 
 console = Console()
-READABLE_ERRORS = (
-    ManifestMissing,
-    SegmentContractError,
-    WarehouseBusy,
-    DbtError,
-    FileNotFoundError,
-)
+READABLE_ERRORS = (SegOpsError, FileNotFoundError)
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> None:
@@ -51,9 +42,48 @@ def cmd_segments(args: argparse.Namespace, settings: Settings) -> None:
     print_segments(settings, console, sample=args.sample)
 
 
+def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
+    from segops.warehouse import connect, ensure_schema
+    from streaming.pubsub import describe_target, ensure_pubsub
+
+    with connect(settings.warehouse) as con:
+        ensure_schema(con)
+    created = ensure_pubsub(settings)
+    console.print(f"warehouse ready at {settings.warehouse}")
+    console.print(
+        f"Pub/Sub ready on {describe_target()}: "
+        + (", ".join(created) if created else "topics and subscription already existed")
+    )
+
+
+def cmd_stream(args: argparse.Namespace, settings: Settings) -> None:
+    from streaming.consumer import Consumer, ConsumerConfig
+    from streaming.pubsub import subscription_path
+    from streaming.source import PubSubSource
+
+    config = ConsumerConfig(batch_size=args.batch_size, batch_wait_seconds=args.batch_wait)
+    consumer = Consumer(settings, config)
+    consumer.run(PubSubSource(subscription_path(settings)), until_idle=args.until_idle)
+
+
+def cmd_produce(args: argparse.Namespace, settings: Settings) -> None:
+    from streaming.producer import publish
+    from streaming.traffic import ShopTraffic, known_customers
+
+    traffic = ShopTraffic(known_customers(args.customers), seed=args.seed, clock=utc_now)
+    report = publish(settings, traffic, rate=args.rate, duration=args.duration)
+    console.print(
+        f"published {report.published:,} events in {report.seconds:.1f}s "
+        f"({report.rate:,.0f}/s), {report.failed} failed"
+    )
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], None]] = {
     "generate": cmd_generate,
     "segments": cmd_segments,
+    "init": cmd_init,
+    "stream": cmd_stream,
+    "produce": cmd_produce,
 }
 
 
@@ -70,6 +100,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     segments = sub.add_parser("segments", help="every segment with its refresh mode and size")
     segments.add_argument("--sample", type=int, default=0, help="show N members of each")
+
+    sub.add_parser("init", help="create the warehouse tables and the Pub/Sub topics")
+
+    stream = sub.add_parser("stream", help="run the streaming consumer")
+    stream.add_argument("--until-idle", type=float, help="exit after this many idle seconds")
+    stream.add_argument("--batch-size", type=int, default=1000)
+    stream.add_argument("--batch-wait", type=float, default=0.1, help="seconds per batch")
+
+    produce = sub.add_parser("produce", help="publish live synthetic shop traffic")
+    produce.add_argument("--rate", type=float, default=50.0, help="events per second")
+    produce.add_argument("--duration", type=float, default=60.0, help="seconds")
+    produce.add_argument("--customers", type=int, default=20_000, help="customer id range")
+    produce.add_argument("--seed", type=int, default=11)
     return parser
 
 

@@ -9,10 +9,11 @@ from typing import Any
 
 from dbt.cli.main import dbtRunner, dbtRunnerResult
 
+from segops.errors import SegOpsError
 from segops.settings import Settings
 
 
-class DbtError(RuntimeError):
+class DbtError(SegOpsError):
     """dbt failed; the message carries dbt's own words (model, file and line)."""
 
 

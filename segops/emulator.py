@@ -11,8 +11,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from segops.errors import SegOpsError
 
-class EmulatorUnavailable(RuntimeError):
+
+class EmulatorUnavailable(SegOpsError):
     """The emulator could not be started here."""
 
 

@@ -13,12 +13,13 @@ from datetime import datetime
 import duckdb
 import pandas as pd
 
+from segops.errors import SegOpsError
 from segops.warehouse import quote
 
 SOURCES = ("batch", "realtime")
 
 
-class SegmentContractError(ValueError):
+class SegmentContractError(SegOpsError):
     """A segment's rows break the contract (one row per member, with a customer_id)."""
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import duckdb
 
+from segops.errors import SegOpsError
+
 log = logging.getLogger(__name__)
 
 SCHEMA_DDL = """
@@ -90,7 +92,7 @@ create table if not exists segops.consumer_heartbeat (
 EVENT_ID_INDEX = "create unique index if not exists events_event_id on raw.events (event_id)"
 
 
-class WarehouseBusy(RuntimeError):
+class WarehouseBusy(SegOpsError):
     """Another process held the warehouse for longer than we were willing to wait."""
 
 

@@ -11,12 +11,13 @@ import os
 from google.api_core import exceptions
 from google.cloud import pubsub_v1
 
+from segops.errors import SegOpsError
 from segops.settings import Settings
 
 ACK_DEADLINE_SECONDS = 60
 
 
-class PubSubUnavailable(RuntimeError):
+class PubSubUnavailable(SegOpsError):
     """Pub/Sub (or its emulator) could not be reached."""
 
 
