@@ -1,0 +1,46 @@
+"""The streaming consumer's heartbeat, as the Dagster sensor and the CLI read it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import duckdb
+
+STALE_AFTER = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    consumer_id: str
+    beat_at: datetime
+    evaluated_at: datetime
+    last_batch_at: datetime | None
+    lag_ms: float | None
+    batches: int
+    events: int
+    duplicates: int
+    dead_letters: int
+    failed_segments: dict[str, str]
+
+    def age(self, now: datetime) -> timedelta:
+        return now - self.beat_at
+
+    def is_stale(self, now: datetime, after: timedelta = STALE_AFTER) -> bool:
+        return self.age(now) > after
+
+
+def latest_heartbeat(con: duckdb.DuckDBPyConnection) -> Heartbeat | None:
+    """The most recent beat of any consumer, or None if no consumer ever ran."""
+    row = con.execute(
+        """
+        select consumer_id, beat_at, evaluated_at, last_batch_at, lag_ms, batches, events,
+               duplicates, dead_letters, failed_segments
+        from segops.consumer_heartbeat order by beat_at desc limit 1
+        """
+    ).fetchone()
+    if row is None:
+        return None
+    *fields, failed = row
+    return Heartbeat(*fields, failed_segments=json.loads(failed) if failed else {})
