@@ -7,6 +7,7 @@ from orchestration.jobs import build_nightly_job, build_nightly_schedule
 from orchestration.membership_assets import build_membership_asset
 from orchestration.raw_assets import raw_customers, raw_events
 from orchestration.resources import build_dbt_project, build_resources
+from orchestration.sensors import build_realtime_sensor
 from segops.catalog import Catalog
 from segops.settings import Settings, load_settings
 
@@ -25,6 +26,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         ],
         jobs=[nightly],
         schedules=[build_nightly_schedule(nightly)],
+        sensors=[build_realtime_sensor(catalog.realtime_segments())],
         resources=build_resources(settings, project),
     )
 
