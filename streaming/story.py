@@ -1,0 +1,156 @@
+"""A scripted real-time act for the demo: shoppers whose every move changes their segments.
+
+It runs the streaming consumer in this process, publishes a short story to Pub/Sub and prints
+each enter and exit as the consumer commits it, with the latency from the event that caused it
+(or, for changes that time alone makes, from the moment the boundary passed).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from rich.console import Console
+
+from segops.clock import utc_now
+from segops.settings import Settings
+from segops.warehouse import connect
+from streaming.consumer import Consumer, ConsumerConfig
+from streaming.producer import make_publisher, publish
+from streaming.pubsub import ensure_pubsub, subscription_path
+from streaming.source import PubSubSource
+from streaming.traffic import event
+
+
+@dataclass(frozen=True)
+class Beat:
+    """One step of the story: what happens, the events it publishes, what to wait for."""
+
+    narration: str
+    events: Callable[[datetime], list[dict]]
+    expect: list[tuple[str, str, str]]  # (customer, segment, enter|exit)
+    boundary: Callable[[datetime], datetime] | None = None  # when time alone causes it
+
+
+def _views(customer: str, category: str, count: int) -> Callable[[datetime], list[dict]]:
+    return lambda now: [
+        event(customer, "product_view", now, product_id=f"{category[:3]}-{i:04d}",
+              category=category, price=49.0 + i)
+        for i in range(count)
+    ]
+
+
+CART_DELAY = timedelta(minutes=30)
+SETTLE = timedelta(seconds=3)
+
+STORY = [
+    Beat(
+        "Ada signs up.",
+        lambda now: [event("ada", "signup", now, channel="social", country="GB")],
+        [("ada", "new_signups_no_purchase", "enter")],
+    ),
+    Beat(
+        "Ada looks at three espresso machines.",
+        _views("ada", "home", 3),
+        [("ada", "high_intent_browsers", "enter")],
+    ),
+    Beat(
+        "Ada puts one in her cart (29m57s ago, say) and wanders off.",
+        lambda now: [event("ada", "add_to_cart", now - CART_DELAY + SETTLE,
+                           product_id="hom-0002", category="home", price=51.0, quantity=1)],
+        [("ada", "cart_abandoners", "enter")],
+        boundary=lambda now: now + SETTLE,
+    ),
+    Beat(
+        "Ada comes back and buys it.",
+        lambda now: [event("ada", "purchase", now, order_id="o-ada-1", order_value=51.0,
+                           currency="USD", items=1)],
+        [("ada", "cart_abandoners", "exit"), ("ada", "new_signups_no_purchase", "exit"),
+         ("ada", "recent_purchasers", "enter")],
+    ),
+    Beat(
+        "Bob glances at two books: not enough intent yet.",
+        _views("bob", "books", 2),
+        [],
+    ),
+    Beat(
+        "Bob looks at a third book.",
+        _views("bob", "books", 1),
+        [("bob", "high_intent_browsers", "enter")],
+    ),
+]
+
+
+def tell(settings: Settings, console: Console, timeout: float = 30.0) -> bool:
+    """Publish the story through Pub/Sub and narrate the changes; True if all happened."""
+    ensure_pubsub(settings)
+    consumer = Consumer(settings, ConsumerConfig(batch_wait_seconds=0.05, tick_seconds=0.5))
+    worker = threading.Thread(
+        target=consumer.run, args=(PubSubSource(subscription_path(settings)),), daemon=True
+    )
+    worker.start()
+    publisher = make_publisher()
+    last_change = _wait_until_started(settings, consumer)
+    complete = True
+    try:
+        for beat in STORY:
+            console.print(f"\n[bold]{beat.narration}[/bold]")
+            now = utc_now()
+            publish(settings, beat.events(now), publisher=publisher)
+            started = beat.boundary(now) if beat.boundary else None
+            expected = set(beat.expect)
+            deadline = time.monotonic() + timeout
+            while expected and time.monotonic() < deadline:
+                for change_id, customer, segment, change, recorded_at in _changes_since(
+                    settings, last_change
+                ):
+                    last_change = change_id
+                    if (customer, segment, change) not in expected:
+                        continue
+                    expected.discard((customer, segment, change))
+                    since = (recorded_at - (started or now)).total_seconds() * 1000
+                    latency = (
+                        f"{since:,.0f} ms after the 30-minute mark, with no new event"
+                        if started
+                        else f"{since:,.0f} ms after publishing"
+                    )
+                    arrow = "[green]→ enters[/green]" if change == "enter" else "[red]← exits[/red]"
+                    console.print(f"  {customer} {arrow} {segment}  ({latency})")
+                time.sleep(0.05)
+            if expected:
+                complete = False
+                console.print(f"  [red]not seen within {timeout:.0f}s:[/red] {sorted(expected)}")
+            if not beat.expect:
+                time.sleep(1.0)
+                console.print("  (no change, as expected)")
+    finally:
+        consumer.stop()
+        worker.join(timeout=30)
+    return complete
+
+
+def _wait_until_started(settings: Settings, consumer: Consumer) -> int:
+    while consumer.watermark is None:
+        time.sleep(0.05)
+    return _last_change_id(settings)
+
+
+def _last_change_id(settings: Settings) -> int:
+    with connect(settings.warehouse) as con:
+        return con.execute(
+            "select coalesce(max(change_id), 0) from segops.segment_membership_changes"
+        ).fetchone()[0]
+
+
+def _changes_since(settings: Settings, change_id: int) -> list[tuple]:
+    with connect(settings.warehouse) as con:
+        return con.execute(
+            """
+            select change_id, customer_id, segment, change, recorded_at
+            from segops.segment_membership_changes where change_id > ? order by change_id
+            """,
+            [change_id],
+        ).fetchall()
