@@ -1,7 +1,5 @@
 """dbt models as Dagster assets: raw → staging → marts → segments, with dbt tests as checks."""
 
-from __future__ import annotations
-
 import json
 from collections.abc import Mapping
 from typing import Any

@@ -1,34 +1,6 @@
-"""The SegOps code location: everything `dagster dev -w workspace.yaml` loads."""
+"""The SegOps code location: what `dagster dev -w workspace.yaml` loads."""
 
-import dagster as dg
-
-from orchestration.dbt_assets import build_dbt_assets
-from orchestration.jobs import build_nightly_job, build_nightly_schedule
-from orchestration.membership_assets import build_membership_asset
-from orchestration.raw_assets import raw_customers, raw_events
-from orchestration.resources import build_dbt_project, build_resources
-from orchestration.sensors import build_realtime_sensor
-from segops.catalog import Catalog
-from segops.settings import Settings, load_settings
-
-
-def build_definitions(settings: Settings) -> dg.Definitions:
-    project = build_dbt_project(settings)
-    catalog = Catalog.load(settings.manifest_path)
-    dbt_models = build_dbt_assets(project)
-    nightly = build_nightly_job(dbt_models)
-    return dg.Definitions(
-        assets=[
-            raw_customers,
-            raw_events,
-            dbt_models,
-            *(build_membership_asset(segment) for segment in catalog.segments.values()),
-        ],
-        jobs=[nightly],
-        schedules=[build_nightly_schedule(nightly)],
-        sensors=[build_realtime_sensor(catalog.realtime_segments())],
-        resources=build_resources(settings, project),
-    )
-
+from orchestration.build import build_definitions
+from segops.settings import load_settings
 
 defs = build_definitions(load_settings())

@@ -3,7 +3,7 @@
 import dagster as dg
 
 
-def build_nightly_job(dbt_models: dg.AssetsDefinition) -> dg.UnresolvedAssetJobDefinition:
+def build_nightly_job(dbt_models: dg.AssetsDefinition):
     return dg.define_asset_job(
         name="nightly_segments",
         selection=dg.AssetSelection.assets(dbt_models) | dg.AssetSelection.groups("membership"),
@@ -12,7 +12,7 @@ def build_nightly_job(dbt_models: dg.AssetsDefinition) -> dg.UnresolvedAssetJobD
     )
 
 
-def build_nightly_schedule(job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+def build_nightly_schedule(job) -> dg.ScheduleDefinition:
     return dg.ScheduleDefinition(
         name="nightly_segments_schedule",
         job=job,

@@ -4,7 +4,6 @@ For a real-time segment the same step measures parity (the stream's membership a
 evaluation at the stream's last "now") before reconciling, and reports the consumer's heartbeat.
 """
 
-from __future__ import annotations
 
 from datetime import datetime
 

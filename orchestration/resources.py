@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import duckdb
 from dagster_dbt import DbtCliResource, DbtProject
@@ -35,6 +37,11 @@ def build_dbt_project(settings: Settings) -> DbtProject:
 
 def build_resources(settings: Settings, project: DbtProject) -> dict[str, object]:
     return {
-        "dbt": DbtCliResource(project_dir=project, profiles_dir=str(settings.dbt_project_dir)),
+        "dbt": DbtCliResource(
+            project_dir=project,
+            profiles_dir=str(settings.dbt_project_dir),
+            # The dbt installed beside this Python, whether or not the venv is activated.
+            dbt_executable=str(Path(sys.executable).parent / "dbt"),
+        ),
         "warehouse": WarehouseResource(database=str(settings.warehouse)),
     }

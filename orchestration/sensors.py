@@ -1,7 +1,5 @@
 """The real-time side in the Dagster UI: the change log, read by cursor, as runless events."""
 
-from __future__ import annotations
-
 import json
 
 import dagster as dg

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from orchestration.definitions import build_definitions
+from orchestration.build import build_definitions
 from segops.clock import parse_timestamp
 from segops.dbt import run_dbt
 from segops.membership import current_members, members_at

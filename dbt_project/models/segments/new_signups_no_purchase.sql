@@ -1,0 +1,26 @@
+with events as (
+    select * from {{ ref('stg_events') }}
+    where occurred_at <= {{ segops_now() }}
+),
+
+signups as (
+    select customer_id, min(occurred_at) as signed_up_at
+    from events
+    where event_type = 'signup'
+    group by customer_id
+),
+
+buyers as (
+    select distinct customer_id
+    from events
+    where event_type = 'purchase'
+),
+
+final as (
+    select signups.customer_id, signups.signed_up_at
+    from signups
+    where signups.signed_up_at >= {{ segops_now() }} - interval '7 days'
+      and signups.customer_id not in (select customer_id from buyers)
+)
+
+select * from final
