@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -63,6 +64,9 @@ def cmd_stream(args: argparse.Namespace, settings: Settings) -> None:
 
     config = ConsumerConfig(batch_size=args.batch_size, batch_wait_seconds=args.batch_wait)
     consumer = Consumer(settings, config)
+    # SIGTERM and Ctrl-C drain: finish the batch, commit, ack, exit 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: consumer.stop())
     consumer.run(PubSubSource(subscription_path(settings)), until_idle=args.until_idle)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -131,8 +130,7 @@ class Consumer:
     # -- the loop --------------------------------------------------------------------------
 
     def run(self, source, *, until_idle: float | None = None) -> None:
-        """Consume until stopped (SIGTERM/SIGINT) or idle for `until_idle` seconds."""
-        self._install_signal_handlers()
+        """Consume until `stop()` or until idle for `until_idle` seconds."""
         self.start()
         source.start()
         idle_since = last_eval = time.monotonic()
@@ -159,12 +157,6 @@ class Consumer:
 
     def stop(self) -> None:
         self.stopping.set()
-
-    def _install_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: self.stop())
 
     def _maintain(self) -> None:
         """Pick up a changed manifest and retry failed segments now and then."""

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from segops.dbt import run_dbt
 from segops.emulator import EmulatorUnavailable, PubSubEmulator
 from segops.settings import Settings, load_settings
+from segops.warehouse import connect, ensure_schema
 
 
 @pytest.fixture
@@ -43,3 +46,28 @@ def pubsub(pubsub_emulator: str, settings: Settings, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator)
     monkeypatch.setenv("SEGOPS_PROJECT", f"test-{uuid.uuid4().hex[:12]}")
     return load_settings()
+
+
+@pytest.fixture(scope="session")
+def built_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A warehouse with empty raw tables and every dbt model built, plus its manifest."""
+    root = tmp_path_factory.mktemp("built")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEGOPS_WAREHOUSE", str(root / "warehouse.duckdb"))
+        patch.setenv("SEGOPS_DBT_TARGET_DIR", str(root / "target"))
+        built = load_settings()
+        with connect(built.warehouse) as con:
+            ensure_schema(con)
+        run_dbt(built, ["build"])
+        with connect(built.warehouse) as con:
+            con.execute("checkpoint")  # everything in the one file we copy
+    return root
+
+
+@pytest.fixture
+def warehouse(settings: Settings, built_warehouse: Path) -> Settings:
+    """This test's own copy of the built warehouse and manifest."""
+    shutil.copy(built_warehouse / "warehouse.duckdb", settings.warehouse)
+    settings.dbt_target_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(built_warehouse / "target" / "manifest.json", settings.manifest_path)
+    return settings

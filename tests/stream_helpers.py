@@ -1,0 +1,57 @@
+"""Helpers for tests of the real-time path: publish, consume, read back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+
+from segops.catalog import Catalog
+from segops.settings import Settings
+from segops.warehouse import connect
+from streaming.consumer import Consumer, ConsumerConfig, Incoming
+from streaming.producer import publish
+from streaming.pubsub import ensure_pubsub, subscription_path
+from streaming.source import PubSubSource
+
+
+def consume_until_idle(settings: Settings, idle: float = 2.0, **config) -> Consumer:
+    """Run the real consumer on the real subscription until no message came for `idle` s."""
+    consumer = Consumer(settings, ConsumerConfig(**config))
+    consumer.run(PubSubSource(subscription_path(settings)), until_idle=idle)
+    return consumer
+
+
+def publish_all(settings: Settings, messages: Iterable[dict | bytes]) -> int:
+    ensure_pubsub(settings)
+    report = publish(settings, messages)
+    assert report.failed == 0
+    return report.published
+
+
+def incoming(event: dict) -> Incoming:
+    return Incoming(data=json.dumps(event).encode(), message_id=event["event_id"])
+
+
+def members(settings: Settings, segment: str) -> dict[str, str]:
+    """customer_id -> source of who is in `segment` now."""
+    with connect(settings.warehouse) as con:
+        return dict(
+            con.execute(
+                "select customer_id, source from segops.segment_membership where segment = ?",
+                [segment],
+            ).fetchall()
+        )
+
+
+def scalar(settings: Settings, sql: str, *params) -> object:
+    with connect(settings.warehouse) as con:
+        return con.execute(sql, list(params)).fetchone()[0]
+
+
+def realtime_segments(settings: Settings) -> list:
+    return Catalog.load(settings.manifest_path).realtime_segments()
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
