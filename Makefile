@@ -22,13 +22,17 @@ install: $(BIN)/.installed
 manifest: install
 	$(DBT) parse --quiet $(DBT_ARGS)
 
-nightly: manifest
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+nightly: manifest $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster job execute -m orchestration.definitions -j nightly_segments
 
 demo: install
 	$(BIN)/segops generate --customers $(DEMO_CUSTOMERS)
 	$(MAKE) --no-print-directory nightly
+	$(BIN)/segops story
 	$(BIN)/segops segments --sample 3
 
 test: manifest

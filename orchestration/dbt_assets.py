@@ -5,7 +5,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
 
 from segops.clock import pinned_now
 
@@ -24,7 +30,11 @@ class SegOpsTranslator(DagsterDbtTranslator):
 
 
 def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
-    @dbt_assets(manifest=project.manifest_path, dagster_dbt_translator=SegOpsTranslator())
+    translator = SegOpsTranslator(
+        settings=DagsterDbtTranslatorSettings(enable_source_tests_as_checks=True)
+    )
+
+    @dbt_assets(manifest=project.manifest_path, dagster_dbt_translator=translator)
     def segops_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
         """Build and test every model; a failing segment fails on its own, not the whole run."""
         args = ["build"]

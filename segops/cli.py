@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -14,7 +15,7 @@ from segops.clock import parse_timestamp, utc_now
 from segops.errors import SegOpsError
 from segops.settings import Settings, load_settings
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)
 READABLE_ERRORS = (SegOpsError, FileNotFoundError)
 
 
@@ -82,12 +83,28 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
+def cmd_story(args: argparse.Namespace, settings: Settings) -> None:
+    from contextlib import nullcontext
+
+    from segops.emulator import PubSubEmulator
+    from streaming.story import tell
+
+    own_emulator = "PUBSUB_EMULATOR_HOST" not in os.environ
+    with PubSubEmulator() if own_emulator else nullcontext() as emulator:
+        if emulator:
+            os.environ["PUBSUB_EMULATOR_HOST"] = emulator.host
+            console.print(f"started the Pub/Sub emulator on {emulator.host}")
+        if not tell(settings, console):
+            raise SystemExit(1)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], None]] = {
     "generate": cmd_generate,
     "segments": cmd_segments,
     "init": cmd_init,
     "stream": cmd_stream,
     "produce": cmd_produce,
+    "story": cmd_story,
 }
 
 
@@ -117,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--duration", type=float, default=60.0, help="seconds")
     produce.add_argument("--customers", type=int, default=20_000, help="customer id range")
     produce.add_argument("--seed", type=int, default=11)
+
+    sub.add_parser("story", help="publish a scripted real-time story and narrate the changes")
     return parser
 
 

@@ -41,8 +41,11 @@ def print_segments(settings: Settings, console: Console, sample: int = 0) -> Non
         } if sample else {}
     now = utc_now()
     table = Table(title="Segments")
-    for column in ("segment", "refresh", "members", "last change", "age", "description"):
-        table.add_column(column, justify="right" if column in ("members", "age") else "left")
+    table.add_column("segment", no_wrap=True)
+    table.add_column("refresh", no_wrap=True)
+    table.add_column("members", justify="right")
+    table.add_column("last change", justify="right", no_wrap=True)
+    table.add_column("description", overflow="ellipsis", no_wrap=True)
     for name, segment in catalog.segments.items():
         size, last_change = stats.get(name, (0, None))
         refresh = segment.refresh or "?"
@@ -52,8 +55,7 @@ def print_segments(settings: Settings, console: Console, sample: int = 0) -> Non
             name,
             refresh,
             f"{size:,}",
-            last_change.isoformat(sep=" ", timespec="seconds") if last_change else "never",
-            _age(now - last_change) if last_change else "",
+            f"{_age(now - last_change)} ago" if last_change else "never",
             segment.description.strip().splitlines()[0] if segment.description else "",
         )
     console.print(table)

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from segops.synthetic import customer_id
+
 CATEGORIES = ("electronics", "apparel", "home", "beauty", "sports", "books", "toys", "grocery")
 CHANNELS = ("organic", "paid_search", "social", "email", "referral")
 DEVICES = ("mobile", "desktop", "tablet")
@@ -99,3 +101,15 @@ def _product(rng: random.Random, category: str) -> dict:
         "category": category,
         "price": round(rng.lognormvariate(3.3, 0.8), 2),
     }
+
+
+def known_customers(count: int, new_share: float = 0.01) -> Callable[[random.Random], str]:
+    """Pick ids of the generated shop's customers, a few much more often than the rest, and
+    now and then a customer the warehouse has never seen."""
+
+    def pick(rng: random.Random) -> str:
+        if rng.random() < new_share:
+            return f"n{rng.getrandbits(48):012x}"
+        return customer_id(1 + int(count * rng.random() ** 3), count)
+
+    return pick

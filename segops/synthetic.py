@@ -1,0 +1,289 @@
+"""A deterministic synthetic online shop: customers and their events, at any scale.
+
+Everything is drawn as numpy arrays from one seeded generator and handed to DuckDB as Arrow,
+which builds the strings and JSON in SQL: 1M customers / 10M events load in well under two
+minutes on two cores. The events have the same shape the Pub/Sub stream carries.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from segops.warehouse import EVENT_ID_INDEX, ensure_schema
+
+COUNTRIES = {  # country: (share of customers, cities)
+    "US": (0.30, ["New York", "Chicago", "Austin", "Seattle"]),
+    "GB": (0.12, ["London", "Manchester", "Leeds"]),
+    "DE": (0.10, ["Berlin", "Munich", "Hamburg"]),
+    "FR": (0.08, ["Paris", "Lyon", "Marseille"]),
+    "CA": (0.06, ["Toronto", "Vancouver"]),
+    "NL": (0.05, ["Amsterdam", "Rotterdam"]),
+    "ES": (0.05, ["Madrid", "Barcelona"]),
+    "IT": (0.05, ["Milan", "Rome"]),
+    "AU": (0.05, ["Sydney", "Melbourne"]),
+    "SE": (0.04, ["Stockholm", "Gothenburg"]),
+    "AT": (0.04, ["Vienna", "Graz"]),
+    "CH": (0.03, ["Zurich", "Geneva"]),
+    "PL": (0.03, ["Warsaw", "Krakow"]),
+}
+CATEGORIES = ["electronics", "apparel", "home", "beauty", "sports", "books", "toys", "grocery"]
+CHANNELS = ["organic", "paid_search", "social", "email", "referral"]
+DEVICES = ["mobile", "desktop", "tablet"]
+PATHS = ["/", "/sale", "/new", "/help", "/account"]
+
+# What one session holds, on average: a start, 1 + Poisson(3.5) views, and a cart that is
+# sometimes checked out and bought.
+MEAN_VIEWS = 4.5
+P_CART, P_CHECKOUT, P_PURCHASE = 0.3, 0.6, 0.85
+EMAIL_OPENS_PER_CUSTOMER = 0.5
+RECENT_SHARE = 0.04  # sessions placed in the last two hours, so real-time segments have members
+
+
+@dataclass(frozen=True)
+class GenerationSummary:
+    customers: int
+    events: int
+    seconds: float
+
+
+def customer_ids_width(customers: int) -> int:
+    return max(7, len(str(customers)))
+
+
+def customer_id(index: int, customers: int) -> str:
+    """The id the generator gives customer number `index` (1-based) of `customers`."""
+    return f"c{index:0{customer_ids_width(customers)}d}"
+
+
+def generate(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    customers: int,
+    now: datetime,
+    seed: int = 7,
+    days: int = 120,
+    events_per_customer: float = 10.0,
+) -> GenerationSummary:
+    """Replace raw.customers and raw.events with a fresh synthetic shop anchored at `now`."""
+    started = time.monotonic()
+    rng = np.random.default_rng(seed)
+    now_us = np.int64(int(now.timestamp() * 1e6)) if now.tzinfo else _naive_us(now)
+    horizon_us = np.int64(days * 86_400_000_000)
+
+    people = _customers(rng, customers, now_us, horizon_us)
+    sessions = _sessions(rng, people, customers, now_us, events_per_customer)
+    events = _session_events(rng, sessions, now_us)
+    extras = _signups_and_email(rng, people, customers, now_us)
+
+    ensure_schema(con)
+    con.execute("drop index if exists raw.events_event_id")
+    con.execute("delete from raw.events")
+    con.execute("delete from raw.customers")
+    width = customer_ids_width(customers)
+    con.register("_people", pa.table(people))
+    con.execute(
+        f"""
+        insert into raw.customers
+        select
+            'c' || lpad(cast(idx as varchar), {width}, '0'),
+            'customer' || cast(idx as varchar) || '@example.com',
+            $countries[country + 1],
+            $cities[country + 1][city + 1],
+            $channels[channel + 1],
+            make_timestamp(signed_up_us)
+        from _people order by idx
+        """,
+        {
+            "countries": list(COUNTRIES),
+            "cities": [cities for _, cities in COUNTRIES.values()],
+            "channels": CHANNELS,
+        },
+    )
+    con.unregister("_people")
+    all_events = {k: np.concatenate([events[k], extras[k]]) for k in events}
+    order = np.argsort(all_events["at_us"], kind="stable")
+    con.register("_events", pa.table({k: v[order] for k, v in all_events.items()}))
+    con.execute(
+        f"""
+        insert into raw.events (event_id, customer_id, event_type, occurred_at, properties,
+                                ingested_at)
+        with numbered as (
+            select *, row_number() over () as n from _events
+        )
+        select
+            'e' || lpad(cast(n as varchar), 10, '0'),
+            'c' || lpad(cast(customer as varchar), {width}, '0'),
+            $types[kind + 1],
+            make_timestamp(at_us),
+            case kind
+                when 0 then json_object('channel', $channels[item % 5 + 1],
+                                        'country', $countries[item // 5 + 1])
+                when 1 then json_object('channel', $channels[item % 5 + 1],
+                                        'device', $devices[item // 5 + 1])
+                when 2 then json_object('path', $paths[item + 1])
+                when 3 then json_object('product_id', product_id, 'category', category_name,
+                                        'price', price)
+                when 4 then json_object('product_id', product_id, 'category', category_name,
+                                        'price', price, 'quantity', quantity)
+                when 5 then json_object('order_value', order_value)
+                when 6 then json_object('order_id', 'o' || cast(n as varchar),
+                                        'order_value', order_value, 'currency', 'USD',
+                                        'items', quantity)
+                else json_object('campaign_id', 'cmp' || lpad(cast(item as varchar), 3, '0'))
+            end,
+            make_timestamp(at_us)
+        from (
+            select *,
+                $categories[category + 1] as category_name,
+                substr($categories[category + 1], 1, 3) || '-'
+                    || lpad(cast(item as varchar), 4, '0') as product_id,
+                round(price * quantity, 2) as order_value
+            from numbered
+        )
+        order by n
+        """,
+        {
+            "types": EVENT_KINDS,
+            "channels": CHANNELS,
+            "countries": list(COUNTRIES),
+            "devices": DEVICES,
+            "paths": PATHS,
+            "categories": CATEGORIES,
+        },
+    )
+    con.unregister("_events")
+    con.execute(EVENT_ID_INDEX)
+    con.execute("checkpoint")
+    count = con.execute("select count(*) from raw.events").fetchone()[0]
+    return GenerationSummary(customers=customers, events=count,
+                             seconds=time.monotonic() - started)
+
+
+EVENT_KINDS = ["signup", "session_start", "page_view", "product_view", "add_to_cart",
+               "checkout", "purchase", "email_open"]
+SIGNUP, SESSION_START, PAGE_VIEW, PRODUCT_VIEW, ADD_TO_CART, CHECKOUT, PURCHASE, EMAIL_OPEN = (
+    range(8)
+)
+
+
+def _naive_us(moment: datetime) -> np.int64:
+    return np.int64((moment - datetime(1970, 1, 1)) // timedelta(microseconds=1))
+
+
+def _customers(rng, n: int, now_us, horizon_us) -> dict[str, np.ndarray]:
+    shares = np.array([share for share, _ in COUNTRIES.values()])
+    country = rng.choice(len(COUNTRIES), size=n, p=shares / shares.sum())
+    city_counts = np.array([len(cities) for _, cities in COUNTRIES.values()])
+    city = (rng.random(n) * city_counts[country]).astype(np.int64)
+    # Sign-ups spread over the horizon, a little denser recently (the shop is growing).
+    signed_up_us = now_us - (horizon_us * rng.random(n) ** 1.3).astype(np.int64)
+    return {
+        "idx": np.arange(1, n + 1, dtype=np.int64),
+        "country": country.astype(np.int64),
+        "city": city,
+        "channel": rng.integers(0, len(CHANNELS), n),
+        "signed_up_us": signed_up_us,
+        "activity": rng.lognormal(0.0, 1.4, n),  # a few very active, a long tail
+    }
+
+
+def _sessions(rng, people, n: int, now_us, events_per_customer: float) -> dict[str, np.ndarray]:
+    per_session = 1 + MEAN_VIEWS + P_CART * (1 + P_CHECKOUT * (1 + P_PURCHASE))
+    per_customer = max(events_per_customer - 1 - EMAIL_OPENS_PER_CUSTOMER, 0) / per_session
+    weights = people["activity"] / people["activity"].mean()
+    counts = rng.poisson(weights * per_customer)
+    owner = np.repeat(np.arange(n), counts)
+    total = owner.size
+    signed_up = people["signed_up_us"][owner]
+    # Activity decays after sign-up: most sessions come early, some customers go quiet.
+    span = (now_us - signed_up).astype(np.float64)
+    start = signed_up + (span * rng.random(total) ** 1.5).astype(np.int64)
+    recent = rng.random(total) < RECENT_SHARE
+    start[recent] = now_us - rng.integers(60_000_000, 7_200_000_000, int(recent.sum()))
+    start = np.maximum(start, signed_up)
+    views = 1 + rng.poisson(MEAN_VIEWS - 1, total)
+    cart = rng.random(total) < P_CART
+    checkout = cart & (rng.random(total) < P_CHECKOUT)
+    purchase = checkout & (rng.random(total) < P_PURCHASE)
+    return {
+        "customer": people["idx"][owner],
+        "start": start,
+        "views": views,
+        "cart": cart,
+        "checkout": checkout,
+        "purchase": purchase,
+        "category": rng.integers(0, len(CATEGORIES), total),
+        "channel": rng.integers(0, len(CHANNELS), total),
+        "device": rng.integers(0, len(DEVICES), total),
+    }
+
+
+def _session_events(rng, s, now_us) -> dict[str, np.ndarray]:
+    length = 1 + s["views"] + s["cart"] + s["checkout"] + s["purchase"]
+    session = np.repeat(np.arange(length.size), length)
+    first = np.cumsum(length) - length
+    position = np.arange(session.size) - first[session]
+    views = s["views"][session]
+    kind = np.full(session.size, PRODUCT_VIEW, dtype=np.int64)
+    kind[position == 0] = SESSION_START
+    browsing = (position >= 1) & (position <= views)
+    kind[browsing & (rng.random(session.size) < 0.2)] = PAGE_VIEW
+    after = position - views  # 1: cart, 2: checkout, 3: purchase
+    kind[after == 1] = ADD_TO_CART
+    kind[after == 2] = CHECKOUT
+    kind[after == 3] = PURCHASE
+    # Seconds to minutes between a session's events, in order.
+    gaps = rng.integers(3_000_000, 120_000_000, session.size)
+    gaps[position == 0] = 0
+    elapsed = np.cumsum(gaps)
+    at_us = s["start"][session] + elapsed - elapsed[first][session]
+
+    category = s["category"][session].copy()
+    strays = (kind == PRODUCT_VIEW) & (rng.random(session.size) < 0.2)
+    category[strays] = rng.integers(0, len(CATEGORIES), int(strays.sum()))
+    item = rng.integers(0, 500, session.size)
+    price = np.round(rng.lognormal(3.3, 0.8, session.size), 2)
+    quantity = rng.integers(1, 4, session.size)
+    # Checkout and purchase carry the cart's item, price and quantity.
+    cart_row = first + s["views"] + 1
+    carried = after >= 1
+    for column in (item, price, quantity, category):
+        column[carried] = column[cart_row[session[carried]]]
+    item[kind == PAGE_VIEW] %= len(PATHS)
+    starts = kind == SESSION_START
+    item[starts] = s["channel"][session[starts]] + 5 * s["device"][session[starts]]
+    keep = at_us <= now_us
+    return {
+        "customer": s["customer"][session][keep],
+        "kind": kind[keep],
+        "at_us": at_us[keep],
+        "category": category[keep],
+        "item": item[keep],
+        "price": price[keep],
+        "quantity": quantity[keep],
+    }
+
+
+def _signups_and_email(rng, people, n: int, now_us) -> dict[str, np.ndarray]:
+    opens = rng.poisson(EMAIL_OPENS_PER_CUSTOMER * n)
+    reader = rng.integers(0, n, opens)
+    signed_up = people["signed_up_us"][reader]
+    opened_at = signed_up + ((now_us - signed_up) * rng.random(opens)).astype(np.int64)
+    total = n + opens
+    return {
+        "customer": np.concatenate([people["idx"], people["idx"][reader]]),
+        "kind": np.concatenate([np.full(n, SIGNUP), np.full(opens, EMAIL_OPEN)]),
+        "at_us": np.concatenate([people["signed_up_us"], opened_at]),
+        "category": np.zeros(total, dtype=np.int64),
+        "item": np.concatenate(
+            [people["channel"] + 5 * people["country"], rng.integers(0, 40, opens)]
+        ),
+        "price": np.zeros(total),
+        "quantity": np.ones(total, dtype=np.int64),
+    }
