@@ -9,7 +9,7 @@ from datetime import timedelta
 from segops.clock import utc_now
 from segops.parity import measure_drift
 from segops.warehouse import connect
-from streaming.consumer import Consumer, ConsumerConfig
+from streaming.consumer import Consumer
 from streaming.traffic import ShopTraffic, event
 from tests.stream_helpers import (
     consume_until_idle,
