@@ -43,9 +43,9 @@ def print_segments(settings: Settings, console: Console, sample: int = 0) -> Non
     table = Table(title="Segments")
     table.add_column("segment", no_wrap=True)
     table.add_column("refresh", no_wrap=True)
-    table.add_column("members", justify="right")
+    table.add_column("members", justify="right", no_wrap=True)
     table.add_column("last change", justify="right", no_wrap=True)
-    table.add_column("description", overflow="ellipsis", no_wrap=True)
+    table.add_column("description", overflow="ellipsis", no_wrap=True, max_width=64)
     for name, segment in catalog.segments.items():
         size, last_change = stats.get(name, (0, None))
         refresh = segment.refresh or "?"
