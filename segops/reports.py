@@ -41,10 +41,9 @@ def print_segments(settings: Settings, console: Console, sample: int = 0) -> Non
         } if sample else {}
     now = utc_now()
     table = Table(title="Segments")
-    table.add_column("segment", no_wrap=True)
-    table.add_column("refresh", no_wrap=True)
-    table.add_column("members", justify="right", no_wrap=True)
-    table.add_column("last change", justify="right", no_wrap=True)
+    for header, width in (("segment", 24), ("refresh", 8), ("members", 9), ("last change", 11)):
+        table.add_column(header, min_width=width, no_wrap=True,
+                         justify="right" if header in ("members", "last change") else "left")
     table.add_column("description", overflow="ellipsis", no_wrap=True, max_width=64)
     for name, segment in catalog.segments.items():
         size, last_change = stats.get(name, (0, None))
