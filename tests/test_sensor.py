@@ -1,0 +1,72 @@
+"""The real-time sensor, evaluated with build_sensor_context against a real warehouse."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import dagster as dg
+
+from orchestration.membership_assets import STREAM_HEARTBEAT
+from orchestration.resources import WarehouseResource
+from orchestration.sensors import build_realtime_sensor
+from segops.clock import utc_now
+from streaming.consumer import Consumer
+from streaming.traffic import event
+from tests.stream_helpers import incoming, realtime_segments
+
+
+def evaluate(sensor: dg.SensorDefinition, settings, cursor: str | None) -> dg.SensorResult:
+    context = dg.build_sensor_context(
+        cursor=cursor, resources={"warehouse": WarehouseResource(database=str(settings.warehouse))}
+    )
+    return sensor(context)
+
+
+def test_sensor_reports_changes_since_its_cursor_and_advances_it(warehouse):
+    sensor = build_realtime_sensor(realtime_segments(warehouse))
+    consumer = Consumer(warehouse)
+    consumer.start()
+    now = utc_now()
+    consumer.process([incoming(event("buyer", "purchase", now, order_value=5.0, order_id="o"))])
+
+    first = evaluate(sensor, warehouse, None)
+    materialized = {
+        e.asset_key.to_user_string(): e for e in first.asset_events
+        if isinstance(e, dg.AssetMaterialization)
+    }
+    assert set(materialized) == {"membership/recent_purchasers"}
+    metadata = materialized["membership/recent_purchasers"].metadata
+    assert (metadata["size"].value, metadata["enters"].value, metadata["exits"].value) == (1, 1, 0)
+    checks = [e for e in first.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
+    assert checks and all(c.passed and c.check_name == STREAM_HEARTBEAT for c in checks)
+    cursor = json.loads(first.cursor)
+    assert cursor["change_id"] > 0
+
+    second = evaluate(sensor, warehouse, first.cursor)
+    assert second.asset_events == [], "nothing new since the cursor, health unchanged"
+    assert json.loads(second.cursor) == cursor
+
+    consumer.process([incoming(event("newbie", "signup", now))])
+    third = evaluate(sensor, warehouse, second.cursor)
+    assert [e.asset_key.to_user_string() for e in third.asset_events] == [
+        "membership/new_signups_no_purchase"
+    ]
+    assert json.loads(third.cursor)["change_id"] > cursor["change_id"]
+
+
+def test_a_stale_heartbeat_is_reported_not_silent(warehouse, monkeypatch):
+    sensor = build_realtime_sensor(realtime_segments(warehouse))
+    Consumer(warehouse).start()
+    healthy = evaluate(sensor, warehouse, None)
+    assert healthy.skip_reason is None
+
+    monkeypatch.setenv("SEGOPS_NOW", (utc_now() + timedelta(minutes=5)).isoformat())
+    stale = evaluate(sensor, warehouse, healthy.cursor)
+    assert stale.skip_reason is not None
+    assert "last beat" in stale.skip_reason.skip_message
+    failed = [e for e in stale.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
+    assert failed and not any(c.passed for c in failed)
+    assert {c.asset_key.to_user_string() for c in failed} == {
+        f"membership/{s.name}" for s in realtime_segments(warehouse)
+    }
