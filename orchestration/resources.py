@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,8 +29,11 @@ class WarehouseResource(DuckDBResource):
 
 
 def build_dbt_project(settings: Settings) -> DbtProject:
-    # dbt's profile reads the warehouse path from the environment.
+    # dbt's profile reads the warehouse path from the environment, and dagster-dbt looks for
+    # `dbt` on PATH: use the one installed beside this Python, activated venv or not.
     os.environ.setdefault("SEGOPS_WAREHOUSE", str(settings.warehouse))
+    if shutil.which("dbt") is None:
+        os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     project = DbtProject(project_dir=settings.dbt_project_dir, target_path=settings.dbt_target_dir)
     project.prepare_if_dev()
     return project
@@ -37,11 +41,6 @@ def build_dbt_project(settings: Settings) -> DbtProject:
 
 def build_resources(settings: Settings, project: DbtProject) -> dict[str, object]:
     return {
-        "dbt": DbtCliResource(
-            project_dir=project,
-            profiles_dir=str(settings.dbt_project_dir),
-            # The dbt installed beside this Python, whether or not the venv is activated.
-            dbt_executable=str(Path(sys.executable).parent / "dbt"),
-        ),
+        "dbt": DbtCliResource(project_dir=project, profiles_dir=str(settings.dbt_project_dir)),
         "warehouse": WarehouseResource(database=str(settings.warehouse)),
     }

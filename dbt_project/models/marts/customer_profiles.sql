@@ -13,9 +13,10 @@ activity as (
         min(occurred_at) as first_seen_at,
         max(occurred_at) as last_seen_at,
         count(*) as events,
-        count(*) filter (where event_type = 'purchase') as orders,
-        coalesce(sum(order_value) filter (where event_type = 'purchase'), 0) as lifetime_revenue,
-        max(occurred_at) filter (where event_type = 'purchase') as last_purchase_at
+        count(case when event_type = 'purchase' then 1 end) as orders,
+        coalesce(sum(case when event_type = 'purchase' then order_value end), 0)
+            as lifetime_revenue,
+        max(case when event_type = 'purchase' then occurred_at end) as last_purchase_at
     from events
     group by customer_id
 ),

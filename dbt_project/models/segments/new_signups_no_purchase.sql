@@ -4,7 +4,9 @@ with events as (
 ),
 
 signups as (
-    select customer_id, min(occurred_at) as signed_up_at
+    select
+        customer_id,
+        min(occurred_at) as signed_up_at
     from events
     where event_type = 'signup'
     group by customer_id
@@ -17,10 +19,13 @@ buyers as (
 ),
 
 final as (
-    select signups.customer_id, signups.signed_up_at
+    select
+        signups.customer_id,
+        signups.signed_up_at
     from signups
+    left join buyers on signups.customer_id = buyers.customer_id
     where signups.signed_up_at >= {{ segops_now() }} - interval '7 days'
-      and signups.customer_id not in (select customer_id from buyers)
+      and buyers.customer_id is null
 )
 
 select * from final

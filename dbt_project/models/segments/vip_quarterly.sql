@@ -17,16 +17,23 @@ revenue as (
 
 ranked as (
     select
-        *,
+        customer_id,
+        revenue_90d,
+        orders_90d,
         row_number() over (order by revenue_90d desc, customer_id) as spend_rank,
-        count(*) over () as buyers
+        -- customer_id breaks ties, so cume_dist is rank / buyers and the tier size is exact
+        cume_dist() over (order by revenue_90d desc, customer_id) as spend_percentile
     from revenue
 ),
 
 final as (
-    select customer_id, revenue_90d, orders_90d, spend_rank
+    select
+        customer_id,
+        revenue_90d,
+        orders_90d,
+        spend_rank
     from ranked
-    where spend_rank <= ceil(buyers * 0.05)
+    where spend_percentile <= 0.05
 )
 
 select * from final
