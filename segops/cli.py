@@ -111,6 +111,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], None]] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segops", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--verbose", action="store_true", help="log every micro-batch")
     sub = parser.add_subparsers(dest="command", required=True)
 
     generate = sub.add_parser("generate", help="write synthetic shop customers and events")
@@ -142,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.verbose:
+        for name in ("segops", "streaming"):
+            logging.getLogger(name).setLevel(logging.DEBUG)
     try:
         COMMANDS[args.command](args, load_settings())
     except READABLE_ERRORS as error:

@@ -207,6 +207,9 @@ class Consumer:
                 self._mark_failed(failure)
                 segments.remove(failure.segment)
         self.watermark = now
+        if messages:
+            log.debug("committed batch: %d messages, %d stored, %d duplicates, %d dead letters",
+                      len(messages), stored, len(events) - stored, len(rejected))
         return BatchOutcome(
             received=len(messages),
             stored=stored,

@@ -14,7 +14,9 @@ from google.cloud import pubsub_v1
 from segops.errors import SegOpsError
 from segops.settings import Settings
 
-ACK_DEADLINE_SECONDS = 60
+# Short, so a crashed consumer's unacked messages come back quickly; the client extends the
+# deadline of messages a live consumer is still working on.
+ACK_DEADLINE_SECONDS = 10
 
 
 class PubSubUnavailable(SegOpsError):

@@ -16,6 +16,8 @@ from google.cloud.pubsub_v1.subscriber.message import Message
 
 log = logging.getLogger(__name__)
 
+LEASE_SECONDS = 10
+
 
 class PubSubSource:
     def __init__(self, subscription: str, *, max_outstanding: int = 5000):
@@ -34,7 +36,11 @@ class PubSubSource:
             self.subscription,
             callback=self._queue.put,
             flow_control=pubsub_v1.types.FlowControl(
-                max_messages=self.max_outstanding, max_lease_duration=3600
+                max_messages=self.max_outstanding,
+                max_lease_duration=3600,
+                # Keep each lease short (extended while we work), so what a crashed consumer
+                # held is redelivered within seconds rather than a minute.
+                max_duration_per_lease_extension=LEASE_SECONDS,
             ),
         )
 
