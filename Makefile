@@ -9,7 +9,7 @@ DEMO_CUSTOMERS ?= 20000
 DBT := $(BIN)/dbt --no-use-colors
 DBT_ARGS := --project-dir dbt_project --profiles-dir dbt_project
 
-.PHONY: demo test lint manifest nightly install clean
+.PHONY: demo test lint manifest nightly install clean up
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ demo: install
 	$(MAKE) --no-print-directory nightly
 	$(BIN)/segops story
 	$(BIN)/segops segments --sample 3
+
+$(SEGOPS_WAREHOUSE): | $(BIN)/.installed
+	$(BIN)/segops generate --customers $(DEMO_CUSTOMERS)
+
+# The live platform: emulator, consumer, Dagster (UI on :3000) and demo traffic; Ctrl-C stops.
+up: manifest $(DAGSTER_HOME)/dagster.yaml $(SEGOPS_WAREHOUSE)
+	$(BIN)/segops up
 
 test: manifest
 	$(BIN)/pytest -q

@@ -98,6 +98,12 @@ def cmd_story(args: argparse.Namespace, settings: Settings) -> None:
             raise SystemExit(1)
 
 
+def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
+    from segops.platform import run_platform
+
+    run_platform(settings, console, rate=args.rate, port=args.port)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], None]] = {
     "generate": cmd_generate,
     "segments": cmd_segments,
@@ -105,6 +111,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], None]] = {
     "stream": cmd_stream,
     "produce": cmd_produce,
     "story": cmd_story,
+    "up": cmd_up,
 }
 
 
@@ -137,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--seed", type=int, default=11)
 
     sub.add_parser("story", help="publish a scripted real-time story and narrate the changes")
+
+    up = sub.add_parser("up", help="run emulator, consumer, Dagster and demo traffic together")
+    up.add_argument("--rate", type=float, default=20.0, help="demo events per second")
+    up.add_argument("--port", type=int, default=3000, help="Dagster UI port")
     return parser
 
 
