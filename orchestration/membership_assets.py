@@ -14,7 +14,13 @@ from orchestration.resources import WarehouseResource
 from segops.catalog import Segment
 from segops.clock import set_session_now, utc_now
 from segops.heartbeat import STALE_AFTER, Heartbeat, latest_heartbeat
-from segops.membership import SegmentContractError, apply_membership
+from segops.membership import (
+    SegmentContractError,
+    SegmentFailed,
+    apply_membership,
+    members_query,
+    stage_found,
+)
 from segops.parity import Drift, measure_drift
 from segops.warehouse import transaction
 
@@ -70,7 +76,7 @@ def build_membership_asset(segment: Segment) -> dg.AssetsDefinition:
                 fresh = heartbeat is not None and not heartbeat.is_stale(wall)
                 at = heartbeat.evaluated_at if fresh else wall
                 metadata = _reconcile(con, segment, at)
-        except SegmentContractError as error:
+        except (SegmentContractError, SegmentFailed) as error:
             raise dg.Failure(description=str(error)) from None
         context.log.info(
             f"{segment.name}: {metadata['size'].value} members, "
@@ -85,9 +91,9 @@ def build_membership_asset(segment: Segment) -> dg.AssetsDefinition:
 def _reconcile(con: duckdb.DuckDBPyConnection, segment: Segment, at: datetime) -> dict:
     set_session_now(con, at)
     with transaction(con):
-        delta = apply_membership(
-            con, segment=segment.name, members=segment.relation, scope=None, source="batch",
-            changed_at=at,
+        stage_found(con, {segment.name: members_query(con, segment.name, segment.relation)})
+        (delta,) = apply_membership(
+            con, segments=[segment.name], scope=None, source="batch", changed_at=at
         )
     sample = con.execute(
         """

@@ -12,7 +12,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from sqlglot import exp
+
 from segops.errors import SegOpsError
+from segops.warehouse import quote
 
 REFRESH_MODES = ("realtime", "nightly")
 LIVE_MATERIALIZATIONS = ("view", "ephemeral")
@@ -74,7 +77,7 @@ class Catalog:
             nodes[unique_id] = Model(
                 unique_id=unique_id,
                 resource_type=node["resource_type"],
-                relation=node.get("relation_name"),
+                relation=local_relation(node.get("relation_name")),
                 materialized=node.get("config", {}).get("materialized"),
                 compiled_sql=node.get("compiled_code"),
                 depends_on=tuple(node.get("depends_on", {}).get("nodes", ())),
@@ -91,7 +94,7 @@ class Catalog:
             segment = Segment(
                 name=node["name"],
                 unique_id=unique_id,
-                relation=node["relation_name"],
+                relation=local_relation(node["relation_name"]),
                 refresh=meta.get("refresh"),
                 window=meta.get("window"),
                 description=meta.get("description") or node.get("description", ""),
@@ -116,6 +119,15 @@ class Catalog:
             seen[node_id] = self.nodes[node_id]
             stack.extend(self.nodes[node_id].depends_on)
         return list(seen.values())
+
+
+def local_relation(relation_name: str | None) -> str | None:
+    """`"schema"."name"` without the database, which is the warehouse file's name: the
+    manifest may have been compiled against a file of another name."""
+    if relation_name is None:
+        return None
+    table = exp.to_table(relation_name, dialect="duckdb")
+    return f"{quote(table.db)}.{quote(table.name)}"
 
 
 def _with_problems(segment: Segment, catalog: Catalog) -> Segment:

@@ -22,6 +22,19 @@ SOURCES = ("batch", "realtime")
 class SegmentContractError(SegOpsError):
     """A segment's rows break the contract (one row per member, with a customer_id)."""
 
+    def __init__(self, message: str, segment: str | None = None):
+        super().__init__(message)
+        self.segment = segment
+
+
+class SegmentFailed(SegOpsError):
+    """A segment's SQL failed at run time."""
+
+    def __init__(self, segment: str, error: Exception):
+        super().__init__(f"segment {segment!r} failed: {error}")
+        self.segment = segment
+        self.error = error
+
 
 @dataclass(frozen=True)
 class MembershipDelta:
@@ -31,103 +44,17 @@ class MembershipDelta:
     exits: int
 
 
-def apply_membership(
-    con: duckdb.DuckDBPyConnection,
-    *,
-    segment: str,
-    members: str,
-    scope: str | None,
-    source: str,
-    changed_at: datetime,
-) -> MembershipDelta:
-    """Record who entered and who left `segment` among the customers evaluated.
+def members_query(con: duckdb.DuckDBPyConnection, segment: str, members: str) -> str:
+    """SQL giving (segment, customer_id, attributes json) for the rows of `members`.
 
-    `members` names a table or view with one row per member: `customer_id` plus attribute
-    columns. `scope` names a table whose `customer_id` column lists the customers that were
-    evaluated (None: all customers), so a member missing from `members` exits only if it was in
-    scope. Run it inside the caller's transaction.
+    `members` is a table, a view or a parenthesised query with one row per member: a
+    `customer_id` plus attribute columns. Fails if there is no customer_id column.
     """
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
-    _stage_found(con, segment, members, scope)
-    in_scope = "" if scope is None else f"and customer_id in (select customer_id from {scope})"
-    segment_only = {"segment": segment}
-    stamped = {"segment": segment, "source": source, "at": changed_at}
-    statements = [
-        (
-            f"""
-            create or replace temp table _exits as
-            select customer_id, attributes from segops.segment_membership
-            where segment = $segment {in_scope}
-              and customer_id not in (select customer_id from _found)
-            """,
-            segment_only,
-        ),
-        (
-            """
-            create or replace temp table _enters as
-            select customer_id, attributes from _found
-            where customer_id not in (
-                select customer_id from segops.segment_membership where segment = $segment
-            )
-            """,
-            segment_only,
-        ),
-        (
-            """
-            insert into segops.segment_membership_changes
-                (segment, customer_id, change, changed_at, source, attributes)
-            select $segment, customer_id, 'exit', $at, $source, attributes from _exits
-            union all
-            select $segment, customer_id, 'enter', $at, $source, attributes from _enters
-            order by customer_id
-            """,
-            stamped,
-        ),
-        (
-            """
-            delete from segops.segment_membership
-            where segment = $segment and customer_id in (select customer_id from _exits)
-            """,
-            segment_only,
-        ),
-        (
-            """
-            update segops.segment_membership as m set attributes = f.attributes
-            from _found as f
-            where m.segment = $segment and m.customer_id = f.customer_id
-              and m.attributes is distinct from f.attributes
-            """,
-            segment_only,
-        ),
-        (
-            """
-            insert into segops.segment_membership
-                (segment, customer_id, entered_at, source, attributes)
-            select $segment, customer_id, $at, $source, attributes from _enters
-            """,
-            stamped,
-        ),
-    ]
-    for sql, params in statements:
-        con.execute(sql, params)
-    enters, exits = con.execute(
-        "select (select count(*) from _enters), (select count(*) from _exits)"
-    ).fetchone()
-    size = con.execute(
-        "select count(*) from segops.segment_membership where segment = ?", [segment]
-    ).fetchone()[0]
-    return MembershipDelta(segment=segment, size=size, enters=enters, exits=exits)
-
-
-def _stage_found(
-    con: duckdb.DuckDBPyConnection, segment: str, members: str, scope: str | None
-) -> None:
-    """Copy the members into `_found` (customer_id, attributes json), checking the contract."""
     columns = [row[0] for row in con.execute(f"describe {members}").fetchall()]
     if "customer_id" not in columns:
         raise SegmentContractError(
-            f"segment {segment!r} has no customer_id column (columns: {', '.join(columns)})"
+            f"segment {segment!r} has no customer_id column (columns: {', '.join(columns)})",
+            segment,
         )
     attributes = [c for c in columns if c != "customer_id"]
     attributes_json = (
@@ -135,31 +62,133 @@ def _stage_found(
         if attributes
         else "null::json"
     )
-    in_scope = "" if scope is None else f"where customer_id in (select customer_id from {scope})"
-    con.execute(
-        f"""
-        create or replace temp table _found as
-        select cast(customer_id as varchar) as customer_id, {attributes_json} as attributes
-        from {members} {in_scope}
-        """
+    literal = "'" + segment.replace("'", "''") + "'"
+    return (
+        f"select {literal} as segment, cast(customer_id as varchar) as customer_id, "
+        f"{attributes_json} as attributes from {members}"
     )
-    nulls, duplicates, sample = con.execute(
+
+
+def stage_found(con: duckdb.DuckDBPyConnection, queries: dict[str, str]) -> None:
+    """Evaluate each segment's members_query into `_found`, the input of apply_membership."""
+    con.execute(
+        "create or replace temp table _found "
+        "(segment varchar, customer_id varchar, attributes json)"
+    )
+    for segment, query in queries.items():
+        try:
+            con.execute(f"insert into _found {query}")
+        except duckdb.Error as error:
+            raise SegmentFailed(segment, error) from error
+
+
+def apply_membership(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    segments: list[str],
+    scope: str | None,
+    source: str,
+    changed_at: datetime,
+) -> list[MembershipDelta]:
+    """Record who entered and who left each of `segments` among the customers evaluated.
+
+    The members found are in `_found` (see stage_found). `scope` names a table whose
+    `customer_id` column lists the customers that were evaluated (None: all customers), so a
+    member missing from `_found` exits only if it was in scope. Run it inside the caller's
+    transaction; nothing is written if any segment breaks the contract.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+    in_scope = "true" if scope is None else f"customer_id in (select customer_id from {scope})"
+    if scope is not None:
+        con.execute(f"delete from _found where not ({in_scope})")
+    _check_contract(con)
+    stamped = {"source": source, "at": changed_at}
+    con.execute("create or replace temp table _segments (segment varchar)")
+    con.execute("insert into _segments select unnest($names)", {"names": segments})
+    for sql in (
+        f"""
+        create or replace temp table _exits as
+        select m.segment, m.customer_id, m.attributes from segops.segment_membership as m
+        where m.segment in (select segment from _segments) and {in_scope}
+          and not exists (select 1 from _found as f
+                          where f.segment = m.segment and f.customer_id = m.customer_id)
+        """,
         """
-        select
-            count(*) filter (where customer_id is null),
-            count(customer_id) - count(distinct customer_id),
-            (select list(customer_id) from (
-                select customer_id from _found where customer_id is not null
-                group by customer_id having count(*) > 1 order by customer_id limit 3))
-        from _found
+        create or replace temp table _enters as
+        select f.segment, f.customer_id, f.attributes from _found as f
+        where not exists (select 1 from segops.segment_membership as m
+                          where m.segment = f.segment and m.customer_id = f.customer_id)
+        """,
         """
-    ).fetchone()
-    if nulls:
-        raise SegmentContractError(f"segment {segment!r} has {nulls} rows with a null customer_id")
-    if duplicates:
+        delete from segops.segment_membership as m
+        using _exits as x where m.segment = x.segment and m.customer_id = x.customer_id
+        """,
+        """
+        update segops.segment_membership as m set attributes = f.attributes
+        from _found as f
+        where m.segment = f.segment and m.customer_id = f.customer_id
+          and m.attributes is distinct from f.attributes
+        """,
+    ):
+        con.execute(sql)
+    for sql in (
+        """
+        insert into segops.segment_membership_changes
+            (segment, customer_id, change, changed_at, source, attributes)
+        select segment, customer_id, 'exit', $at, $source, attributes from _exits
+        union all
+        select segment, customer_id, 'enter', $at, $source, attributes from _enters
+        order by segment, customer_id
+        """,
+        """
+        insert into segops.segment_membership
+            (segment, customer_id, entered_at, source, attributes)
+        select segment, customer_id, $at, $source, attributes from _enters
+        """,
+    ):
+        con.execute(sql, stamped)
+    counts = con.execute(
+        """
+        select s.segment,
+               (select count(*) from segops.segment_membership m where m.segment = s.segment),
+               (select count(*) from _enters e where e.segment = s.segment),
+               (select count(*) from _exits x where x.segment = s.segment)
+        from _segments as s
+        """
+    ).fetchall()
+    return [MembershipDelta(segment=name, size=size, enters=enters, exits=exits)
+            for name, size, enters, exits in counts]
+
+
+def _check_contract(con: duckdb.DuckDBPyConnection) -> None:
+    """One row per member with a customer_id, or nothing is written."""
+    problems = con.execute(
+        """
+        select segment, count(*) filter (where customer_id is null),
+               count(customer_id) - count(distinct customer_id)
+        from _found group by segment
+        having count(*) filter (where customer_id is null) > 0
+            or count(customer_id) > count(distinct customer_id)
+        order by segment
+        """
+    ).fetchall()
+    for segment, nulls, duplicates in problems:
+        if nulls:
+            raise SegmentContractError(
+                f"segment {segment!r} has {nulls} rows with a null customer_id", segment
+            )
+        sample = [row[0] for row in con.execute(
+            """
+            select customer_id from _found where segment = ?
+            group by customer_id having count(*) > 1 order by customer_id limit 3
+            """,
+            [segment],
+        ).fetchall()]
         raise SegmentContractError(
             f"segment {segment!r} has {duplicates} duplicate customer_id rows "
-            f"(one row per member expected), e.g. {', '.join(sample)}"
+            f"(one row per member expected), e.g. {', '.join(sample)}",
+            segment,
         )
 
 

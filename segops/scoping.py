@@ -85,26 +85,26 @@ def _is_correlated(select: exp.Select) -> bool:
     )
 
 
-def _relation_key(relation: str) -> tuple[str, str, str]:
+def _relation_key(relation: str) -> tuple[str, str]:
     table = exp.to_table(relation, dialect=DIALECT)
-    return (table.catalog.lower(), table.db.lower(), table.name.lower())
+    return (table.db.lower(), table.name.lower())
 
 
-def _nodes_by_relation(catalog: Catalog) -> dict[tuple[str, str, str], Model]:
+def _nodes_by_relation(catalog: Catalog) -> dict[tuple[str, str], Model]:
     return {_relation_key(m.relation): m for m in catalog.nodes.values() if m.relation}
 
 
 def copy_table_name(source: Model) -> str:
-    return "_scoped_" + "_".join(part.lower() for part in _relation_key(source.relation)[1:])
+    return "_scoped_" + "_".join(_relation_key(source.relation))
 
 
 def _scope_tree(
-    tree: exp.Expression, by_relation: dict[tuple[str, str, str], Model], sources: dict[str, str]
+    tree: exp.Expression, by_relation: dict[tuple[str, str], Model], sources: dict[str, str]
 ) -> exp.Expression:
     def replace(node: exp.Expression) -> exp.Expression:
         if not isinstance(node, exp.Table) or not node.db:
             return node
-        model = by_relation.get((node.catalog.lower(), node.db.lower(), node.name.lower()))
+        model = by_relation.get((node.db.lower(), node.name.lower()))
         if model is None:
             return node
         alias = exp.TableAlias(this=exp.to_identifier(node.alias or node.name))

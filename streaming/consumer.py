@@ -23,10 +23,10 @@ import pyarrow as pa
 from segops.catalog import Catalog
 from segops.clock import utc_now
 from segops.dbt import run_dbt
-from segops.membership import MembershipDelta
+from segops.membership import MembershipDelta, SegmentFailed
 from segops.settings import Settings
 from segops.warehouse import connect, ensure_schema, transaction
-from streaming.evaluator import RealtimeEvaluator, SegmentFailed
+from streaming.evaluator import RealtimeEvaluator
 from streaming.schema import Event, Rejected, validate
 
 log = logging.getLogger(__name__)

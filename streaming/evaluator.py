@@ -17,7 +17,14 @@ import duckdb
 
 from segops.catalog import Catalog
 from segops.clock import set_session_now
-from segops.membership import MembershipDelta, SegmentContractError, apply_membership
+from segops.membership import (
+    MembershipDelta,
+    SegmentContractError,
+    SegmentFailed,
+    apply_membership,
+    members_query,
+    stage_found,
+)
 from segops.scoping import ScopedQuery, scoped_query
 
 log = logging.getLogger(__name__)
@@ -25,19 +32,11 @@ log = logging.getLogger(__name__)
 EVENTS = "raw.events"
 
 
-class SegmentFailed(RuntimeError):
-    """One segment's SQL failed at run time; the batch is retried without it."""
-
-    def __init__(self, segment: str, error: Exception):
-        super().__init__(f"segment {segment!r} failed: {error}")
-        self.segment = segment
-        self.error = error
-
-
 @dataclass
 class RealtimeEvaluator:
     queries: dict[str, ScopedQuery]
     refused: dict[str, str] = field(default_factory=dict)
+    _shaped: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_catalog(cls, catalog: Catalog) -> RealtimeEvaluator:
@@ -79,24 +78,22 @@ class RealtimeEvaluator:
         names = list(self.queries if segments is None else segments)
         self._stage_scope(con, list(touched), now, since, everyone)
         set_session_now(con, now)
-        deltas = []
-        for name in names:
-            query = self.queries[name]
+        try:
+            stage_found(con, {name: self._members_query(con, name) for name in names})
+            return apply_membership(
+                con, segments=names, scope="_scope", source="realtime", changed_at=now
+            )
+        except SegmentContractError as error:
+            raise SegmentFailed(error.segment, error) from error
+
+    def _members_query(self, con: duckdb.DuckDBPyConnection, name: str) -> str:
+        """The segment's scoped SQL shaped for the membership writer (built once)."""
+        if name not in self._shaped:
             try:
-                con.execute(f"create or replace temp table _members as {query.sql}")
+                self._shaped[name] = members_query(con, name, f"({self.queries[name].sql})")
             except duckdb.Error as error:
                 raise SegmentFailed(name, error) from error
-            deltas.append(
-                apply_membership(
-                    con,
-                    segment=name,
-                    members="_members",
-                    scope="_scope",
-                    source="realtime",
-                    changed_at=now,
-                )
-            )
-        return deltas
+        return self._shaped[name]
 
     def _stage_scope(
         self,

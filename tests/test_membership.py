@@ -12,6 +12,8 @@ from segops.membership import (
     current_members,
     customer_history,
     members_at,
+    members_query,
+    stage_found,
 )
 from segops.warehouse import connect, ensure_schema, transaction
 
@@ -37,9 +39,15 @@ def evaluate(con, members, *, scope=None, at=T0, source="batch", segment="vip"):
             con.execute("insert into s values (?)", [customer_id])
         scope_table = "s"
     with transaction(con):
-        return apply_membership(
-            con, segment=segment, members="m", scope=scope_table, source=source, changed_at=at
-        )
+        return apply(con, segment, "m", scope=scope_table, source=source, at=at)
+
+
+def apply(con, segment, members, *, scope=None, source="batch", at=T0):
+    stage_found(con, {segment: members_query(con, segment, members)})
+    (delta,) = apply_membership(
+        con, segments=[segment], scope=scope, source=source, changed_at=at
+    )
+    return delta
 
 
 def ids(frame):
@@ -107,28 +115,24 @@ def test_point_in_time_reads_replay_history(con):
 def test_duplicate_members_are_refused_with_the_segment_name(con):
     con.execute("create temp table dup as select unnest(['a', 'a', 'b']) as customer_id")
     with pytest.raises(SegmentContractError, match=r"'vip' has 1 duplicate customer_id.*a"):
-        apply_membership(con, segment="vip", members="dup", scope=None, source="batch",
-                         changed_at=T0)
+        apply(con, "vip", "dup")
 
 
 def test_missing_customer_id_is_refused(con):
     con.execute("create temp table nocid as select 'a' as user_id")
     with pytest.raises(SegmentContractError, match=r"'vip' has no customer_id column"):
-        apply_membership(con, segment="vip", members="nocid", scope=None, source="batch",
-                         changed_at=T0)
+        apply(con, "vip", "nocid")
 
 
 def test_null_customer_id_is_refused(con):
     con.execute("create temp table nulls as select null::varchar as customer_id")
     with pytest.raises(SegmentContractError, match="null customer_id"):
-        apply_membership(con, segment="vip", members="nulls", scope=None, source="batch",
-                         changed_at=T0)
+        apply(con, "vip", "nulls")
 
 
 def test_failed_evaluation_leaves_membership_untouched(con):
     evaluate(con, {"a": "gold"})
     con.execute("create temp table dup as select * from (values ('b'), ('b')) t(customer_id)")
     with pytest.raises(SegmentContractError), transaction(con):
-        apply_membership(con, segment="vip", members="dup", scope=None, source="batch",
-                         changed_at=T0)
+        apply(con, "vip", "dup")
     assert ids(current_members(con, "vip")) == ["a"]
