@@ -8,7 +8,9 @@ closes it, and retries with backoff while someone else holds it.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -92,6 +94,44 @@ create table if not exists segops.consumer_heartbeat (
 EVENT_ID_INDEX = "create unique index if not exists events_event_id on raw.events (event_id)"
 
 
+MAX_RETRY_DELAY = 0.25
+MAX_STEP_ASIDE = 2.0
+
+
+def _waiters_dir(path: Path) -> Path:
+    return path.with_name(path.name + ".waiting")
+
+
+def _mark_waiting(path: Path) -> Path:
+    folder = _waiters_dir(path)
+    folder.mkdir(exist_ok=True)
+    marker = folder / f"{os.getpid()}-{threading.get_ident()}"
+    marker.touch()
+    return marker
+
+
+def _step_aside(path: Path) -> None:
+    """Wait (a little) while another live process is waiting for the warehouse."""
+    folder = _waiters_dir(path)
+    deadline = time.monotonic() + MAX_STEP_ASIDE
+    while time.monotonic() < deadline and folder.exists():
+        if not any(_alive(marker.name.split("-")[0]) for marker in folder.iterdir()):
+            return
+        time.sleep(0.02)
+
+
+def _alive(pid: str) -> bool:
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class WarehouseBusy(SegOpsError):
     """Another process held the warehouse for longer than we were willing to wait."""
 
@@ -107,33 +147,47 @@ def connect(
     read_only: bool = False,
     timeout: float = 120.0,
     on_wait: Callable[[float], None] | None = None,
+    yield_to_waiters: bool = False,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the warehouse for one unit of work, retrying with backoff while it is locked.
 
+    A process kept waiting leaves a marker beside the file. A frequent writer (the streaming
+    consumer) passes `yield_to_waiters` and steps aside briefly while such a marker exists, so
+    a Dagster run, the sensor or the CLI gets its turn instead of racing it forever.
     `on_wait(seconds_waited)` is called before each retry so long waits can be reported.
     """
     path = Path(path)
     if read_only and not path.exists():
         raise FileNotFoundError(f"warehouse {path} does not exist")
     path.parent.mkdir(parents=True, exist_ok=True)
+    if yield_to_waiters:
+        _step_aside(path)
     started = time.monotonic()
     delay = 0.02
-    while True:
-        try:
-            con = duckdb.connect(str(path), read_only=read_only)
-            break
-        except duckdb.IOException as error:
-            waited = time.monotonic() - started
-            if not is_lock_error(error) or waited > timeout:
-                if is_lock_error(error):
-                    raise WarehouseBusy(
-                        f"warehouse {path} stayed locked by another process for {waited:.0f}s"
-                    ) from error
-                raise
-            if on_wait:
-                on_wait(waited)
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 1.0)
+    marker = None
+    try:
+        while True:
+            try:
+                con = duckdb.connect(str(path), read_only=read_only)
+                break
+            except duckdb.IOException as error:
+                waited = time.monotonic() - started
+                if not is_lock_error(error) or waited > timeout:
+                    if is_lock_error(error):
+                        raise WarehouseBusy(
+                            f"warehouse {path} stayed locked by another process for "
+                            f"{waited:.0f}s"
+                        ) from error
+                    raise
+                if marker is None and not yield_to_waiters:
+                    marker = _mark_waiting(path)
+                if on_wait:
+                    on_wait(waited)
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, MAX_RETRY_DELAY)
+    finally:
+        if marker is not None:
+            marker.unlink(missing_ok=True)
     try:
         con.execute("set TimeZone = 'UTC'; set enable_progress_bar = false")
         yield con

@@ -231,7 +231,10 @@ class Consumer:
                             waited)
 
         return connect(
-            self.settings.warehouse, timeout=self.config.lock_timeout_seconds, on_wait=report
+            self.settings.warehouse,
+            timeout=self.config.lock_timeout_seconds,
+            on_wait=report,
+            yield_to_waiters=True,
         )
 
     def _beat(
