@@ -70,10 +70,12 @@ class Consumer:
         config: ConsumerConfig | None = None,
         *,
         clock: Callable[[], datetime] = utc_now,
+        on_commit: Callable[[Sequence[Incoming], BatchOutcome], None] | None = None,
     ):
         self.settings = settings
         self.config = config or ConsumerConfig()
         self.clock = clock
+        self.on_commit = on_commit
         self.failed: dict[str, str] = {}
         self.watermark: datetime | None = None
         self._manifest_mtime: float | None = None
@@ -146,7 +148,10 @@ class Consumer:
                     log.info("no messages for %.0fs; exiting", until_idle)
                     break
                 if messages or now_mono - last_eval >= self.config.tick_seconds:
-                    self.process([_incoming(m) for m in messages])
+                    batch = [_incoming(m) for m in messages]
+                    outcome = self.process(batch)
+                    if self.on_commit:
+                        self.on_commit(batch, outcome)
                     for message in messages:
                         message.ack()
                     last_eval = time.monotonic()
