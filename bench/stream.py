@@ -10,6 +10,7 @@ B2: publish → membership committed latency at a steady rate (p50, p95, p99, ma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -66,6 +67,8 @@ def bare_pull_rate(settings, messages: int, max_outstanding: int) -> float:
     done.wait(timeout=600)
     elapsed = time.monotonic() - first[0]
     future.cancel()
+    with contextlib.suppress(Exception):  # a cancelled stream reports its cancellation
+        future.result(timeout=10)
     subscriber.close()
     return messages / elapsed
 
@@ -74,7 +77,7 @@ class Recorder:
     """Counts committed messages and their publish → commit latency."""
 
     def __init__(self):
-        self.stored = 0
+        self.received = 0
         self.latencies_ms: list[float] = []
         self.first_commit: float | None = None
         self.last_commit: float | None = None
@@ -86,7 +89,7 @@ class Recorder:
         if batch:
             self.first_commit = self.first_commit or now
             self.last_commit = now
-        self.stored += outcome.stored
+        self.received += outcome.received
         if self.recording:
             self.latencies_ms += [
                 (committed - m.publish_time).total_seconds() * 1000
@@ -132,7 +135,7 @@ def main() -> None:
             target=consumer.run, args=(PubSubSource(subscription_path(settings)),), daemon=True
         )
         worker.start()
-        while recorder.stored < args.events:
+        while recorder.received < args.events:
             time.sleep(0.05)
         throughput = args.events / (recorder.last_commit - recorder.first_commit)
         print(f"consumer: {throughput:,.0f} events/s ({throughput / bare:.2f}x bare pull)")
@@ -140,9 +143,9 @@ def main() -> None:
         recorder.recording = True
         report = publish(settings, traffic(args.customers, 3), rate=args.rate,
                          duration=args.duration)
-        target = recorder.stored + report.published
+        target = recorder.received + report.published
         deadline = time.monotonic() + 120
-        while recorder.stored < target and time.monotonic() < deadline:
+        while recorder.received < target and time.monotonic() < deadline:
             time.sleep(0.05)
         consumer.stop()
         worker.join(timeout=60)
