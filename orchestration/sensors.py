@@ -9,7 +9,7 @@ from orchestration.resources import WarehouseResource
 from segops.catalog import Segment
 from segops.clock import utc_now
 from segops.heartbeat import latest_heartbeat
-from segops.warehouse import WarehouseBusy, connect
+from segops.warehouse import WarehouseBusy, WarehouseMissing, connect
 
 BUSY_TIMEOUT_SECONDS = 10.0
 
@@ -47,7 +47,7 @@ def build_realtime_sensor(segments: list[Segment]) -> dg.SensorDefinition:
                 heartbeat = latest_heartbeat(con)
         except WarehouseBusy:
             return dg.SkipReason("the warehouse stayed locked; will read the change log next time")
-        except FileNotFoundError:
+        except WarehouseMissing:
             return dg.SkipReason("no warehouse yet; run `make demo` or `segops init`")
 
         wall = utc_now()

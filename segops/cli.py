@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from rich.console import Console
 
@@ -104,6 +106,33 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
     run_platform(settings, console, rate=args.rate, port=args.port)
 
 
+def cmd_preview(args: argparse.Namespace, settings: Settings) -> None:
+    from segops.preview import resolve_target, run_preview
+    from segops.reports import print_preview
+
+    if (args.target is None) == (args.sql is None):
+        raise SegOpsError("give a segment name or a .sql file, or --sql, but not both")
+    target = resolve_target(settings, args.target, args.sql)
+    result = run_preview(settings, target, parse_timestamp(args.at) if args.at else utc_now())
+    if args.json:
+        print(json.dumps(result.to_dict(), default=str, indent=1))
+    else:
+        print_preview(result, console)
+
+
+def cmd_members(args: argparse.Namespace, settings: Settings) -> None:
+    from segops.exports import membership_frame, write_members
+
+    at = parse_timestamp(args.at) if args.at else None
+    write_members(membership_frame(settings, args.segment, at), args.format, args.output)
+
+
+def cmd_history(args: argparse.Namespace, settings: Settings) -> None:
+    from segops.reports import print_history
+
+    print_history(settings, args.customer, console)
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], None]] = {
     "generate": cmd_generate,
     "segments": cmd_segments,
@@ -112,6 +141,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], None]] = {
     "produce": cmd_produce,
     "story": cmd_story,
     "up": cmd_up,
+    "preview": cmd_preview,
+    "members": cmd_members,
+    "history": cmd_history,
 }
 
 
@@ -148,6 +180,21 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run emulator, consumer, Dagster and demo traffic together")
     up.add_argument("--rate", type=float, default=20.0, help="demo events per second")
     up.add_argument("--port", type=int, default=3000, help="Dagster UI port")
+
+    preview = sub.add_parser("preview", help="live reach of a segment before it ships")
+    preview.add_argument("target", nargs="?", help="segment name or path to a .sql file")
+    preview.add_argument("--sql", help="inline SQL (dbt Jinja allowed)")
+    preview.add_argument("--at", help="evaluate at this time (RFC 3339) instead of now")
+    preview.add_argument("--json", action="store_true", help="machine-readable output")
+
+    members = sub.add_parser("members", help="a segment's members, now or at a past time")
+    members.add_argument("segment")
+    members.add_argument("--at", help="point in time (RFC 3339)")
+    members.add_argument("--format", choices=("csv", "json", "parquet"), default="csv")
+    members.add_argument("--output", type=Path, help="file to write (default: stdout)")
+
+    history = sub.add_parser("history", help="a customer's enters and exits")
+    history.add_argument("customer")
     return parser
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +14,9 @@ from dbt.cli.main import dbtRunner, dbtRunnerResult
 
 from segops.errors import SegOpsError
 from segops.settings import Settings
+
+_LOG_PREFIX = re.compile(r"^(\x1b\[[0-9;]*m)*\d\d:\d\d:\d\d\s+")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class DbtError(SegOpsError):
@@ -26,26 +32,36 @@ def project_args(settings: Settings) -> list[str]:
 
 
 def run_dbt(
-    settings: Settings, command: list[str], dbt_vars: Mapping[str, Any] | None = None
+    settings: Settings,
+    command: list[str],
+    dbt_vars: Mapping[str, Any] | None = None,
+    *,
+    extra: list[str] | None = None,
 ) -> dbtRunnerResult:
-    """Invoke `dbt <command>`; raise DbtError naming what failed if dbt did not succeed."""
+    """Invoke `dbt <command>`; raise DbtError with dbt's own explanation if it failed."""
     args = [*command, *project_args(settings), "--quiet", "--log-path",
-            str(settings.dbt_target_dir / "logs")]
+            str(settings.dbt_target_dir / "logs"), *(extra or [])]
     if dbt_vars:
         args += ["--vars", json.dumps(dict(dbt_vars))]
     os.environ.setdefault("SEGOPS_WAREHOUSE", str(settings.warehouse))
-    result = dbtRunner().invoke(args)
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        result = dbtRunner().invoke(args)
     if not result.success:
-        raise DbtError(describe_failure(command, result))
+        raise DbtError(describe_failure(command, result, output.getvalue()))
     return result
 
 
-def describe_failure(command: list[str], result: dbtRunnerResult) -> str:
-    if result.exception is not None:
-        return f"dbt {' '.join(command)} failed: {result.exception}"
+def describe_failure(command: list[str], result: dbtRunnerResult, output: str) -> str:
+    said = [
+        _ANSI.sub("", _LOG_PREFIX.sub("", line)).rstrip()
+        for line in output.splitlines()
+        if line.strip()
+    ]
     failures = [
         f"{r.node.name}: {r.message}"
-        for r in (result.result or [])
+        for r in (getattr(result.result, "results", None) or [])
         if getattr(r, "status", None) in ("error", "fail")
     ]
-    return f"dbt {' '.join(command)} failed:\n  " + "\n  ".join(failures or ["unknown error"])
+    details = failures or said or [str(result.exception or "unknown error")]
+    return f"dbt {command[0]} failed:\n  " + "\n  ".join(details)

@@ -9,6 +9,8 @@ from rich.table import Table
 
 from segops.catalog import Catalog
 from segops.clock import utc_now
+from segops.membership import customer_history
+from segops.preview import PreviewResult
 from segops.settings import Settings
 from segops.warehouse import connect
 
@@ -70,3 +72,48 @@ def _age(delta) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def print_preview(result: PreviewResult, console: Console) -> None:
+    console.print(
+        f"[bold]{result.name}[/bold] at {result.evaluated_at:%Y-%m-%d %H:%M:%S} UTC: "
+        f"[bold]{result.reach:,}[/bold] customers, {result.share:.2%} of {result.customers:,} "
+        f"({result.seconds * 1000:,.0f} ms)"
+    )
+    if result.enters is not None:
+        console.print(
+            f"compared with its current membership: [green]+{result.enters:,} would enter[/green]"
+            f" {', '.join(result.enter_sample)}  [red]-{result.exits:,} would exit[/red]"
+            f" {', '.join(result.exit_sample)}"
+        )
+    if not result.sample.empty:
+        table = Table(title="sample")
+        table.add_column("customer_id")
+        table.add_column("attributes")
+        for customer_id, attributes in result.sample.itertuples(index=False):
+            table.add_row(customer_id, attributes or "")
+        console.print(table)
+    if result.overlap:
+        table = Table(title="overlap with current segments")
+        table.add_column("segment")
+        table.add_column("shared members", justify="right")
+        table.add_column("of this reach", justify="right")
+        for name, shared in result.overlap:
+            table.add_row(name, f"{shared:,}", f"{shared / result.reach:.1%}")
+        console.print(table)
+
+
+def print_history(settings: Settings, customer_id: str, console: Console) -> None:
+    with connect(settings.warehouse, read_only=True) as con:
+        history = customer_history(con, customer_id)
+    if history.empty:
+        console.print(f"{customer_id} never entered a segment")
+        return
+    table = Table(title=f"{customer_id}: enters and exits")
+    for column in ("changed_at", "segment", "change", "source"):
+        table.add_column(column)
+    for row in history.itertuples(index=False):
+        colour = "green" if row.change == "enter" else "red"
+        table.add_row(f"{row.changed_at:%Y-%m-%d %H:%M:%S}", row.segment,
+                      f"[{colour}]{row.change}[/{colour}]", row.source)
+    console.print(table)

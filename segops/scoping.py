@@ -133,3 +133,12 @@ def _interval(node: exp.Interval) -> timedelta | None:
 _UNITS = {
     "second": "seconds", "minute": "minutes", "hour": "hours", "day": "days", "week": "weeks",
 }
+
+
+def without_database(sql: str) -> str:
+    """Drop the database part of every table reference: SQL compiled against one target (an
+    in-memory compile profile, another file name) then runs on the warehouse at hand."""
+    tree = sqlglot.parse_one(sql, read=DIALECT)
+    for table in tree.find_all(exp.Table):
+        table.set("catalog", None)
+    return tree.sql(dialect=DIALECT)

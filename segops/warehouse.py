@@ -132,6 +132,10 @@ def _alive(pid: str) -> bool:
     return True
 
 
+class WarehouseMissing(SegOpsError):
+    """There is no warehouse file yet."""
+
+
 class WarehouseBusy(SegOpsError):
     """Another process held the warehouse for longer than we were willing to wait."""
 
@@ -158,7 +162,10 @@ def connect(
     """
     path = Path(path)
     if read_only and not path.exists():
-        raise FileNotFoundError(f"warehouse {path} does not exist")
+        raise WarehouseMissing(
+            f"no warehouse at {path}; create one with `make demo` "
+            "(or `segops generate` then `make nightly`)"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     if yield_to_waiters:
         _step_aside(path)

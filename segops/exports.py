@@ -1,0 +1,60 @@
+"""Membership out of the warehouse: current or point-in-time, as CSV, JSON or Parquet."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from segops.catalog import Catalog
+from segops.errors import SegOpsError
+from segops.membership import current_members, members_at
+from segops.settings import Settings
+from segops.warehouse import connect
+
+FORMATS = ("csv", "json", "parquet")
+
+
+class UnknownSegment(SegOpsError):
+    """No segment by that name; the message suggests the nearest."""
+
+
+def check_segment(settings: Settings, name: str) -> None:
+    known = list(Catalog.load(settings.manifest_path).segments)
+    if name not in known:
+        nearest = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+        hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
+        raise UnknownSegment(f"no segment named {name!r}{hint} (segments: {', '.join(known)})")
+
+
+def membership_frame(settings: Settings, segment: str, at: datetime | None) -> pd.DataFrame:
+    check_segment(settings, segment)
+    with connect(settings.warehouse, read_only=True) as con:
+        if at is None:
+            return current_members(con, segment)
+        return members_at(con, segment, at)
+
+
+def write_members(frame: pd.DataFrame, fmt: str, output: Path | None) -> None:
+    """Write to `output`, or to standard output for the text formats."""
+    if fmt == "parquet":
+        if output is None:
+            raise SegOpsError("parquet is binary: give --output PATH")
+        frame.to_parquet(output, index=False)
+        return
+    if fmt == "csv":
+        text = frame.to_csv(index=False)
+    else:
+        records = [
+            {**row, "attributes": json.loads(row["attributes"]) if row["attributes"] else None}
+            for row in frame.to_dict(orient="records")
+        ]
+        text = json.dumps(records, default=str, indent=1) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)

@@ -1,0 +1,163 @@
+"""Preview a segment's live reach before it ships: compile through dbt, run read-only.
+
+The target is an existing segment, a .sql file not yet in the project, or inline SQL; all may
+use dbt Jinja (`ref`, `source`, `segops_now()`). Compilation uses an in-memory dbt target, so
+it never touches the warehouse; evaluation opens the warehouse read-only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from segops.catalog import Catalog, Segment
+from segops.clock import set_session_now
+from segops.dbt import DbtError, run_dbt
+from segops.errors import SegOpsError
+from segops.exports import check_segment
+from segops.membership import members_query
+from segops.scoping import without_database
+from segops.settings import Settings
+from segops.warehouse import connect
+
+SAMPLE = 10
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    sql: str  # compiled, without database names
+    segment: Segment | None  # the shipped segment, when previewing one
+
+
+@dataclass
+class PreviewResult:
+    name: str
+    evaluated_at: datetime
+    reach: int
+    customers: int
+    sample: pd.DataFrame
+    overlap: list[tuple[str, int]]
+    enters: int | None = None
+    exits: int | None = None
+    enter_sample: list[str] = field(default_factory=list)
+    exit_sample: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def share(self) -> float:
+        return self.reach / self.customers if self.customers else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "segment": self.name,
+            "evaluated_at": self.evaluated_at.isoformat(sep=" "),
+            "reach": self.reach,
+            "customers": self.customers,
+            "share": round(self.share, 6),
+            "sample": self.sample.to_dict(orient="records"),
+            "overlap": {name: count for name, count in self.overlap},
+            "enters": self.enters,
+            "exits": self.exits,
+            "enter_sample": self.enter_sample,
+            "exit_sample": self.exit_sample,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def resolve_target(settings: Settings, target: str | None, sql: str | None) -> Target:
+    """Compile what is to be previewed: inline SQL, a .sql file, or a segment's name."""
+    if sql is not None:
+        return Target("inline", compile_inline(settings, sql, where="inline SQL"), None)
+    assert target is not None
+    path = Path(target)
+    if target.endswith(".sql") or path.exists():
+        if not path.exists():
+            raise FileNotFoundError(f"no such SQL file: {target}")
+        return Target(path.stem, compile_inline(settings, path.read_text(), where=str(path)),
+                      None)
+    check_segment(settings, target)
+    segment = Catalog.load(settings.manifest_path).segments[target]
+    compiled = segment.compiled_sql or compile_inline(
+        settings, (settings.dbt_project_dir / segment.original_file).read_text(),
+        where=segment.original_file,
+    )
+    return Target(segment.name, without_database(compiled), segment)
+
+
+def compile_inline(settings: Settings, sql: str, *, where: str) -> str:
+    """Compile dbt SQL with the in-memory target; dbt's error names `where` on failure."""
+    try:
+        result = run_dbt(
+            settings,
+            ["compile", "--inline", sql],
+            extra=["--target", "compile", "--target-path",
+                   str(settings.dbt_target_dir / "preview")],
+        )
+    except DbtError as error:
+        raise DbtError(f"{where}: {error}") from None
+    return without_database(result.result.results[0].node.compiled_code)
+
+
+def run_preview(settings: Settings, target: Target, at: datetime) -> PreviewResult:
+    """Evaluate the target read-only at `at`: reach, sample, overlaps and, for a shipped
+    segment, who would enter and exit compared with its current membership."""
+    started = time.monotonic()
+    with connect(settings.warehouse, read_only=True) as con:
+        set_session_now(con, at)
+        try:
+            con.execute(
+                f"create temp table _preview as "
+                f"{members_query(con, target.name, f'({target.sql})')}"
+            )
+        except duckdb.Error as error:
+            raise SegOpsError(f"{target.name}: the SQL failed in the warehouse: {error}") from None
+        result = _summarise(con, target, at)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _summarise(con: duckdb.DuckDBPyConnection, target: Target, at: datetime) -> PreviewResult:
+    reach, distinct = con.execute(
+        "select count(*), count(distinct customer_id) from _preview"
+    ).fetchone()
+    if reach != distinct:
+        raise SegOpsError(
+            f"{target.name}: {reach - distinct} duplicate customer_id rows "
+            "(a segment has one row per member)"
+        )
+    customers = con.execute("select count(*) from raw.customers").fetchone()[0]
+    sample = con.execute(
+        f"select customer_id, attributes from _preview order by customer_id limit {SAMPLE}"
+    ).df()
+    overlap = con.execute(
+        """
+        select m.segment, count(*) from segops.segment_membership as m
+        join _preview as p using (customer_id)
+        group by m.segment order by count(*) desc, m.segment
+        """
+    ).fetchall()
+    result = PreviewResult(target.name, at, reach, customers, sample, overlap)
+    if target.segment is not None:
+        diff = con.execute(
+            """
+            with current as (
+                select customer_id from segops.segment_membership where segment = ?
+            ),
+            enters as (select customer_id from _preview except select customer_id from current),
+            exits as (select customer_id from current except select customer_id from _preview)
+            select (select count(*) from enters), (select count(*) from exits),
+                   (select coalesce(list(customer_id order by customer_id)[:5], [])
+                    from enters),
+                   (select coalesce(list(customer_id order by customer_id)[:5], [])
+                    from exits)
+            """,
+            [target.name],
+        ).fetchone()
+        result.enters, result.exits, result.enter_sample, result.exit_sample = diff
+    return result
