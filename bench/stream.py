@@ -27,12 +27,12 @@ from bench.machine import describe_machine
 from segops.clock import utc_now
 from segops.dbt import run_dbt
 from segops.emulator import PubSubEmulator
+from segops.pubsub import ensure_pubsub, subscription_path
 from segops.settings import load_settings
 from segops.synthetic import generate
 from segops.warehouse import connect
 from streaming.consumer import Consumer, ConsumerConfig
 from streaming.producer import publish
-from streaming.pubsub import ensure_pubsub, subscription_path
 from streaming.source import LEASE_SECONDS, PubSubSource
 from streaming.traffic import ShopTraffic, known_customers
 

@@ -47,8 +47,8 @@ def cmd_segments(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
+    from segops.pubsub import describe_target, ensure_pubsub
     from segops.warehouse import connect, ensure_schema
-    from streaming.pubsub import describe_target, ensure_pubsub
 
     with connect(settings.warehouse) as con:
         ensure_schema(con)
@@ -61,8 +61,8 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_stream(args: argparse.Namespace, settings: Settings) -> None:
+    from segops.pubsub import subscription_path
     from streaming.consumer import Consumer, ConsumerConfig
-    from streaming.pubsub import subscription_path
     from streaming.source import PubSubSource
 
     config = ConsumerConfig(batch_size=args.batch_size, batch_wait_seconds=args.batch_wait)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from google.cloud import pubsub_v1
 
+from segops.pubsub import topic_path
 from segops.settings import Settings
-from streaming.pubsub import topic_path
 
 log = logging.getLogger(__name__)
 

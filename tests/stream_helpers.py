@@ -7,11 +7,11 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from segops.catalog import Catalog
+from segops.pubsub import ensure_pubsub, subscription_path
 from segops.settings import Settings
 from segops.warehouse import connect
 from streaming.consumer import Consumer, ConsumerConfig, Incoming
 from streaming.producer import publish
-from streaming.pubsub import ensure_pubsub, subscription_path
 from streaming.source import PubSubSource
 
 

@@ -9,7 +9,7 @@ from google.cloud import pubsub_v1
 
 from segops.cli import main
 from segops.clock import utc_now
-from streaming.pubsub import ensure_pubsub, subscription_path
+from segops.pubsub import ensure_pubsub, subscription_path
 from streaming.schema import Event, validate
 
 
