@@ -21,6 +21,7 @@ import duckdb
 import pyarrow as pa
 
 from segops.catalog import Catalog
+from segops.changefeed import ChangeFeed
 from segops.clock import utc_now
 from segops.dbt import run_dbt
 from segops.membership import MembershipDelta, SegmentFailed
@@ -61,6 +62,7 @@ class ConsumerConfig:
     tick_seconds: float = 1.0
     retry_failed_seconds: float = 30.0
     lock_timeout_seconds: float = 3600.0
+    publish_changes: bool = True  # the change feed (outbox) to the segment-changes topic
 
 
 class Consumer:
@@ -82,6 +84,7 @@ class Consumer:
         self._last_failed_retry = time.monotonic()
         self.stopping = threading.Event()
         self.evaluator = self._load_evaluator()
+        self.feed = ChangeFeed(settings, "realtime") if self.config.publish_changes else None
 
     # -- setup ---------------------------------------------------------------------------
 
@@ -158,7 +161,15 @@ class Consumer:
                     self._maintain()
         finally:
             source.stop()
+            self.flush_changes()
         log.info("consumer stopped cleanly")
+
+    def flush_changes(self) -> None:
+        """Wait for the changes in flight and mark those Pub/Sub accepted."""
+        if self.feed and (self.feed.in_flight or self.feed.confirmed):
+            with self._connect() as con, transaction(con):
+                self.feed.mark_accepted(con, wait=10)
+            self.feed.committed()
 
     def stop(self) -> None:
         self.stopping.set()
@@ -195,6 +206,8 @@ class Consumer:
         while True:
             try:
                 with self._connect() as con, transaction(con):
+                    if self.feed:
+                        self.feed.mark_accepted(con)
                     stored = _store_events(con, unique, now)
                     _store_dead_letters(con, rejected)
                     deltas = self.evaluator.evaluate(
@@ -207,11 +220,15 @@ class Consumer:
                     lag_ms = _lag_ms(messages)
                     self._beat(con, now, messages, stored, len(events) - stored, len(rejected),
                                lag_ms)
+                    changes = self.feed.unpublished(con) if self.feed else []
                 break
             except SegmentFailed as failure:
                 self._mark_failed(failure)
                 segments.remove(failure.segment)
         self.watermark = now
+        if self.feed:
+            self.feed.committed()
+            self.feed.publish(changes)
         if messages:
             log.debug("committed batch: %d messages, %d stored, %d duplicates, %d dead letters",
                       len(messages), stored, len(events) - stored, len(rejected))

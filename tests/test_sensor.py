@@ -11,9 +11,11 @@ from orchestration.membership_assets import STREAM_HEARTBEAT
 from orchestration.resources import WarehouseResource
 from orchestration.sensors import build_realtime_sensor
 from segops.clock import utc_now
-from streaming.consumer import Consumer
+from streaming.consumer import Consumer, ConsumerConfig
 from streaming.traffic import event
 from tests.stream_helpers import incoming, realtime_segments
+
+OFFLINE = ConsumerConfig(publish_changes=False)  # these tests need no Pub/Sub
 
 
 def evaluate(sensor: dg.SensorDefinition, settings, cursor: str | None) -> dg.SensorResult:
@@ -25,7 +27,7 @@ def evaluate(sensor: dg.SensorDefinition, settings, cursor: str | None) -> dg.Se
 
 def test_sensor_reports_changes_since_its_cursor_and_advances_it(warehouse):
     sensor = build_realtime_sensor(realtime_segments(warehouse))
-    consumer = Consumer(warehouse)
+    consumer = Consumer(warehouse, OFFLINE)
     consumer.start()
     now = utc_now()
     consumer.process([incoming(event("buyer", "purchase", now, order_value=5.0, order_id="o"))])
@@ -57,7 +59,7 @@ def test_sensor_reports_changes_since_its_cursor_and_advances_it(warehouse):
 
 def test_a_stale_heartbeat_is_reported_not_silent(warehouse, monkeypatch):
     sensor = build_realtime_sensor(realtime_segments(warehouse))
-    Consumer(warehouse).start()
+    Consumer(warehouse, OFFLINE).start()
     healthy = evaluate(sensor, warehouse, None)
     assert healthy.skip_reason is None
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 from segops.clock import utc_now
 from segops.parity import measure_drift
 from segops.warehouse import connect
-from streaming.consumer import Consumer
+from streaming.consumer import Consumer, ConsumerConfig
 from streaming.traffic import ShopTraffic, event
 from tests.stream_helpers import (
     consume_until_idle,
@@ -91,7 +91,7 @@ def test_malformed_messages_are_dead_lettered_and_the_stream_goes_on(warehouse, 
 def test_time_alone_moves_customers_in_and_out(warehouse):
     clock = [utc_now().replace(microsecond=0)]
     start = clock[0]
-    consumer = Consumer(warehouse, clock=lambda: clock[0])
+    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False), clock=lambda: clock[0])
     consumer.start()
     consumer.process(
         [
