@@ -2,9 +2,15 @@
 
 import dagster as dg
 
+from orchestration.change_feed import (
+    batch_changes_sensor,
+    build_change_feed_asset,
+    publish_changes_job,
+)
 from orchestration.dbt_assets import build_dbt_assets
 from orchestration.jobs import build_nightly_job, build_nightly_schedule
 from orchestration.membership_assets import build_membership_asset
+from orchestration.preview_job import build_preview_job
 from orchestration.raw_assets import raw_customers, raw_events
 from orchestration.resources import build_dbt_project, build_resources
 from orchestration.sensors import build_realtime_sensor
@@ -23,9 +29,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             raw_events,
             dbt_models,
             *(build_membership_asset(segment) for segment in catalog.segments.values()),
+            build_change_feed_asset(settings, list(catalog.segments.values())),
         ],
-        jobs=[nightly],
+        jobs=[nightly, publish_changes_job, build_preview_job(settings)],
         schedules=[build_nightly_schedule(nightly)],
-        sensors=[build_realtime_sensor(catalog.realtime_segments())],
+        sensors=[build_realtime_sensor(catalog.realtime_segments()), batch_changes_sensor],
         resources=build_resources(settings, project),
     )

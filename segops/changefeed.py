@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from concurrent import futures
 from dataclasses import dataclass, field
 
 import duckdb
 from google.cloud import pubsub_v1
 
-from segops.pubsub import topic_path
+from segops.pubsub import PubSubUnavailable, check_topic, describe_target, topic_path
 from segops.settings import Settings
+from segops.warehouse import connect, transaction
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class ChangeFeed:
     in_flight: dict[int, tuple[str, futures.Future]] = field(default_factory=dict)
     confirmed: list[int] = field(default_factory=list)  # accepted, not yet marked in a commit
     handed_out: int = 0  # highest change_id given to the publisher
+    last_error: BaseException | None = None  # the latest refusal, kept for reporting
 
     def __post_init__(self) -> None:
         self.publisher = pubsub_v1.PublisherClient(
@@ -103,6 +106,7 @@ class ChangeFeed:
             del self.in_flight[cid]
         failed = sorted(cid for cid, (_, f) in done.items() if f.exception() is not None)
         if failed:
+            self.last_error = done[failed[0]][1].exception()
             log.warning("publishing %d changes failed (%s); will retry", len(failed),
                         done[failed[0]][1].exception())
             # Everything from the first failure on is read again; ordering keys resume.
@@ -110,3 +114,33 @@ class ChangeFeed:
             for key in {done[cid][0] for cid in failed}:
                 self.publisher.resume_publish(self.topic, key)
         return sorted(set(done) - set(failed))
+
+
+def publish_backlog(settings: Settings, source: str, accept_timeout: float = 60.0) -> Counter:
+    """Publish and mark every unpublished change of `source`; returns the count per segment.
+
+    The warehouse is opened only to read a chunk and to mark it, so the streaming consumer keeps
+    its turn while Pub/Sub accepts the chunk.
+    """
+    check_topic(settings, settings.changes_topic)
+    feed = ChangeFeed(settings, source)
+    published: Counter = Counter()
+    try:
+        while True:
+            with connect(settings.warehouse, read_only=True) as con:
+                rows = feed.unpublished(con)
+            if not rows:
+                return published
+            feed.publish(rows)
+            with connect(settings.warehouse) as con, transaction(con):
+                feed.mark_accepted(con, wait=accept_timeout)
+            feed.committed()
+            if feed.last_error is not None or feed.in_flight:
+                reason = feed.last_error or f"no answer within {accept_timeout:.0f}s"
+                raise PubSubUnavailable(
+                    f"{describe_target()} did not accept every change ({reason}); "
+                    f"{sum(published.values())} published, the rest go out on the next run"
+                )
+            published.update(row[1] for row in rows)
+    finally:
+        feed.publisher.stop()

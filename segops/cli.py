@@ -61,10 +61,12 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_stream(args: argparse.Namespace, settings: Settings) -> None:
-    from segops.pubsub import subscription_path
+    from segops.pubsub import check_topic, subscription_path
     from streaming.consumer import Consumer, ConsumerConfig
     from streaming.source import PubSubSource
 
+    for topic in (settings.events_topic, settings.changes_topic):
+        check_topic(settings, topic)  # fail fast, and readably, when Pub/Sub is not there
     config = ConsumerConfig(batch_size=args.batch_size, batch_wait_seconds=args.batch_wait)
     consumer = Consumer(settings, config)
     # SIGTERM and Ctrl-C drain: finish the batch, commit, ack, exit 0.
@@ -120,6 +122,33 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> None:
         print_preview(result, console)
 
 
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> None:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    from orchestration.run_now import run_job
+    from streaming.replay import replay
+
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+        TimeRemainingColumn(), console=console,
+    ) as progress:
+        task = progress.add_task(f"replaying {args.file.name}", total=None)
+        report = replay(
+            settings, args.file, batch_size=args.batch_size,
+            on_progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    console.print(
+        f"{report.lines:,} lines: {report.stored:,} events stored, {report.duplicates:,} "
+        f"already stored, {report.dead_lettered:,} dead-lettered; real-time segments "
+        f"{report.enters:,} enters, {report.exits:,} exits"
+    )
+    if args.no_nightly:
+        return
+    console.print("reconciling every segment with the nightly job")
+    if not run_job(settings, "nightly_segments").success:
+        raise SegOpsError("the nightly job failed; see the Dagster run for the failing step")
+
+
 def cmd_members(args: argparse.Namespace, settings: Settings) -> None:
     from segops.exports import membership_frame, write_members
 
@@ -142,6 +171,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], None]] = {
     "story": cmd_story,
     "up": cmd_up,
     "preview": cmd_preview,
+    "replay": cmd_replay,
     "members": cmd_members,
     "history": cmd_history,
 }
@@ -186,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--sql", help="inline SQL (dbt Jinja allowed)")
     preview.add_argument("--at", help="evaluate at this time (RFC 3339) instead of now")
     preview.add_argument("--json", action="store_true", help="machine-readable output")
+
+    replay = sub.add_parser("replay", help="backfill historical events from NDJSON (.gz ok)")
+    replay.add_argument("file", type=Path)
+    replay.add_argument("--batch-size", type=int, default=5_000)
+    replay.add_argument("--no-nightly", action="store_true",
+                        help="skip the nightly job that reconciles afterwards")
 
     members = sub.add_parser("members", help="a segment's members, now or at a past time")
     members.add_argument("segment")

@@ -69,6 +69,36 @@ class PreviewResult:
             "seconds": round(self.seconds, 3),
         }
 
+    def to_markdown(self) -> str:
+        """The same report as the CLI's, as markdown for the Dagster UI."""
+        lines = [
+            f"**{self.name}** at {self.evaluated_at:%Y-%m-%d %H:%M:%S} UTC: **{self.reach:,}** "
+            f"customers, {self.share:.2%} of {self.customers:,}",
+            "",
+        ]
+        if self.enters is not None:
+            lines += [
+                "| compared with current membership | customers | sample |",
+                "|---|---:|---|",
+                f"| would enter | {self.enters:,} | {', '.join(self.enter_sample)} |",
+                f"| would exit | {self.exits:,} | {', '.join(self.exit_sample)} |",
+                "",
+            ]
+        if self.overlap:
+            lines += ["| overlaps with | shared members | of this reach |", "|---|---:|---:|"]
+            lines += [
+                f"| {name} | {shared:,} | {shared / self.reach:.1%} |"
+                for name, shared in self.overlap
+            ]
+            lines.append("")
+        if not self.sample.empty:
+            lines += ["| sample member | attributes |", "|---|---|"]
+            lines += [
+                f"| {customer_id} | `{attributes or ''}` |"
+                for customer_id, attributes in self.sample.itertuples(index=False)
+            ]
+        return "\n".join(lines)
+
 
 def resolve_target(settings: Settings, target: str | None, sql: str | None) -> Target:
     """Compile what is to be previewed: inline SQL, a .sql file, or a segment's name."""

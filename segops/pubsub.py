@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from google.api_core import exceptions
+from google.api_core.retry import Retry, if_exception_type
 from google.cloud import pubsub_v1
 
 from segops.errors import SegOpsError
@@ -38,6 +39,39 @@ def subscription_path(settings: Settings) -> str:
     )
 
 
+def unreachable(error: Exception) -> PubSubUnavailable:
+    """The readable error for a Pub/Sub that did not answer: which host, and how to start it."""
+    return PubSubUnavailable(
+        f"cannot reach {describe_target()}: {error.__class__.__name__}. "
+        "Start the emulator with `gcloud beta emulators pubsub start --host-port=127.0.0.1:8085` "
+        "and set PUBSUB_EMULATOR_HOST=127.0.0.1:8085 (or run `make up`)"
+    )
+
+
+UNREACHABLE = (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded, exceptions.RetryError)
+
+
+def bounded_retry(timeout: float) -> Retry:
+    """Retry an unreachable Pub/Sub for `timeout` seconds in all (the default retries far longer)."""
+    return Retry(predicate=if_exception_type(exceptions.ServiceUnavailable), timeout=timeout)
+
+
+def check_topic(settings: Settings, topic: str, timeout: float = 10.0) -> None:
+    """Fail fast and readably when Pub/Sub is unreachable or the topic does not exist."""
+    publisher = pubsub_v1.PublisherClient()
+    try:
+        publisher.get_topic(
+            topic=topic_path(settings, topic), retry=bounded_retry(timeout), timeout=timeout
+        )
+    except UNREACHABLE as error:
+        raise unreachable(error) from None
+    except exceptions.NotFound:
+        raise PubSubUnavailable(
+            f"topic {topic_path(settings, topic)} does not exist on {describe_target()}; "
+            "create it with `segops init`"
+        ) from None
+
+
 def ensure_pubsub(settings: Settings, timeout: float = 10.0) -> list[str]:
     """Create the events and segment-changes topics and the consumer's subscription."""
     publisher = pubsub_v1.PublisherClient()
@@ -47,7 +81,7 @@ def ensure_pubsub(settings: Settings, timeout: float = 10.0) -> list[str]:
         for topic in (settings.events_topic, settings.changes_topic):
             path = topic_path(settings, topic)
             try:
-                publisher.create_topic(name=path, timeout=timeout)
+                publisher.create_topic(name=path, retry=bounded_retry(timeout), timeout=timeout)
                 created.append(path)
             except exceptions.AlreadyExists:
                 pass
@@ -59,17 +93,14 @@ def ensure_pubsub(settings: Settings, timeout: float = 10.0) -> list[str]:
                     "topic": topic_path(settings, settings.events_topic),
                     "ack_deadline_seconds": ACK_DEADLINE_SECONDS,
                 },
+                retry=bounded_retry(timeout),
                 timeout=timeout,
             )
             created.append(path)
         except exceptions.AlreadyExists:
             pass
-    except (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded, exceptions.RetryError) as e:
-        raise PubSubUnavailable(
-            f"cannot reach {describe_target()}: {e.__class__.__name__}. "
-            "Start it with `gcloud beta emulators pubsub start --host-port=127.0.0.1:8085` "
-            "and set PUBSUB_EMULATOR_HOST=127.0.0.1:8085"
-        ) from None
+    except UNREACHABLE as error:
+        raise unreachable(error) from None
     finally:
         subscriber.close()
     return created

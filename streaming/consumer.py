@@ -356,6 +356,7 @@ def _store_events(con: duckdb.DuckDBPyConnection, events: list[Event], now: date
 def _store_dead_letters(
     con: duckdb.DuckDBPyConnection, rejected: list[tuple[Incoming, str]]
 ) -> None:
+    """Store each bad message once, even when it is delivered (or replayed) again."""
     if not rejected:
         return
     batch = pa.table(
@@ -372,6 +373,8 @@ def _store_dead_letters(
             """
             insert into raw.dead_letters (message_id, reason, payload, attributes)
             select message_id, reason, payload, attributes::json from _dead
+            where message_id is null or message_id not in (
+                select message_id from raw.dead_letters where message_id is not null)
             """
         )
     finally:

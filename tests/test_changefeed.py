@@ -2,55 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from concurrent import futures
 from datetime import timedelta
 
-from google.cloud import pubsub_v1
-
 from segops.clock import utc_now
-from segops.pubsub import ensure_pubsub, topic_path
 from segops.warehouse import connect
 from streaming.consumer import Consumer
 from streaming.traffic import event
-from tests.stream_helpers import incoming
-
-
-def downstream_subscription(settings) -> str:
-    """A downstream tool's subscription, created before anything is published."""
-    ensure_pubsub(settings)
-    path = pubsub_v1.SubscriberClient.subscription_path(settings.pubsub_project, "crm")
-    with pubsub_v1.SubscriberClient() as subscriber:
-        subscriber.create_subscription(
-            request={
-                "name": path,
-                "topic": topic_path(settings, settings.changes_topic),
-                "enable_message_ordering": True,
-            }
-        )
-    return path
-
-
-def receive(path: str, expected_ids: set[int]) -> list[tuple[dict, str]]:
-    """Pull (body, ordering key) pairs until every expected change came and nothing more does."""
-    received: list[tuple[dict, str]] = []
-    with pubsub_v1.SubscriberClient() as subscriber:
-        for _ in range(100):
-            response = subscriber.pull(request={"subscription": path, "max_messages": 500},
-                                       timeout=5)
-            for message in response.received_messages:
-                received.append((json.loads(message.message.data),
-                                 message.message.ordering_key))
-            if response.received_messages:
-                subscriber.acknowledge(request={
-                    "subscription": path,
-                    "ack_ids": [m.ack_id for m in response.received_messages],
-                })
-            if expected_ids <= {body["change_id"] for body, _ in received} and not \
-                    response.received_messages:
-                break
-    return received
+from tests.stream_helpers import downstream_subscription, incoming, receive
 
 
 def changes(settings) -> list[tuple]:

@@ -12,10 +12,12 @@ import pytest
 from orchestration.build import build_definitions
 from segops.clock import parse_timestamp
 from segops.dbt import run_dbt
+from segops.emulator import free_port
 from segops.membership import current_members, members_at
 from segops.settings import DBT_PROJECT_DIR, load_settings
 from segops.warehouse import connect, ensure_schema
 from tests.shop import add_customer, add_event, ago
+from tests.stream_helpers import downstream_subscription, receive
 
 NOW = parse_timestamp("2026-06-01T12:00:00")
 
@@ -137,3 +139,50 @@ def test_a_broken_segment_fails_alone_with_a_message_naming_it(shop, monkeypatch
     assert "'hourly_refresh'" in failures["membership__hourly_refresh"]
     assert "refresh is 'hourly'" in failures["membership__hourly_refresh"]
     assert members("dach_customers") == ["berlin"], "healthy segments still ran"
+
+
+def test_the_nightly_changes_reach_downstream_through_the_publish_job(shop, pubsub):
+    defs = definitions()
+    assert run_nightly(defs).success
+    subscription = downstream_subscription(pubsub)
+    sensor = defs.resolve_sensor_def("batch_changes_sensor")
+    with dg.build_sensor_context(resources=defs.resources, cursor=None) as context:
+        requested = sensor(context)
+    assert len(requested.run_requests) == 1, "unpublished batch changes ask for a publish run"
+
+    published = defs.resolve_job_def("publish_segment_changes").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral()
+    )
+    metadata = published.asset_materializations_for_node("activation__segment_changes")[0].metadata
+    with connect(load_settings().warehouse, read_only=True) as con:
+        stored = con.execute(
+            "select change_id, segment, customer_id, published_at is not null "
+            "from segops.segment_membership_changes where source = 'batch'"
+        ).fetchall()
+    assert metadata["published"].value == len(stored) > 0
+    assert all(marked for *_, marked in stored)
+    received = receive(subscription, {cid for cid, *_ in stored})
+    assert {(b["segment"], b["customer_id"], b["source"]) for b, _ in received} == {
+        (segment, customer, "batch") for _, segment, customer, _ in stored
+    }
+    with dg.build_sensor_context(resources=defs.resources, cursor=None) as context:
+        assert sensor(context).skip_message == "every batch change is published"
+
+
+def test_the_publish_job_fails_readably_and_keeps_changes_when_pubsub_is_down(shop, monkeypatch):
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
+    defs = definitions()
+    assert run_nightly(defs).success
+    result = defs.resolve_job_def("publish_segment_changes").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+    )
+    assert not result.success
+    [failure] = result.get_step_failure_events()
+    message = failure.step_failure_data.error.message
+    assert "cannot reach the Pub/Sub emulator at 127.0.0.1:" in message
+    assert "gcloud beta emulators pubsub start" in message
+    with connect(load_settings().warehouse, read_only=True) as con:
+        unpublished = con.execute(
+            "select count(*) from segops.segment_membership_changes where published_at is null"
+        ).fetchone()[0]
+    assert unpublished > 0, "nothing is marked published that Pub/Sub did not accept"

@@ -1,0 +1,20 @@
+"""Run a SegOps job now, from the command line, recorded in Dagster's instance when it has one."""
+
+import os
+
+import dagster as dg
+
+from orchestration.build import build_definitions
+from segops.dbt import run_dbt
+from segops.settings import Settings
+
+
+def run_job(settings: Settings, job_name: str, run_config: dict | None = None):
+    """Execute `job_name` in this process; its run shows in the UI when DAGSTER_HOME is set."""
+    run_dbt(settings, ["parse"])
+    job = build_definitions(settings).resolve_job_def(job_name)
+    instance = (
+        dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else
+        dg.DagsterInstance.ephemeral()
+    )
+    return job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
