@@ -245,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except READABLE_ERRORS as error:
         if args.debug:
             raise
-        console.print(f"[red]error:[/red] {error}", highlight=False)
+        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

@@ -52,7 +52,7 @@ UNREACHABLE = (exceptions.ServiceUnavailable, exceptions.DeadlineExceeded, excep
 
 
 def bounded_retry(timeout: float) -> Retry:
-    """Retry an unreachable Pub/Sub for `timeout` seconds in all (the default retries far longer)."""
+    """Retry an unreachable Pub/Sub for `timeout` s in all (the default retries far longer)."""
     return Retry(predicate=if_exception_type(exceptions.ServiceUnavailable), timeout=timeout)
 
 

@@ -1,0 +1,53 @@
+"""Readable CLI errors: a message that says what to do, exit code 1, no traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from segops.emulator import free_port
+
+
+def segops(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the real `segops` entry point in its own process, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "segops.cli", *args],
+        capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})},
+    )
+
+
+def assert_readable(result: subprocess.CompletedProcess, *phrases: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "Traceback" not in output
+    for phrase in phrases:
+        assert phrase in output
+
+
+def test_a_misspelt_segment_suggests_the_nearest(warehouse):
+    result = segops("members", "cart_abandoner")
+    assert_readable(result, "no segment named 'cart_abandoner'",
+                    "did you mean 'cart_abandoners'?")
+
+
+def test_a_missing_warehouse_says_how_to_create_it(warehouse):
+    warehouse.warehouse.unlink()
+    result = segops("segments")
+    assert_readable(result, f"no warehouse at {warehouse.warehouse}", "make demo")
+
+
+@pytest.mark.parametrize("command", [["init"], ["stream", "--until-idle", "1"]])
+def test_an_unreachable_emulator_names_the_host_and_how_to_start_it(warehouse, command):
+    host = f"127.0.0.1:{free_port()}"
+    result = segops(*command, env={"PUBSUB_EMULATOR_HOST": host})
+    assert_readable(result, f"cannot reach the Pub/Sub emulator at {host}",
+                    "gcloud beta emulators pubsub start")
+
+
+def test_debug_shows_the_traceback(warehouse):
+    result = segops("--debug", "members", "cart_abandoner")
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr

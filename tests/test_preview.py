@@ -1,0 +1,128 @@
+"""`segops preview`: live reach of shipped and unshipped SQL, read-only, in the CLI and in Dagster."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+
+import dagster as dg
+import pytest
+
+from orchestration.build import build_definitions
+from segops.cli import main
+from segops.clock import utc_now
+from segops.dbt import DbtError
+from segops.preview import resolve_target, run_preview
+from segops.warehouse import connect
+from streaming.consumer import Consumer, ConsumerConfig
+from tests.shop import add_customer, add_event, ago
+
+NOW = utc_now().replace(microsecond=0)
+
+# Not in the project: customers with 4+ events of any kind in the last 2 hours.
+BUSY_SQL = """
+with recent as (
+    select * from {{ ref('stg_events') }}
+    where occurred_at > {{ segops_now() }} - interval '2 hours'
+      and occurred_at <= {{ segops_now() }}
+)
+select customer_id, count(*) as recent_events
+from recent
+group by customer_id
+having count(*) >= 4
+"""
+
+
+@pytest.fixture
+def shop(warehouse):
+    """Five customers; ann and bob browse books hard, cy browses twice, dan buys, eve sleeps."""
+    with connect(warehouse.warehouse) as con:
+        for name in ("ann", "bob", "cy", "dan", "eve"):
+            add_customer(con, name, signed_up_at=ago(NOW, days=90))
+        for minutes in (50, 40, 30, 20):
+            add_event(con, "ann", "product_view", ago(NOW, minutes=minutes), category="books")
+        for minutes in (45, 35, 25):
+            add_event(con, "bob", "product_view", ago(NOW, minutes=minutes), category="books")
+        for minutes in (15, 5):
+            add_event(con, "cy", "product_view", ago(NOW, minutes=minutes), category="toys")
+        add_event(con, "dan", "purchase", ago(NOW, hours=1), order_value=30.0, order_id="o1")
+    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False), clock=lambda: NOW)
+    consumer.start()  # current membership: ann and bob are high-intent browsers
+    return warehouse
+
+
+def checksum(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_an_unshipped_sql_file_previews_its_hand_computed_reach(shop, tmp_path):
+    path = tmp_path / "busy_shoppers.sql"
+    path.write_text(BUSY_SQL)
+    before = checksum(shop.warehouse)
+
+    result = run_preview(shop, resolve_target(shop, str(path), None), NOW)
+
+    # By hand: ann has 4 events in 2 hours; bob 3, cy 2, dan 1, eve 0.
+    assert result.name == "busy_shoppers"
+    assert (result.reach, result.customers) == (1, 5)
+    assert result.share == pytest.approx(0.2)
+    assert list(result.sample["customer_id"]) == ["ann"]
+    assert json.loads(result.sample["attributes"][0]) == {"recent_events": 4}
+    assert dict(result.overlap) == {"high_intent_browsers": 1}
+    assert result.enters is None, "an unshipped segment has no membership to compare with"
+    assert checksum(shop.warehouse) == before, "preview never writes"
+
+
+def test_a_shipped_segment_previews_who_would_enter_and_exit(shop):
+    with connect(shop.warehouse) as con:
+        add_event(con, "cy", "product_view", ago(NOW, minutes=1), category="toys")
+    target = resolve_target(shop, "high_intent_browsers", None)
+
+    now = run_preview(shop, target, NOW)
+    assert (now.reach, now.enters, now.exits) == (3, 1, 0)
+    assert now.enter_sample == ["cy"]
+
+    later = run_preview(shop, target, NOW + timedelta(minutes=36))
+    # 36 minutes on, three of ann's views and all of bob's have left the hour; cy's have not.
+    assert (later.reach, later.enters, later.exits) == (1, 1, 2)
+    assert (later.enter_sample, later.exit_sample) == (["cy"], ["ann", "bob"])
+
+
+def test_inline_sql_and_json_output(shop, capsys):
+    main(["preview", "--sql", "select customer_id from {{ ref('stg_customers') }} "
+          "where customer_id < 'c'", "--json", "--at", NOW.isoformat()])
+    result = json.loads(capsys.readouterr().out)
+    assert (result["segment"], result["reach"], result["customers"]) == ("inline", 2, 5)
+    assert result["overlap"] == {"high_intent_browsers": 2}
+    assert result["evaluated_at"] == NOW.isoformat(sep=" ")
+
+
+def test_broken_sql_gets_dbts_error_with_the_file_and_line(shop, tmp_path, capsys):
+    path = tmp_path / "broken.sql"
+    path.write_text("select customer_id\nfrom {{ ref('stg_events' }}\n")
+    with pytest.raises(DbtError) as error:
+        resolve_target(shop, str(path), None)
+    assert str(path) in str(error.value)
+    assert "line 2" in str(error.value)
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["preview", str(path)])
+    assert exit_.value.code == 1
+    err = capsys.readouterr().out
+    assert "broken.sql" in err and "Traceback" not in err
+
+
+def test_the_preview_job_shows_the_result_as_run_metadata(shop):
+    job = build_definitions(shop).resolve_job_def("preview_segment")
+    result = job.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {"preview_segment": {"config": {
+            "segment": "high_intent_browsers", "at": NOW.isoformat()}}}},
+    )
+    [output] = [e for e in result.all_node_events if e.event_type_value == "STEP_OUTPUT"]
+    metadata = output.step_output_data.metadata
+    assert metadata["reach"].value == 2
+    table = metadata["preview"].value
+    assert "| would enter | 0 |" in table and "| would exit | 0 |" in table
+    assert "| ann |" in table and "| bob |" in table
