@@ -93,7 +93,10 @@ class Consumer:
         catalog = Catalog.load(self.settings.manifest_path)
         if any(s.compiled_sql is None for s in catalog.segments.values() if s.is_realtime):
             log.info("compiling the real-time segments (manifest has no compiled SQL yet)")
-            run_dbt(self.settings, ["compile", "--select", "+path:models/segments"])
+            # The in-memory target: dbt-duckdb keeps its connection open for the life of the
+            # process, which would hold the warehouse's lock against every other process.
+            run_dbt(self.settings, ["compile", "--select", "+path:models/segments"],
+                    extra=["--target", "compile"])
             catalog = Catalog.load(self.settings.manifest_path)
         self._manifest_mtime = self.settings.manifest_path.stat().st_mtime
         evaluator = RealtimeEvaluator.from_catalog(catalog)

@@ -1,4 +1,4 @@
-"""`segops preview`: live reach of shipped and unshipped SQL, read-only, in the CLI and in Dagster."""
+"""`segops preview`: live reach of shipped and unshipped SQL, read-only, in CLI and Dagster."""
 
 from __future__ import annotations
 

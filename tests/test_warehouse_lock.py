@@ -8,7 +8,9 @@ import textwrap
 
 import pytest
 
+from segops.dbt import run_dbt
 from segops.warehouse import WarehouseBusy, connect, ensure_schema
+from streaming.consumer import Consumer, ConsumerConfig
 
 BUSY_WRITER = """
 import sys, time
@@ -61,3 +63,13 @@ def test_a_held_warehouse_gives_a_clear_error_after_the_timeout(warehouse_path):
         holder.wait()
     with connect(warehouse_path) as con:
         assert con.execute("select count(*) from raw.dead_letters").fetchone()[0] >= 1
+
+
+def test_a_consumer_that_compiled_its_segments_leaves_the_warehouse_free(warehouse):
+    run_dbt(warehouse, ["parse"])  # a manifest without compiled SQL: the consumer compiles it
+    Consumer(warehouse, ConsumerConfig(publish_changes=False)).start()
+    other_process = subprocess.run(
+        [sys.executable, "-c", f"import duckdb; duckdb.connect({str(warehouse.warehouse)!r})"],
+        capture_output=True, text=True,
+    )
+    assert other_process.returncode == 0, other_process.stderr
