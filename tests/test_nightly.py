@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -10,14 +11,17 @@ import dagster as dg
 import pytest
 
 from orchestration.build import build_definitions
+from segops.catalog import Catalog
 from segops.clock import parse_timestamp
 from segops.dbt import run_dbt
 from segops.emulator import free_port
 from segops.membership import current_members, members_at
 from segops.settings import DBT_PROJECT_DIR, load_settings
 from segops.warehouse import connect, ensure_schema
+from streaming.consumer import Consumer, ConsumerConfig
+from streaming.traffic import event
 from tests.shop import add_customer, add_event, ago
-from tests.stream_helpers import downstream_subscription, receive
+from tests.stream_helpers import downstream_subscription, incoming, receive
 
 NOW = parse_timestamp("2026-06-01T12:00:00")
 
@@ -186,3 +190,44 @@ def test_the_publish_job_fails_readably_and_keeps_changes_when_pubsub_is_down(sh
             "select count(*) from segops.segment_membership_changes where published_at is null"
         ).fetchone()[0]
     assert unpublished > 0, "nothing is marked published that Pub/Sub did not accept"
+
+
+def test_point_in_time_reads_equal_what_was_recorded_across_nightly_and_stream(shop, monkeypatch):
+    """A scripted day of nightly runs and real-time batches; every moment reads back as it was."""
+    defs = definitions()
+    consumer_at = [NOW]
+    consumer = Consumer(load_settings(), ConsumerConfig(publish_changes=False),
+                        clock=lambda: consumer_at[0])
+    segments = sorted(Catalog.load(load_settings().manifest_path).segments)
+    recorded: list[tuple[datetime, dict[str, list[str]]]] = []
+
+    def record(at: datetime) -> None:
+        recorded.append((at, {segment: members(segment) for segment in segments}))
+
+    assert run_nightly(defs).success
+    record(NOW)
+    consumer.start()
+    for step, (customer, kind, props) in enumerate([
+        ("paris", "product_view", {"category": "books", "price": 9.0}),
+        ("paris", "product_view", {"category": "books", "price": 9.0}),
+        ("paris", "product_view", {"category": "books", "price": 9.0}),
+        ("berlin", "add_to_cart", {"product_id": "p1", "price": 20.0}),
+        ("paris", "purchase", {"order_value": 30.0, "order_id": "o9"}),
+    ], start=1):
+        consumer_at[0] = NOW + timedelta(minutes=10 * step)
+        consumer.process([incoming(event(customer, kind, consumer_at[0], **props))])
+        record(consumer_at[0])
+    consumer_at[0] = NOW + timedelta(hours=2)
+    consumer.process([])  # berlin's cart turns abandoned with time alone
+    record(consumer_at[0])
+
+    with connect(load_settings().warehouse) as con:
+        con.execute("update raw.customers set country = 'AT' where customer_id = 'paris'")
+    pin_clock(monkeypatch, NOW + timedelta(days=1))
+    assert run_nightly(defs).success
+    record(NOW + timedelta(days=1))
+
+    assert len({json.dumps(snapshot) for _, snapshot in recorded}) >= 5, "membership moved"
+    for at, snapshot in recorded:
+        for segment, expected in snapshot.items():
+            assert members(segment, at=at) == expected, (segment, at)
