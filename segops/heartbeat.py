@@ -9,6 +9,8 @@ from datetime import datetime, timedelta
 import duckdb
 
 STALE_AFTER = timedelta(seconds=60)
+# A backfill runs the consumer's code under this id; its beats say nothing of the live stream.
+REPLAY_CONSUMER_ID = "replay"
 
 
 @dataclass(frozen=True)
@@ -32,13 +34,14 @@ class Heartbeat:
 
 
 def latest_heartbeat(con: duckdb.DuckDBPyConnection) -> Heartbeat | None:
-    """The most recent beat of any consumer, or None if no consumer ever ran."""
+    """The most recent beat of any live consumer, or None if none ever ran."""
     row = con.execute(
         """
         select consumer_id, beat_at, evaluated_at, last_batch_at, lag_ms, batches, events,
                duplicates, dead_letters, failed_segments
-        from segops.consumer_heartbeat order by beat_at desc limit 1
-        """
+        from segops.consumer_heartbeat where consumer_id <> ? order by beat_at desc limit 1
+        """,
+        [REPLAY_CONSUMER_ID],
     ).fetchone()
     if row is None:
         return None

@@ -7,8 +7,9 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from segops.catalog import Catalog
+from segops.catalog import Catalog, Segment
 from segops.clock import utc_now
+from segops.heartbeat import Heartbeat, latest_heartbeat
 from segops.membership import customer_history
 from segops.preview import PreviewResult
 from segops.settings import Settings
@@ -31,6 +32,10 @@ def print_segments(settings: Settings, console: Console, sample: int = 0) -> Non
                 """
             ).fetchall()
         }
+        heartbeat = latest_heartbeat(con)
+        last_batch = con.execute(
+            "select max(changed_at) from segops.segment_membership_changes where source = 'batch'"
+        ).fetchone()[0]
         samples = {
             name: con.execute(
                 """
@@ -46,7 +51,8 @@ def print_segments(settings: Settings, console: Console, sample: int = 0) -> Non
     for header, width in (("segment", 24), ("refresh", 8), ("members", 9), ("last change", 11)):
         table.add_column(header, min_width=width, no_wrap=True,
                          justify="right" if header in ("members", "last change") else "left")
-    table.add_column("description", overflow="ellipsis", no_wrap=True, max_width=64)
+    table.add_column("freshness", no_wrap=True, min_width=20)
+    table.add_column("description", overflow="ellipsis", no_wrap=True, max_width=56)
     for name, segment in catalog.segments.items():
         size, last_change = stats.get(name, (0, None))
         refresh = segment.refresh or "?"
@@ -57,6 +63,7 @@ def print_segments(settings: Settings, console: Console, sample: int = 0) -> Non
             refresh,
             f"{size:,}",
             f"{_age(now - last_change)} ago" if last_change else "never",
+            _freshness(segment, heartbeat, last_batch, now),
             segment.description.strip().splitlines()[0] if segment.description else "",
         )
     console.print(table)
@@ -64,6 +71,17 @@ def print_segments(settings: Settings, console: Console, sample: int = 0) -> Non
         console.print(f"[bold]{name}[/bold]")
         for customer_id, attributes in rows:
             console.print(f"  {customer_id}  {json.loads(attributes) if attributes else ''}")
+
+
+def _freshness(segment: Segment, heartbeat: Heartbeat | None, last_batch, now) -> str:
+    """How current the membership is: the live stream's state, or the last nightly run."""
+    if segment.is_realtime and heartbeat is not None:
+        if segment.name in heartbeat.failed_segments:
+            return "[red]failed in the stream[/red]"
+        if heartbeat.is_stale(now):
+            return f"[yellow]stream stale {_age(heartbeat.age(now))}[/yellow]"
+        return f"[green]live[/green] ({_age(now - heartbeat.evaluated_at)})"
+    return f"nightly, {_age(now - last_batch)} ago" if last_batch else "not built yet"
 
 
 def _age(delta) -> str:

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from segops.errors import SegOpsError
+from segops.heartbeat import REPLAY_CONSUMER_ID
 from segops.settings import Settings
 from streaming.consumer import Consumer, ConsumerConfig, Incoming
 
-REPLAY_CONSUMER_ID = "replay"
 GZIP_MAGIC = b"\x1f\x8b"
 
 
