@@ -161,7 +161,7 @@ class Consumer:
                     for message in messages:
                         message.ack()
                     last_eval = time.monotonic()
-                    self._maintain()
+                    self.maintain()
         finally:
             source.stop()
             self.flush_changes()
@@ -177,7 +177,7 @@ class Consumer:
     def stop(self) -> None:
         self.stopping.set()
 
-    def _maintain(self) -> None:
+    def maintain(self) -> None:
         """Pick up a changed manifest and retry failed segments now and then."""
         mtime = self.settings.manifest_path.stat().st_mtime
         if mtime != self._manifest_mtime:
@@ -250,10 +250,14 @@ class Consumer:
         self.failed[failure.segment] = str(failure.error)
 
     def _connect(self):
+        last_report = [0.0]
+
         def report(waited: float) -> None:
-            if int(waited) % 10 == 0 and waited >= 1:
-                log.warning("warehouse locked by another process; waited %.0fs, nothing acked",
-                            waited)
+            """Say so after a second, then every ten: a long wait is visible, not a flood."""
+            if waited - last_report[0] >= (10 if last_report[0] else 1):
+                last_report[0] = waited
+                log.warning("warehouse locked by another process; waited %.0fs, retrying with "
+                            "backoff, nothing acked", waited)
 
         return connect(
             self.settings.warehouse,

@@ -17,6 +17,7 @@ from google.cloud.pubsub_v1.subscriber.message import Message
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 10
+MAX_RECONNECT_DELAY = 30.0
 
 
 class PubSubSource:
@@ -26,6 +27,8 @@ class PubSubSource:
         self._queue: queue.Queue[Message] = queue.Queue()
         self._subscriber: pubsub_v1.SubscriberClient | None = None
         self._future = None
+        self._reconnect_delay = 0.5
+        self._reconnect_at = 0.0
 
     def start(self) -> None:
         self._subscriber = pubsub_v1.SubscriberClient()
@@ -45,11 +48,19 @@ class PubSubSource:
         )
 
     def ensure_streaming(self) -> None:
-        """Reopen the stream if it ended (the emulator restarted, the network dropped)."""
-        if self._future is not None and self._future.done():
-            error = self._future.exception()
-            log.warning("streaming pull stopped (%s); reconnecting", error)
-            self._open_stream()
+        """Reopen the stream if it ended (the emulator restarted, the network dropped), backing
+        off while it keeps failing so an outage is a few log lines, not a reconnect storm."""
+        if self._future is None or not self._future.done():
+            return
+        now = time.monotonic()
+        if now < self._reconnect_at:
+            return
+        log.warning("streaming pull from %s stopped (%s); reconnecting (next try in %.0fs "
+                    "if this fails)", self.subscription, self._future.exception(),
+                    self._reconnect_delay)
+        self._reconnect_at = now + self._reconnect_delay
+        self._reconnect_delay = min(self._reconnect_delay * 2, MAX_RECONNECT_DELAY)
+        self._open_stream()
 
     def next_batch(self, max_size: int, max_wait: float) -> list[Message]:
         """Up to `max_size` messages: whatever arrives within `max_wait` of the first one."""
@@ -58,6 +69,7 @@ class PubSubSource:
             first = self._queue.get(timeout=max_wait)
         except queue.Empty:
             return []
+        self._reconnect_delay = 0.5  # messages flow again
         batch = [first]
         deadline = time.monotonic() + max_wait
         while len(batch) < max_size:

@@ -71,3 +71,10 @@ def warehouse(settings: Settings, built_warehouse: Path) -> Settings:
     settings.dbt_target_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(built_warehouse / "target" / "manifest.json", settings.manifest_path)
     return settings
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The fault suite's table of counts, whenever its scenarios ran."""
+    from tests.chaos_helpers import report
+
+    report(terminalreporter.write)

@@ -1,0 +1,118 @@
+"""Shared pieces of the fault suite: sizes, a consumer process, the tally, the results table.
+
+`make chaos` runs the suite at full size (SEGOPS_CHAOS_SCALE=full) and writes
+bench/results/chaos.json; `make test` runs the same scenarios small.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from segops.heartbeat import latest_heartbeat
+from segops.parity import measure_drift
+from segops.warehouse import connect
+from tests.stream_helpers import realtime_segments
+
+SCALE = os.environ.get("SEGOPS_CHAOS_SCALE", "small")
+RESULTS: dict[str, dict] = {}
+
+
+def sized(small, full):
+    """The small figure in `make test`, the full one in `make chaos`."""
+    return full if SCALE == "full" else small
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str,
+               interval: float = 0.25) -> float:
+    """Poll `condition` until true; the seconds it took. Fails naming `what` on timeout."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+    return time.monotonic() - started
+
+
+class ConsumerProcess:
+    """`segops stream` in its own process, its log in a file (a full pipe would stall it)."""
+
+    def __init__(self, log_path: Path, *args: str, env: dict[str, str] | None = None):
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "segops.cli", "--verbose", "stream", *args],
+            env={**os.environ, **(env or {})}, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, sig: int, timeout: float = 60) -> int:
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout=timeout)
+        self._log.close()
+        return code
+
+
+def stored_ids(settings) -> list[str]:
+    with connect(settings.warehouse, read_only=True) as con:
+        return [row[0] for row in con.execute("select event_id from raw.events").fetchall()]
+
+
+def dead_letters(settings) -> list[tuple[str, str]]:
+    with connect(settings.warehouse, read_only=True) as con:
+        return con.execute("select message_id, reason from raw.dead_letters").fetchall()
+
+
+def drift(settings) -> dict[str, int]:
+    """Each real-time segment's difference from a batch recomputation at the stream's now."""
+    with connect(settings.warehouse, read_only=True) as con:
+        watermark = latest_heartbeat(con).evaluated_at
+        return {s.name: measure_drift(con, s, watermark).total
+                for s in realtime_segments(settings)}
+
+
+def tally(settings, published: set[str], *, bad: int = 0) -> dict[str, int]:
+    """published, stored, duplicates, dead-lettered and lost, as the results table shows them."""
+    ids = stored_ids(settings)
+    stored = set(ids)
+    return {
+        "published": len(published) + bad,
+        "stored": len(stored & published),
+        "duplicates": len(ids) - len(stored),
+        "dead_lettered": len(dead_letters(settings)),
+        "lost": len(published - stored),
+    }
+
+
+def record(scenario: str, counts: dict, passed: bool, **figures) -> None:
+    RESULTS[scenario] = {**counts, **figures, "pass": passed, "scale": SCALE}
+
+
+def report(write: Callable[[str], None]) -> None:
+    """Print the table; write chaos.json when SEGOPS_CHAOS_RESULTS names a file."""
+    if not RESULTS:
+        return
+    columns = ("published", "stored", "duplicates", "dead_lettered", "lost")
+    write(f"\nfault suite ({SCALE})\n")
+    write(f"{'':4}" + "".join(f"{c:>15}" for c in columns) + "   pass  figures\n")
+    for scenario, row in sorted(RESULTS.items()):
+        extra = {k: v for k, v in row.items() if k not in (*columns, "pass", "scale")}
+        write(f"{scenario:4}" + "".join(f"{row.get(c, '-'):>15}" for c in columns)
+              + f"   {'yes' if row['pass'] else 'NO':4}  {json.dumps(extra)}\n")
+    target = os.environ.get("SEGOPS_CHAOS_RESULTS")
+    if target:
+        from bench.machine import describe_machine
+
+        Path(target).write_text(json.dumps(
+            {"machine": describe_machine(), "scale": SCALE, "scenarios": RESULTS}, indent=2
+        ) + "\n")

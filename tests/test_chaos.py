@@ -1,0 +1,392 @@
+"""The fault suite: nothing lost or duplicated under crashes, poison input, contention, restarts.
+
+Each scenario runs the real consumer against the real emulator and a real warehouse file, and
+records its counts (see tests/chaos_helpers.py). `make chaos` runs them at full size.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from google.cloud import pubsub_v1
+
+from segops.clock import utc_now
+from segops.dbt import run_dbt
+from segops.emulator import PubSubEmulator, free_port
+from segops.heartbeat import latest_heartbeat
+from segops.pubsub import ensure_pubsub, topic_path
+from segops.settings import DBT_PROJECT_DIR, load_settings
+from segops.warehouse import connect
+from streaming.consumer import Consumer, ConsumerConfig
+from streaming.producer import publish
+from streaming.traffic import ShopTraffic
+from tests.chaos_helpers import (
+    ConsumerProcess,
+    dead_letters,
+    drift,
+    record,
+    sized,
+    stored_ids,
+    tally,
+    wait_until,
+)
+from tests.stream_helpers import consume_until_idle, incoming, members, publish_all
+
+pytestmark = pytest.mark.chaos
+
+# The emulator redelivers what a killed consumer had leased over a minute or more.
+REDELIVERY_TIMEOUT = 300
+
+
+def shop_events(count: int, seed: int, customers: int = 300, spread_minutes: int = 120):
+    """Realistic traffic for `customers` shoppers, times spread over the last two hours."""
+    rng = random.Random(seed)
+    now = utc_now()
+    ids = itertools.cycle(range(customers))
+    traffic = ShopTraffic(lambda _: f"k{next(ids)}", seed=seed, concurrency=50,
+                          clock=lambda: now - timedelta(minutes=rng.randint(0, spread_minutes)))
+    return list(itertools.islice(traffic, count))
+
+
+class Producer(threading.Thread):
+    """Publishes in the background, at `rate` per second if given, while the scenario acts."""
+
+    def __init__(self, settings, events, rate: float | None = None):
+        super().__init__(daemon=True)
+        ensure_pubsub(settings)
+        self.settings, self.events, self.rate, self.failed = settings, events, rate, None
+        self.start()
+
+    def run(self) -> None:
+        self.failed = publish(self.settings, self.events, rate=self.rate).failed
+
+    def finish(self) -> None:
+        self.join()
+        assert self.failed == 0, f"{self.failed} publishes failed"
+
+
+def drain(settings, tmp_path: Path, expected: int, name: str) -> float:
+    """Run a fresh consumer until every expected event is stored; it must stop cleanly."""
+    consumer = ConsumerProcess(tmp_path / f"{name}.log")
+    took = wait_until(lambda: not consumer.alive() or len(set(stored_ids(settings))) >= expected,
+                      REDELIVERY_TIMEOUT, f"{expected} events stored")
+    assert consumer.alive(), consumer.log()[-3000:]
+    assert consumer.stop(signal.SIGTERM) == 0, consumer.log()[-3000:]
+    return took
+
+
+def test_f1_kill_dash_nine_at_random_moments(warehouse, pubsub, tmp_path):
+    kills = sized(3, 20)
+    events = shop_events(sized(6_000, 200_000), seed=1)
+    published = {e["event_id"] for e in events}
+    producer = Producer(pubsub, events, rate=sized(1_500, 2_500))
+    rng = random.Random(1)
+    for kill in range(kills):
+        consumer = ConsumerProcess(tmp_path / f"f1-{kill}.log", "--batch-size", "200")
+        # Let it start and commit for a random while: the kill lands before a commit, between
+        # commit and ack, or during evaluation, wherever the batch happens to be.
+        wait_until(lambda c=consumer: "committed batch" in c.log() or not c.alive(), 120,
+                   "a committed batch")
+        time.sleep(rng.uniform(0.05, 1.5))
+        assert consumer.alive(), consumer.log()[-3000:]
+        consumer.stop(signal.SIGKILL)
+    producer.finish()
+    drain(pubsub, tmp_path, len(published), "f1-final")
+
+    counts = tally(pubsub, published)
+    off = drift(pubsub)
+    passed = counts["lost"] == counts["duplicates"] == 0 and not any(off.values())
+    record("F1", counts, passed, kills=kills, membership_drift=sum(off.values()))
+    assert counts["stored"] == len(published), counts
+    assert counts["duplicates"] == 0
+    assert off == dict.fromkeys(off, 0), "membership equals the batch recomputation"
+
+
+def fuzzed_bad_messages(count: int, seed: int) -> list[bytes]:
+    """Every kind of poison the stream must survive, in a seeded mix."""
+    rng = random.Random(seed)
+    now = utc_now()
+
+    def good() -> dict:
+        return {"event_id": f"bad-{rng.getrandbits(64):x}", "customer_id": "fuzz",
+                "event_type": "page_view",
+                "occurred_at": now.isoformat(timespec="milliseconds") + "Z",
+                "properties": {"path": "/"}}
+
+    def broken() -> bytes:
+        kind = rng.randrange(11)
+        body = good()
+        if kind == 0:
+            return b'{"event_id": ' + rng.randbytes(rng.randint(1, 40)).hex().encode()
+        if kind == 1:
+            return b'{"event_id": "\xff\xfe\xfd"}'
+        if kind == 2:
+            del body[rng.choice(["event_id", "customer_id", "event_type", "occurred_at"])]
+        elif kind == 3:
+            body[rng.choice(["extra", "userId", "'; drop table raw.events; --"])] = 1
+        elif kind == 4:
+            body[rng.choice(["customer_id", "occurred_at", "event_type"])] = rng.choice(
+                [42, None, [], {"a": 1}, 3.5, True])
+        elif kind == 5:
+            body["event_type"] = rng.choice(["teleport", "PURCHASE", "drop table raw.events"])
+        elif kind == 6:
+            body["occurred_at"] = rng.choice(["1899-12-31T00:00:00Z", "1970-01-01T00:00:00Z"])
+        elif kind == 7:
+            body["occurred_at"] = rng.choice(["2999-01-01T00:00:00Z", "9999-12-31T23:59:59Z"])
+        elif kind == 8:
+            body["properties"] = {"path": "x" * rng.randint(70_000, 200_000)}
+        elif kind == 9:
+            body["occurred_at"] = rng.choice(["yesterday", "2026-13-45T99:00:00Z", "1e9"])
+        else:
+            return json.dumps([body]).encode()
+        return json.dumps(body).encode()
+
+    return [broken() for _ in range(count)]
+
+
+def test_f2_fuzzed_poison_among_good_traffic(warehouse, pubsub):
+    bad = fuzzed_bad_messages(sized(400, 10_000), seed=2)
+    good = shop_events(sized(1_200, 40_000), seed=2)
+    # SQL-looking strings in otherwise valid events are data, stored verbatim.
+    good[0]["customer_id"] = "x'); drop table raw.events; --"
+    messages: list[dict | bytes] = [*bad, *good]
+    random.Random(2).shuffle(messages)
+    publish_all(pubsub, messages)
+    publisher = pubsub_v1.PublisherClient()
+    attributes_only = [
+        publisher.publish(topic_path(pubsub, pubsub.events_topic), b"", origin="fuzz")
+        for _ in range(sized(20, 200))
+    ]
+    for future in attributes_only:
+        future.result(timeout=30)
+
+    consume_until_idle(pubsub, idle=3.0)  # returns, rather than raising: it never exited
+
+    published = {e["event_id"] for e in good}
+    counts = tally(pubsub, published, bad=len(bad) + len(attributes_only))
+    letters = dead_letters(pubsub)
+    reasons = {reason.split(":")[0].split(" ")[0] for _, reason in letters}
+    passed = counts["lost"] == 0 and counts["dead_lettered"] == len(bad) + len(attributes_only)
+    record("F2", counts, passed, reasons=len(reasons))
+    assert counts["stored"] == len(good), counts
+    assert counts["dead_lettered"] == len(bad) + len(attributes_only), counts
+    assert all(reason.strip() for _, reason in letters), "every dead letter says why"
+    with connect(pubsub.warehouse, read_only=True) as con:
+        stored_as_data = con.execute(
+            "select count(*) from raw.events where customer_id = ?", [good[0]["customer_id"]]
+        ).fetchone()[0]
+    assert stored_as_data == 1, "a SQL-looking value is stored verbatim, never executed"
+
+
+def test_f3_nightly_run_while_streaming(warehouse, pubsub, tmp_path):
+    rate, seconds = sized((300, 40), (1_000, 120))
+    events = shop_events(rate * seconds, seed=3, spread_minutes=1)
+    published = {e["event_id"] for e in events}
+    ensure_pubsub(pubsub)
+    consumer = ConsumerProcess(tmp_path / "f3.log")
+    wait_until(lambda: latest_heartbeat_of(pubsub) is not None, 120, "the consumer's first beat")
+    producer = Producer(pubsub, events, rate=rate)
+    time.sleep(seconds / 4)  # let the stream reach its steady state before the run
+    nightly = subprocess.run(
+        [sys.executable, "-c", "from orchestration.run_now import run_job; "
+         "from segops.settings import load_settings; "
+         "raise SystemExit(0 if run_job(load_settings(), 'nightly_segments').success else 1)"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert nightly.returncode == 0, nightly.stdout[-3000:] + nightly.stderr[-3000:]
+    recovery = wait_until(lambda: lag_ms(pubsub) < 1_000, 60,
+                          "the consumer's lag to return under a second")
+    producer.finish()
+    wait_until(lambda: len(set(stored_ids(pubsub))) >= len(published), 120, "every event stored")
+    assert consumer.alive(), consumer.log()[-3000:]
+    assert consumer.stop(signal.SIGTERM) == 0
+
+    counts = tally(pubsub, published)
+    passed = counts["lost"] == counts["duplicates"] == 0 and recovery <= 10
+    record("F3", counts, passed, lag_recovered_seconds=round(recovery, 1), rate=rate)
+    assert counts["lost"] == counts["duplicates"] == 0, counts
+    assert recovery <= 10, f"lag returned to normal {recovery:.1f}s after the run"
+
+
+def latest_heartbeat_of(settings):
+    with connect(settings.warehouse, read_only=True) as con:
+        return latest_heartbeat(con)
+
+
+def lag_ms(settings) -> float:
+    beat = latest_heartbeat_of(settings)
+    return beat.lag_ms if beat and beat.lag_ms is not None else float("inf")
+
+
+def test_f4_sigterm_mid_stream_drains_and_exits_zero(warehouse, pubsub, tmp_path):
+    events = shop_events(sized(5_000, 50_000), seed=4)
+    published = {e["event_id"] for e in events}
+    producer = Producer(pubsub, events, rate=2_000)
+    consumer = ConsumerProcess(tmp_path / "f4.log", "--batch-size", "200")
+    wait_until(lambda: "committed batch" in consumer.log(), 120, "a committed batch")
+    started = time.monotonic()
+    code = consumer.stop(signal.SIGTERM)
+    exit_seconds = time.monotonic() - started
+    producer.finish()
+    drain(pubsub, tmp_path, len(published), "f4-drain")
+
+    counts = tally(pubsub, published)
+    passed = code == 0 and exit_seconds <= 10 and counts["lost"] == counts["duplicates"] == 0
+    record("F4", counts, passed, exit_code=code, exit_seconds=round(exit_seconds, 2))
+    assert code == 0, consumer.log()[-3000:]
+    assert exit_seconds <= 10
+    assert counts["lost"] == counts["duplicates"] == 0, counts
+
+
+def test_f5_emulator_restart_under_the_consumer(warehouse, tmp_path, monkeypatch):
+    port = free_port()
+    emulator = PubSubEmulator(port=port)
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.start())
+    monkeypatch.setenv("SEGOPS_PROJECT", "chaos-f5")
+    settings = load_settings()
+    try:
+        before = shop_events(sized(500, 5_000), seed=5)
+        publish_all(settings, before)
+        consumer = ConsumerProcess(tmp_path / "f5.log")
+        wait_until(lambda: len(set(stored_ids(settings))) >= len(before), 120,
+                   "the events before the restart")
+        emulator.stop()
+        emulator = PubSubEmulator(port=port)
+        emulator.start()
+        ensure_pubsub(settings)  # the emulator forgets topics and subscriptions when it stops
+        after = shop_events(sized(500, 5_000), seed=55)
+        publish_all(settings, after)
+        reconnected = wait_until(
+            lambda: len(set(stored_ids(settings))) >= len(before) + len(after), 180,
+            "the events after the restart")
+        assert consumer.alive(), consumer.log()[-3000:]
+        assert consumer.stop(signal.SIGTERM) == 0
+    finally:
+        emulator.stop()
+
+    log = consumer.log()
+    reconnects = log.count("reconnecting")
+    published = {e["event_id"] for e in before + after}
+    counts = tally(settings, published)
+    passed = counts["lost"] == counts["duplicates"] == 0 and 1 <= reconnects <= 20
+    record("F5", counts, passed, reconnect_lines=reconnects,
+           caught_up_seconds=round(reconnected, 1))
+    assert counts["lost"] == counts["duplicates"] == 0, counts
+    assert 1 <= reconnects <= 20, "a clear reconnect line, no crash loop"
+
+
+LOCKER = """
+import sys, time
+from segops.warehouse import connect
+with connect(sys.argv[1], timeout=60) as con:
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_f6_warehouse_locked_by_another_process(warehouse, pubsub, tmp_path):
+    hold = sized(15, 60)
+    events = shop_events(sized(1_000, 10_000), seed=6)
+    published = {e["event_id"] for e in events}
+    ensure_pubsub(pubsub)
+    consumer = ConsumerProcess(tmp_path / "f6.log")
+    wait_until(lambda: "committed batch" in consumer.log() or "members" in consumer.log(), 120,
+               "the consumer to start")
+    locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(pubsub.warehouse), str(hold)],
+                              stdout=subprocess.PIPE, text=True)
+    assert locker.stdout.readline().strip() == "locked"
+    publish_all(pubsub, events)
+    assert locker.wait(timeout=hold + 60) == 0
+    released = time.monotonic()
+    wait_until(lambda: len(set(stored_ids(pubsub))) >= len(published), 120, "the catch-up")
+    catch_up = time.monotonic() - released
+    assert consumer.alive(), consumer.log()[-3000:]
+    assert consumer.stop(signal.SIGTERM) == 0
+
+    waits = consumer.log().count("warehouse locked by another process")
+    counts = tally(pubsub, published)
+    passed = counts["lost"] == counts["duplicates"] == 0 and waits >= 1
+    record("F6", counts, passed, locked_seconds=hold, wait_lines=waits,
+           caught_up_seconds=round(catch_up, 1))
+    assert waits >= 1, "the consumer says it is waiting"
+    assert counts["lost"] == counts["duplicates"] == 0, counts
+
+
+def test_f7_duplicates_and_events_out_of_time_order(warehouse, pubsub):
+    events = shop_events(sized(1_000, 20_000), seed=7, spread_minutes=60)
+    published = {e["event_id"] for e in events}
+    shuffled = events * 3
+    random.Random(7).shuffle(shuffled)  # up to an hour out of order, each one three times
+    publish_all(pubsub, shuffled)
+    consume_until_idle(pubsub, idle=3.0)
+
+    counts = tally(pubsub, published)
+    off = drift(pubsub)
+    passed = counts["lost"] == counts["duplicates"] == 0 and not any(off.values())
+    record("F7", {**counts, "published": len(shuffled)}, passed,
+           membership_drift=sum(off.values()))
+    assert counts["stored"] == len(published) and counts["duplicates"] == 0, counts
+    assert off == dict.fromkeys(off, 0), "membership as if the events had arrived in order"
+
+
+BROKEN_SEGMENT = """
+select customer_id, cast(event_type as integer) as impossible
+from {{ ref('stg_events') }}
+"""
+FIXED_SEGMENT = """
+select customer_id, count(*) as events
+from {{ ref('stg_events') }}
+group by customer_id
+"""
+
+
+def test_f8_a_segment_that_fails_at_run_time_is_isolated(warehouse, tmp_path, monkeypatch):
+    project = tmp_path / "dbt_project"
+    shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
+    model = project / "models" / "segments" / "every_active_customer.sql"
+    model.write_text(BROKEN_SEGMENT)
+    (project / "models" / "segments" / "every_active_customer.yml").write_text(
+        "models:\n  - name: every_active_customer\n    config:\n      materialized: view\n"
+        "      meta:\n        segment:\n          refresh: realtime\n"
+    )
+    monkeypatch.setenv("SEGOPS_DBT_PROJECT_DIR", str(project))
+    settings = load_settings()
+    run_dbt(settings, ["compile", "--select", "+path:models/segments"],
+            extra=["--target", "compile"])
+    consumer = Consumer(settings, ConsumerConfig(publish_changes=False,
+                                                 retry_failed_seconds=0))
+    consumer.start()
+    events = shop_events(sized(300, 3_000), seed=8, spread_minutes=30)
+    for start in range(0, len(events), 100):
+        consumer.process([incoming(e) for e in events[start:start + 100]])
+    heartbeat = latest_heartbeat_of(settings)
+    assert "every_active_customer" in heartbeat.failed_segments
+    assert "Conversion Error" in heartbeat.failed_segments["every_active_customer"]
+    healthy = members(settings, "high_intent_browsers") or members(settings, "recent_purchasers")
+    assert healthy, "the other segments kept evaluating"
+
+    model.write_text(FIXED_SEGMENT)  # the analyst ships the fix
+    run_dbt(settings, ["compile", "--select", "+path:models/segments"],
+            extra=["--target", "compile"])
+    consumer.maintain()  # what the loop does between batches: it sees the new manifest
+    customers = {e["customer_id"] for e in events}
+    fixed = set(members(settings, "every_active_customer"))
+    heartbeat = latest_heartbeat_of(settings)
+    published = {e["event_id"] for e in events}
+    counts = tally(settings, published)
+    passed = fixed == customers and "every_active_customer" not in heartbeat.failed_segments
+    record("F8", counts, passed, failed_then_fixed=passed)
+    assert fixed == customers
+    assert "every_active_customer" not in heartbeat.failed_segments
+    assert counts["lost"] == 0
