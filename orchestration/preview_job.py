@@ -18,7 +18,7 @@ class PreviewConfig(dg.Config):
 
 def build_preview_job(settings: Settings) -> dg.JobDefinition:
     @dg.op(description="Live reach, overlap and enter/exit diff of a segment, read-only.")
-    def preview_segment(context: dg.OpExecutionContext, config: PreviewConfig) -> dg.Output:
+    def segment_preview(context: dg.OpExecutionContext, config: PreviewConfig) -> dg.Output:
         if (config.segment is None) == (config.sql is None):
             raise dg.Failure(description="give `segment` (a name or a .sql path) or `sql`")
         try:
@@ -44,6 +44,6 @@ def build_preview_job(settings: Settings) -> dg.JobDefinition:
         executor_def=dg.in_process_executor,
     )
     def preview_job():
-        preview_segment()
+        segment_preview()
 
     return preview_job

@@ -65,6 +65,7 @@ def members(segment: str, at: datetime | None = None) -> list[str]:
 
 def test_definitions_list_the_job_schedule_and_every_segment(shop):
     defs = definitions()
+    dg.Definitions.validate_loadable(defs)  # what `dagster dev` checks when it loads them
     schedule = defs.resolve_schedule_def("nightly_segments_schedule")
     assert schedule.cron_schedule == "0 2 * * *"
     assert schedule.execution_timezone == "UTC"

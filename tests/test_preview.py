@@ -117,7 +117,7 @@ def test_the_preview_job_shows_the_result_as_run_metadata(shop):
     job = build_definitions(shop).resolve_job_def("preview_segment")
     result = job.execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
-        run_config={"ops": {"preview_segment": {"config": {
+        run_config={"ops": {"segment_preview": {"config": {
             "segment": "high_intent_browsers", "at": NOW.isoformat()}}}},
     )
     [output] = [e for e in result.all_node_events if e.event_type_value == "STEP_OUTPUT"]
