@@ -11,13 +11,19 @@ import logging
 import queue
 import time
 
+from google.api_core import exceptions
 from google.cloud import pubsub_v1
 from google.cloud.pubsub_v1.subscriber.message import Message
+
+from segops.pubsub import UNREACHABLE, bounded_retry, describe_target
 
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 10
 MAX_RECONNECT_DELAY = 30.0
+# The client retries a broken stream silently; this often we ask Pub/Sub directly, so an outage
+# (or a subscription that vanished) is said in the log, once, and its end too.
+HEALTH_CHECK_SECONDS = 5.0
 
 
 class PubSubSource:
@@ -29,6 +35,8 @@ class PubSubSource:
         self._future = None
         self._reconnect_delay = 0.5
         self._reconnect_at = 0.0
+        self._next_health_check = 0.0
+        self._trouble: str | None = None
 
     def start(self) -> None:
         self._subscriber = pubsub_v1.SubscriberClient()
@@ -62,9 +70,40 @@ class PubSubSource:
         self._reconnect_delay = min(self._reconnect_delay * 2, MAX_RECONNECT_DELAY)
         self._open_stream()
 
+    def check_health(self) -> None:
+        """Log, once, when Pub/Sub or the subscription is gone, and when it is back."""
+        now = time.monotonic()
+        if now < self._next_health_check:
+            return
+        self._next_health_check = now + HEALTH_CHECK_SECONDS
+        try:
+            self._subscriber.get_subscription(
+                subscription=self.subscription, retry=bounded_retry(3), timeout=3
+            )
+        except UNREACHABLE as error:
+            trouble = f"cannot reach {describe_target()} ({error.__class__.__name__})"
+        except exceptions.PermissionDenied:
+            # The subscriber role may not read subscriptions; the client still reconnects.
+            log.info("no permission to read %s; outages will not be logged", self.subscription)
+            self._next_health_check = float("inf")
+            return
+        except exceptions.NotFound:
+            trouble = (f"subscription {self.subscription} does not exist on "
+                       f"{describe_target()} (create it with `segops init`)")
+        else:
+            if self._trouble:
+                log.warning("Pub/Sub is back; streaming from %s again", self.subscription)
+            self._trouble = None
+            return
+        if trouble != self._trouble:
+            log.warning("%s; nothing is lost, the stream resumes by itself when it is back",
+                        trouble)
+        self._trouble = trouble
+
     def next_batch(self, max_size: int, max_wait: float) -> list[Message]:
         """Up to `max_size` messages: whatever arrives within `max_wait` of the first one."""
         self.ensure_streaming()
+        self.check_health()
         try:
             first = self._queue.get(timeout=max_wait)
         except queue.Empty:
