@@ -9,7 +9,7 @@ DEMO_CUSTOMERS ?= 20000
 DBT := $(BIN)/dbt --no-use-colors
 DBT_ARGS := --project-dir dbt_project --profiles-dir dbt_project
 
-.PHONY: demo test lint manifest nightly install clean up
+.PHONY: demo test lint manifest nightly install clean up chaos
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ up: manifest $(DAGSTER_HOME)/dagster.yaml $(SEGOPS_WAREHOUSE)
 
 test: manifest
 	$(BIN)/pytest -q
+
+chaos: manifest
+	SEGOPS_CHAOS_SCALE=full SEGOPS_CHAOS_RESULTS=bench/results/chaos.json \
+		$(BIN)/pytest -q -m chaos -p no:cacheprovider --timeout 3600 tests/test_chaos.py
 
 lint: install
 	$(BIN)/ruff check .
