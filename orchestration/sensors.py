@@ -71,14 +71,18 @@ def build_realtime_sensor(segments: list[Segment]) -> dg.SensorDefinition:
 
         check = heartbeat_result(heartbeat, wall)
         healthy = bool(check.passed)
-        if healthy != cursor.get("healthy"):
+        failed = heartbeat.failed_segments if heartbeat else {}
+        # Report the stream's health per segment whenever it changes: a stale consumer fails
+        # every segment's check, a segment whose SQL fails in the stream fails its own.
+        if healthy != cursor.get("healthy") or sorted(failed) != cursor.get("failed", []):
             events += [
                 dg.AssetCheckEvaluation(
                     asset_key=membership_key(name),
                     check_name=STREAM_HEARTBEAT,
-                    passed=healthy,
+                    passed=healthy and name not in failed,
                     severity=check.severity,
-                    description=check.description,
+                    description=(f"the stream cannot evaluate {name}: {failed[name]}"
+                                 if name in failed else check.description),
                     metadata=check.metadata,
                 )
                 for name in sorted(names)
@@ -86,7 +90,9 @@ def build_realtime_sensor(segments: list[Segment]) -> dg.SensorDefinition:
         context.log.info(f"{len(changes)} segments changed since change {cursor['change_id']}")
         return dg.SensorResult(
             asset_events=events,
-            cursor=json.dumps({"change_id": last_change_id, "healthy": healthy}),
+            cursor=json.dumps(
+                {"change_id": last_change_id, "healthy": healthy, "failed": sorted(failed)}
+            ),
             skip_reason=None if healthy else f"streaming consumer unhealthy: {check.description}",
         )
 

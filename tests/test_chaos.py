@@ -18,9 +18,12 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from google.cloud import pubsub_v1
 
+from orchestration.resources import WarehouseResource
+from orchestration.sensors import build_realtime_sensor
 from segops.clock import utc_now
 from segops.dbt import run_dbt
 from segops.emulator import PubSubEmulator, free_port
@@ -41,7 +44,13 @@ from tests.chaos_helpers import (
     tally,
     wait_until,
 )
-from tests.stream_helpers import consume_until_idle, incoming, members, publish_all
+from tests.stream_helpers import (
+    consume_until_idle,
+    incoming,
+    members,
+    publish_all,
+    realtime_segments,
+)
 
 pytestmark = pytest.mark.chaos
 
@@ -359,6 +368,17 @@ def test_f7_duplicates_and_events_out_of_time_order(warehouse, pubsub):
     assert off == dict.fromkeys(off, 0), "membership as if the events had arrived in order"
 
 
+def sensor_checks(settings) -> dict[str, dg.AssetCheckEvaluation]:
+    """The real-time sensor's stream-health check of each segment, from a fresh cursor."""
+    sensor = build_realtime_sensor(realtime_segments(settings))
+    with dg.build_sensor_context(
+        resources={"warehouse": WarehouseResource(database=str(settings.warehouse))}
+    ) as context:
+        result = sensor(context)
+    return {e.asset_key.path[-1]: e for e in result.asset_events
+            if isinstance(e, dg.AssetCheckEvaluation)}
+
+
 BROKEN_SEGMENT = """
 select customer_id, cast(event_type as integer) as impossible
 from {{ ref('stg_events') }}
@@ -392,6 +412,10 @@ def test_f8_a_segment_that_fails_at_run_time_is_isolated(warehouse, tmp_path, mo
     heartbeat = latest_heartbeat_of(settings)
     assert "every_active_customer" in heartbeat.failed_segments
     assert "Conversion Error" in heartbeat.failed_segments["every_active_customer"]
+    checks = sensor_checks(settings)
+    assert not checks["every_active_customer"].passed, "the Dagster sensor shows it failed"
+    assert "Conversion Error" in checks["every_active_customer"].description
+    assert checks["high_intent_browsers"].passed
     healthy = members(settings, "high_intent_browsers") or members(settings, "recent_purchasers")
     assert healthy, "the other segments kept evaluating"
 
@@ -408,4 +432,5 @@ def test_f8_a_segment_that_fails_at_run_time_is_isolated(warehouse, tmp_path, mo
     record("F8", counts, passed, failed_then_fixed=passed)
     assert fixed == customers
     assert "every_active_customer" not in heartbeat.failed_segments
+    assert sensor_checks(settings)["every_active_customer"].passed
     assert counts["lost"] == 0
