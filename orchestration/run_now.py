@@ -1,6 +1,7 @@
 """Run a SegOps job now, from the command line, recorded in Dagster's instance when it has one."""
 
 import os
+from pathlib import Path
 
 import dagster as dg
 
@@ -13,8 +14,8 @@ def run_job(settings: Settings, job_name: str, run_config: dict | None = None):
     """Execute `job_name` in this process; its run shows in the UI when DAGSTER_HOME is set."""
     run_dbt(settings, ["parse"])
     job = build_definitions(settings).resolve_job_def(job_name)
-    instance = (
-        dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else
-        dg.DagsterInstance.ephemeral()
-    )
+    home = os.environ.get("DAGSTER_HOME")
+    if home:
+        Path(home).mkdir(parents=True, exist_ok=True)
+    instance = dg.DagsterInstance.get() if home else dg.DagsterInstance.ephemeral()
     return job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)

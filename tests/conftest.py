@@ -21,6 +21,7 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Settings pointing at a fresh warehouse and dbt target under this test's tmp dir."""
     monkeypatch.setenv("SEGOPS_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
     monkeypatch.setenv("SEGOPS_DBT_TARGET_DIR", str(tmp_path / "target"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)  # runs a test starts stay ephemeral
     return load_settings()
 
 

@@ -45,9 +45,7 @@ def snapshot(settings) -> tuple:
     )
 
 
-def test_replay_stores_dead_letters_and_evaluates_like_the_stream(warehouse, history, capsys,
-                                                                  monkeypatch):
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+def test_replay_stores_dead_letters_and_evaluates_like_the_stream(warehouse, history, capsys):
     main(["replay", str(history)])
     out = capsys.readouterr().out
     assert "8 lines: 5 events stored, 1 already stored, 2 dead-lettered" in out
@@ -59,8 +57,7 @@ def test_replay_stores_dead_letters_and_evaluates_like_the_stream(warehouse, his
     assert "reconciling every segment with the nightly job" in out
 
 
-def test_replaying_the_same_file_twice_changes_nothing(warehouse, history, monkeypatch):
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+def test_replaying_the_same_file_twice_changes_nothing(warehouse, history):
     main(["replay", str(history)])
     first = snapshot(warehouse)
     main(["replay", str(history)])

@@ -1,0 +1,54 @@
+"""The benchmark suite at small scale: it runs and writes well-formed results (not a speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES = ("B1", "B2", "B3", "B4", "B5", "B6", "B7")
+FIELDS = ("value", "unit", "goal", "met", "baseline", "command")
+
+
+@pytest.mark.slow
+def test_small_scale_writes_every_figure_with_its_limit(pubsub_emulator, tmp_path):
+    results_dir = ROOT / "bench" / "results"
+    before = {p.name: p.stat().st_mtime for p in results_dir.glob("latest.*")}
+    output = tmp_path / "results"
+
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "--scale", "small", "--output", str(output),
+         "--emulator", pubsub_emulator, "--memory-seconds", "12"],
+        cwd=ROOT, capture_output=True, text=True, timeout=400,
+    )
+
+    assert completed.returncode == 0, (completed.stdout[-4000:], completed.stderr[-4000:])
+    results = json.loads((output / "latest.json").read_text())
+    assert set(results) == {"machine", *FIGURES}
+    machine = results["machine"]
+    assert machine["cores"] >= 1
+    assert machine["memory_gib"] > 0
+    assert {"duckdb", "dbt-core", "dagster"} <= set(machine["packages"])
+    for figure_id in FIGURES:
+        figure = results[figure_id]
+        assert set(FIELDS) <= set(figure), figure_id
+        assert "error" not in figure, (figure_id, figure.get("error"))
+        assert isinstance(figure["value"], int | float), figure_id
+        assert isinstance(figure["met"], bool), figure_id
+        assert figure["unit"] and figure["goal"], figure_id
+        assert figure["command"].startswith("python -m bench "), figure_id
+        assert figure_id in figure["command"], figure_id
+        assert figure["scale"] == "small"
+    for figure_id in ("B1", "B3", "B4", "B7"):  # measured against a limit of the same run
+        assert results[figure_id]["baseline"] > 0, figure_id
+
+    rows = [line for line in (output / "latest.md").read_text().splitlines()
+            if line.startswith("| B")]
+    assert [row.split("|")[1].strip() for row in rows] == list(FIGURES)
+    assert all(row.rstrip().endswith(("| yes |", "| **no** |")) for row in rows)
+    after = {p.name: p.stat().st_mtime for p in results_dir.glob("latest.*")}
+    assert after == before, "the smoke run must not touch bench/results"
