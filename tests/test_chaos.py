@@ -241,7 +241,7 @@ def test_f3_nightly_run_while_streaming(warehouse, pubsub, tmp_path):
     assert consumer.stop(signal.SIGTERM) == 0
 
     counts = tally(pubsub, published)
-    passed = counts["lost"] == counts["duplicates"] == 0 and recovery <= 10
+    passed = counts["lost"] == counts["duplicates"] == 0 and (recovery <= 10 or not TIMING_GOALS)
     record("F3", counts, passed, lag_recovered_seconds=round(recovery, 1), rate=rate)
     assert counts["lost"] == counts["duplicates"] == 0, counts
     if TIMING_GOALS:
@@ -271,7 +271,8 @@ def test_f4_sigterm_mid_stream_drains_and_exits_zero(warehouse, pubsub, tmp_path
     drain(pubsub, tmp_path, len(published), "f4-drain")
 
     counts = tally(pubsub, published)
-    passed = code == 0 and exit_seconds <= 10 and counts["lost"] == counts["duplicates"] == 0
+    passed = (code == 0 and (exit_seconds <= 10 or not TIMING_GOALS)
+              and counts["lost"] == counts["duplicates"] == 0)
     record("F4", counts, passed, exit_code=code, exit_seconds=round(exit_seconds, 2))
     assert code == 0, consumer.log()[-3000:]
     if TIMING_GOALS:
