@@ -17,6 +17,8 @@ def describe_machine() -> dict:
         "memory_gib": round(total_kib / 1024 / 1024, 1),
         "cpu": platform.processor() or platform.machine(),
         "python": platform.python_version(),
+        # 1, 5 and 15 minutes: other work on a shared machine slows the figures down.
+        "load_average": [round(load, 2) for load in os.getloadavg()],
         "packages": {
             name: version(name)
             for name in ("duckdb", "dbt-core", "dbt-duckdb", "dagster", "google-cloud-pubsub")

@@ -1,0 +1,124 @@
+"""SegOps benchmarks: every figure beside its limit, measured in the same run on the same machine.
+
+    python -m bench [--scale full|small] [--only B3,B6] [--output DIR]
+
+| id | figure                                                  | measured against             |
+|----|---------------------------------------------------------|------------------------------|
+| B1 | consumer throughput, every real-time segment evaluated  | bare pull + ack (>= 0.9x)    |
+| B2 | publish → membership committed latency at 1,000 ev/s    | p50 <= 250 ms, p99 <= 1 s    |
+| B3 | real-time evaluation per micro-batch at 10M events      | the same at 1M (<= 1.5x)     |
+| B4 | nightly rebuild, 1M customers / 10M events, Dagster+dbt | hand-written SQL (<= 2x)     |
+| B5 | time-driven exit committed after its window boundary    | <= 5 s                       |
+| B6 | `segops preview` of a windowed segment at 1M / 10M      | <= 1 s                       |
+| B7 | consumer resident memory over 10 minutes at 1,000 ev/s  | after the first minute (+10%)|
+
+`--scale small` runs every figure on small sizes in about two minutes: it checks that the
+harness works and writes well-formed results, not a speed. Results are merged into
+DIR/latest.json (default bench/results) and DIR/latest.md is rewritten from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import evaluation, memory, nightly, preview, report, stream, timing
+from bench.harness import SCALES, Lab
+from bench.machine import describe_machine
+
+GROUPS = (stream, evaluation, nightly, timing, preview, memory)  # in this order (B6 uses B4's)
+RESULTS = Path(__file__).parent / "results"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--scale", choices=sorted(SCALES), default="full")
+    parser.add_argument("--only", type=lambda text: [s.strip().upper() for s in text.split(",")],
+                        help="comma-separated figure ids (default: all)")
+    parser.add_argument("--output", type=Path, default=RESULTS,
+                        help="directory for latest.json and latest.md (default: bench/results)")
+    parser.add_argument("--emulator", metavar="HOST:PORT",
+                        help="use this running Pub/Sub emulator instead of starting one")
+    parser.add_argument("--memory-seconds", type=float,
+                        help="length of B7's run (default: 600 at full scale, 30 at small)")
+    args = parser.parse_args(argv)
+    known = [f for group in GROUPS for f in group.FIGURES]
+    unknown = sorted(set(args.only or []) - set(known))
+    if unknown:
+        parser.error(f"unknown figure ids {', '.join(unknown)} (known: {', '.join(known)})")
+    return args
+
+
+def command(scale: str, figures: tuple[str, ...]) -> str:
+    return f"python -m bench --scale {scale} --only {','.join(figures)}"
+
+
+def run(args: argparse.Namespace) -> tuple[dict[str, dict], bool]:
+    selected = set(args.only or [f for group in GROUPS for f in group.FIGURES])
+    figures: dict[str, dict] = {}
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="segops-bench-") as tmp:
+        scale = SCALES[args.scale]
+        if args.memory_seconds:
+            scale = replace(scale, memory_seconds=args.memory_seconds,
+                            memory_warmup_seconds=min(scale.memory_warmup_seconds,
+                                                      args.memory_seconds / 3))
+        lab = Lab(Path(tmp), scale, emulator=args.emulator)
+        try:
+            for group in GROUPS:
+                wanted = tuple(f for f in group.FIGURES if f in selected)
+                if not wanted:
+                    continue
+                print(f"{'/'.join(wanted)} ({group.__name__})", flush=True)
+                started = time.monotonic()
+                try:
+                    measured = group.measure(lab)
+                except Exception as error:
+                    traceback.print_exc()
+                    failed = True
+                    measured = {f: {"value": None, "unit": None, "goal": None, "met": False,
+                                    "baseline": None, "error": f"{type(error).__name__}: {error}"}
+                                for f in group.FIGURES}
+                seconds = round(time.monotonic() - started, 1)
+                for figure_id in wanted:
+                    figures[figure_id] = {
+                        **measured[figure_id],
+                        "command": command(args.scale, group.FIGURES),
+                        "scale": args.scale,
+                        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                        "group_seconds": seconds,
+                        "load_average_after": round(os.getloadavg()[0], 2),
+                    }
+        finally:
+            lab.close()
+    return figures, failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # dagster-dbt repeats every line of dbt's output as a log record; the figures are enough.
+    for name in ("dagster", "dagster.builtin"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    machine = describe_machine()
+    started = time.monotonic()
+    figures, failed = run(args)
+    results = report.write(args.output, figures, machine)
+    print(f"\n{len(figures)} figures in {time.monotonic() - started:,.0f}s "
+          f"→ {args.output / 'latest.json'}\n")
+    print(report.markdown({"machine": machine, **{k: results[k] for k in figures}}))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""B4: the nightly rebuild of every segment through Dagster and dbt, against a hand-written script.
+
+On one copy of the big shop, at the fixed "now" it was generated at: the hand-written DuckDB
+script (bench/nightly_baseline.sql) once to warm the caches, the `nightly_segments` Dagster job
+(dbt build of staging, marts, segments and their tests, then membership for every segment) as
+`make nightly` runs it, then the script again, timed. The figure is the job's time over the
+script's. Before it counts, every segment's members from the script must equal the members the
+job recorded, and the script must cover every segment the project has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+
+from bench.harness import Lab, figure, pinned_now
+from orchestration.run_now import run_job
+from segops.catalog import Catalog
+from segops.settings import Settings
+from segops.warehouse import connect
+
+FIGURES = ("B4",)
+BASELINE_SQL = Path(__file__).with_name("nightly_baseline.sql")
+# Dagster's console logger at WARNING: the run's events still happen, they are not printed.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def run_nightly(settings: Settings) -> tuple[float, dg.ExecuteInProcessResult]:
+    """Seconds the nightly job takes; dbt's output (which dagster-dbt prints) goes to a log."""
+    log = settings.dbt_target_dir / "nightly.log"
+    with open(log, "w") as output, contextlib.redirect_stdout(output):
+        started = time.monotonic()
+        result = run_job(settings, "nightly_segments", run_config=QUIET)
+        seconds = time.monotonic() - started
+    if not result.success:
+        failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        raise RuntimeError(f"the nightly job failed (steps: {', '.join(failed) or 'none'})")
+    return seconds, result
+
+
+def run_baseline(settings: Settings, now: datetime) -> float:
+    """Seconds the hand-written script takes, from opening the warehouse to closing it."""
+    started = time.monotonic()
+    with connect(settings.warehouse) as con:
+        con.execute(f"set variable bench_now = timestamp '{now.isoformat(sep=' ')}'")
+        con.execute(BASELINE_SQL.read_text())
+    return time.monotonic() - started
+
+
+def compare(settings: Settings) -> dict[str, int]:
+    """Segment sizes; raises unless the script and the job found the same members."""
+    segments = sorted(Catalog.load(settings.manifest_path).segments)
+    with connect(settings.warehouse, read_only=True) as con:
+        tables = sorted(row[0] for row in con.execute(
+            "select table_name from information_schema.tables where table_schema = 'baseline'"
+        ).fetchall())
+        if tables != segments:
+            raise AssertionError(f"the baseline computes {tables}, the project has {segments}")
+        sizes, differences = {}, {}
+        for segment in segments:
+            size, job_size, differ = con.execute(
+                f"""
+                with script as (select customer_id from baseline."{segment}"),
+                     job as (select customer_id from segops.segment_membership
+                             where segment = $segment)
+                select (select count(*) from script), (select count(*) from job),
+                       (select count(*) from ((select * from script except select * from job)
+                                       union all (select * from job except select * from script)))
+                """,
+                {"segment": segment},
+            ).fetchone()
+            sizes[segment] = size
+            if size != job_size or differ:
+                differences[segment] = f"script {size}, job {job_size}, {differ} differ"
+    if differences:
+        raise AssertionError(f"the baseline disagrees with the nightly job: {differences}")
+    return sizes
+
+
+def step_seconds(result: dg.ExecuteInProcessResult) -> dict[str, float]:
+    return {
+        event.step_key: round(event.event_specific_data.duration_ms / 1000, 2)
+        for event in result.all_events
+        if event.event_type_value == "STEP_SUCCESS"
+    }
+
+
+def dbt_breakdown(settings: Settings) -> dict:
+    """Where the dbt build spent its time, from the run_results.json dagster-dbt left."""
+    found = sorted(settings.dbt_target_dir.glob("*/run_results.json"),
+                   key=lambda path: path.stat().st_mtime)
+    if not found:
+        return {}
+    results = json.loads(found[-1].read_text())["results"]
+    by_kind: dict[str, float] = {}
+    for result in results:
+        kind = result["unique_id"].split(".")[0]
+        by_kind[kind] = by_kind.get(kind, 0.0) + result["execution_time"]
+    slowest = sorted(results, key=lambda r: -r["execution_time"])[:5]
+    return {
+        "dbt_seconds_by_kind": {kind: round(s, 2) for kind, s in by_kind.items()},
+        "dbt_slowest": {r["unique_id"].split(".", 2)[-1]: round(r["execution_time"], 2)
+                        for r in slowest},
+    }
+
+
+def built(lab: Lab, customers: int) -> Path:
+    """A copy of the shop the nightly job has run on (B4's, or one made now untimed)."""
+    if customers not in lab.built:
+        shop = lab.shop(customers)
+        with lab.workspace(f"built-{customers}", shop.directory, keep=True) as settings, \
+                pinned_now(shop.now):
+            run_nightly(settings)
+        lab.built[customers] = settings.warehouse.parent
+    return lab.built[customers]
+
+
+def measure(lab: Lab) -> dict[str, dict]:
+    shop = lab.shop(lab.scale.history_customers)
+    with lab.workspace("nightly", shop.directory, keep=True) as settings, pinned_now(shop.now):
+        warm = run_baseline(settings, shop.now)
+        job, result = run_nightly(settings)
+        script = run_baseline(settings, shop.now)
+        sizes = compare(settings)
+    lab.built.setdefault(shop.customers, settings.warehouse.parent)
+    ratio = job / script
+    print(f"  nightly job {job:.1f}s, hand-written SQL {script:.1f}s", flush=True)
+    return {
+        "B4": figure(
+            what=f"nightly rebuild of all segments, {shop.label}, through Dagster + dbt",
+            value=round(ratio, 2), unit="x hand-written DuckDB SQL", goal="<= 2", met=ratio <= 2,
+            baseline=round(script, 2), baseline_unit="s",
+            summary=f"{ratio:.1f}x ({job:.1f} s)",
+            nightly_seconds=round(job, 2), baseline_warm_up_seconds=round(warm, 2),
+            steps_seconds=step_seconds(result), **dbt_breakdown(settings),
+            segment_sizes=sizes, history_customers=shop.customers, history_events=shop.events,
+            now=shop.now.isoformat(sep=" "),
+        ),
+    }
