@@ -108,8 +108,14 @@ class Producer(threading.Thread):
 def drain(settings, tmp_path: Path, expected: int, name: str) -> float:
     """Run a fresh consumer until every expected event is stored; it must stop cleanly."""
     consumer = ConsumerProcess(tmp_path / f"{name}.log")
-    took = wait_until(lambda: not consumer.alive() or len(set(stored_ids(settings))) >= expected,
-                      REDELIVERY_TIMEOUT, f"{expected} events stored")
+    try:
+        # Redelivery of what was leased, plus the time to consume the backlog at a slow rate.
+        took = wait_until(
+            lambda: not consumer.alive() or len(set(stored_ids(settings))) >= expected,
+            REDELIVERY_TIMEOUT + expected / 200, f"{expected} events stored")
+    except AssertionError:
+        consumer.stop(signal.SIGKILL)  # never leave a consumer running into the next scenario
+        raise
     assert consumer.alive(), consumer.log()[-3000:]
     assert consumer.stop(signal.SIGTERM) == 0, consumer.log()[-3000:]
     return took
