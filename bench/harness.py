@@ -32,10 +32,6 @@ WAREHOUSE = "warehouse.duckdb"
 TARGET = "target"
 MANIFEST = "manifest.json"
 # Set or cleared for every figure, and put back as they were afterwards.
-ENVIRONMENT = ("SEGOPS_WAREHOUSE", "SEGOPS_DBT_TARGET_DIR", "SEGOPS_PROJECT", "SEGOPS_NOW",
-               "PUBSUB_EMULATOR_HOST", "DAGSTER_HOME", "DBT_TARGET_PATH")
-
-
 @dataclass(frozen=True)
 class Scale:
     name: str
@@ -185,25 +181,14 @@ class Lab:
 
 
 @contextlib.contextmanager
-def environment(
-    directory: Path, *, project: str = "bench", emulator: str | None = None
-) -> Iterator[None]:
-    """SEGOPS_* (and dbt's and Dagster's) settings pointing into `directory` meanwhile.
-
-    "Now" is never pinned (figures that need a fixed now pin it themselves), Dagster runs on
-    an ephemeral instance, and dagster-dbt writes its target folders here, not in the project.
-    """
-    saved = {key: os.environ.get(key) for key in ENVIRONMENT}
-    for key in ("SEGOPS_NOW", "DAGSTER_HOME", "PUBSUB_EMULATOR_HOST"):
-        os.environ.pop(key, None)
-    os.environ.update(
-        SEGOPS_WAREHOUSE=str(directory / WAREHOUSE),
-        SEGOPS_DBT_TARGET_DIR=str(directory / TARGET),
-        DBT_TARGET_PATH=str(directory / TARGET),
-        SEGOPS_PROJECT=project,
-    )
-    if emulator:
-        os.environ["PUBSUB_EMULATOR_HOST"] = emulator
+def overridden(values: dict[str, str | None]) -> Iterator[None]:
+    """These environment variables meanwhile (None unsets one), restored afterwards."""
+    saved = {key: os.environ.get(key) for key in values}
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     try:
         yield
     finally:
@@ -214,18 +199,28 @@ def environment(
                 os.environ[key] = value
 
 
-@contextlib.contextmanager
-def pinned_now(moment: datetime) -> Iterator[None]:
+def environment(
+    directory: Path, *, project: str = "bench", emulator: str | None = None
+) -> contextlib.AbstractContextManager[None]:
+    """SEGOPS_* (and dbt's and Dagster's) settings pointing into `directory` meanwhile.
+
+    "Now" is never pinned (figures that need a fixed now pin it themselves), Dagster runs on
+    an ephemeral instance, and dagster-dbt writes its target folders here, not in the project.
+    """
+    return overridden({
+        "SEGOPS_WAREHOUSE": str(directory / WAREHOUSE),
+        "SEGOPS_DBT_TARGET_DIR": str(directory / TARGET),
+        "DBT_TARGET_PATH": str(directory / TARGET),
+        "SEGOPS_PROJECT": project,
+        "SEGOPS_NOW": None,
+        "DAGSTER_HOME": None,
+        "PUBSUB_EMULATOR_HOST": emulator,
+    })
+
+
+def pinned_now(moment: datetime) -> contextlib.AbstractContextManager[None]:
     """SEGOPS_NOW = `moment` for every path (dbt, Dagster, membership) meanwhile."""
-    saved = os.environ.get("SEGOPS_NOW")
-    os.environ["SEGOPS_NOW"] = moment.isoformat(sep=" ")
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("SEGOPS_NOW", None)
-        else:
-            os.environ["SEGOPS_NOW"] = saved
+    return overridden({"SEGOPS_NOW": moment.isoformat(sep=" ")})
 
 
 def traffic(customers: int, seed: int) -> ShopTraffic:

@@ -108,7 +108,7 @@ class ChangeFeed:
         if failed:
             self.last_error = done[failed[0]][1].exception()
             log.warning("publishing %d changes failed (%s); will retry", len(failed),
-                        done[failed[0]][1].exception())
+                        self.last_error)
             # Everything from the first failure on is read again; ordering keys resume.
             self.handed_out = min(self.handed_out, failed[0] - 1)
             for key in {done[cid][0] for cid in failed}:
