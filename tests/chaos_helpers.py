@@ -63,6 +63,12 @@ class ConsumerProcess:
         return code
 
 
+def stored_count(settings) -> int:
+    """Distinct events stored; cheap to poll, since no ids leave the warehouse."""
+    with connect(settings.warehouse, read_only=True) as con:
+        return con.execute("select count(distinct event_id) from raw.events").fetchone()[0]
+
+
 def stored_ids(settings) -> list[str]:
     with connect(settings.warehouse, read_only=True) as con:
         return [row[0] for row in con.execute("select event_id from raw.events").fetchall()]

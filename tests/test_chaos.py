@@ -41,7 +41,7 @@ from tests.chaos_helpers import (
     drift,
     record,
     sized,
-    stored_ids,
+    stored_count,
     tally,
     wait_until,
 )
@@ -111,8 +111,8 @@ def drain(settings, tmp_path: Path, expected: int, name: str) -> float:
     try:
         # Redelivery of what was leased, plus the time to consume the backlog at a slow rate.
         took = wait_until(
-            lambda: not consumer.alive() or len(set(stored_ids(settings))) >= expected,
-            REDELIVERY_TIMEOUT + expected / 200, f"{expected} events stored")
+            lambda: not consumer.alive() or stored_count(settings) >= expected,
+            REDELIVERY_TIMEOUT + expected / 200, f"{expected} events stored", interval=1.0)
     except AssertionError:
         consumer.stop(signal.SIGKILL)  # never leave a consumer running into the next scenario
         raise
@@ -242,7 +242,7 @@ def test_f3_nightly_run_while_streaming(warehouse, pubsub, tmp_path):
     recovery = wait_until(lambda: lag_ms(pubsub) < 1_000, 180,
                           "the consumer's lag to return under a second")
     published = producer.finish()
-    wait_until(lambda: len(set(stored_ids(pubsub))) >= len(published), 120, "every event stored")
+    wait_until(lambda: stored_count(pubsub) >= len(published), 120, "every event stored")
     assert consumer.alive(), consumer.log()[-3000:]
     assert consumer.stop(signal.SIGTERM) == 0
 
@@ -296,7 +296,7 @@ def test_f5_emulator_restart_under_the_consumer(warehouse, tmp_path, monkeypatch
         before = shop_events(sized(500, 5_000), seed=5)
         publish_all(settings, before)
         consumer = ConsumerProcess(tmp_path / "f5.log")
-        wait_until(lambda: len(set(stored_ids(settings))) >= len(before), 120,
+        wait_until(lambda: stored_count(settings) >= len(before), 120,
                    "the events before the restart")
         emulator.stop()
         wait_until(lambda: "cannot reach the Pub/Sub emulator" in consumer.log(), 60,
@@ -308,7 +308,7 @@ def test_f5_emulator_restart_under_the_consumer(warehouse, tmp_path, monkeypatch
         after = shop_events(sized(500, 5_000), seed=55)
         publish_all(settings, after)
         reconnected = wait_until(
-            lambda: len(set(stored_ids(settings))) >= len(before) + len(after), 180,
+            lambda: stored_count(settings) >= len(before) + len(after), 180,
             "the events after the restart")
         assert consumer.alive(), consumer.log()[-3000:]
         assert consumer.stop(signal.SIGTERM) == 0
@@ -350,7 +350,7 @@ def test_f6_warehouse_locked_by_another_process(warehouse, pubsub, tmp_path):
     publish_all(pubsub, events)
     assert locker.wait(timeout=hold + 60) == 0
     released = time.monotonic()
-    wait_until(lambda: len(set(stored_ids(pubsub))) >= len(published), 120, "the catch-up")
+    wait_until(lambda: stored_count(pubsub) >= len(published), 120, "the catch-up")
     catch_up = time.monotonic() - released
     assert consumer.alive(), consumer.log()[-3000:]
     assert consumer.stop(signal.SIGTERM) == 0

@@ -56,6 +56,12 @@ def test_the_same_event_twice_is_stored_once(warehouse, pubsub):
     outcome = consumer.process([incoming(purchase)])
     assert (outcome.stored, outcome.duplicates) == (0, 1)
     assert scalar(pubsub, "select count(*) from raw.events") == 1
+
+    # A redelivery beside new events: the new ones are stored, the known one is not.
+    view = event("buyer", "page_view", utc_now(), path="/")
+    outcome = consumer.process([incoming(purchase), incoming(view)])
+    assert (outcome.stored, outcome.duplicates) == (1, 1)
+    assert scalar(pubsub, "select count(*) from raw.events") == 2
     assert scalar(
         pubsub, "select count(*) from segops.segment_membership_changes where change = 'enter' "
         "and segment = 'recent_purchasers'"

@@ -1,6 +1,9 @@
+-- only the last day matters: a cart older than 24 hours never qualifies, and a purchase
+-- before the window cannot be after a cart inside it
 with events as (
     select * from {{ ref('stg_events') }}
-    where occurred_at <= {{ segops_now() }}
+    where occurred_at >= {{ segops_now() }} - interval '24 hours'
+      and occurred_at <= {{ segops_now() }}
 ),
 
 latest_cart as (
