@@ -39,6 +39,29 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str,
     return time.monotonic() - started
 
 
+def wait_for_count(count: Callable[[], int], target: int, what: str, *, stall: float,
+                   keep_going: Callable[[], bool] = lambda: True,
+                   interval: float = 1.0) -> float:
+    """Poll `count` until it reaches `target`; the seconds it took.
+
+    Fails only when the count stops rising for `stall` seconds: a backlog of any size is fine
+    while it moves (the emulator hands a killed consumer's leases back over many minutes), a
+    stall is what a loss looks like. Returns early once `keep_going()` is false.
+    """
+    started = last_rise = time.monotonic()
+    best = -1
+    while keep_going():
+        current = count()
+        if current >= target:
+            break
+        if current > best:
+            best, last_rise = current, time.monotonic()
+        elif time.monotonic() - last_rise > stall:
+            raise AssertionError(f"{what}: stuck at {best} of {target} for {stall:.0f}s")
+        time.sleep(interval)
+    return time.monotonic() - started
+
+
 class ConsumerProcess:
     """`segops stream` in its own process, its log in a file (a full pipe would stall it)."""
 

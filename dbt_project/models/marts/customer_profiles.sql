@@ -12,12 +12,20 @@ activity as (
         customer_id,
         min(occurred_at) as first_seen_at,
         max(occurred_at) as last_seen_at,
-        count(*) as events,
-        count(case when event_type = 'purchase' then 1 end) as orders,
-        coalesce(sum(case when event_type = 'purchase' then order_value end), 0)
-            as lifetime_revenue,
-        max(case when event_type = 'purchase' then occurred_at end) as last_purchase_at
+        count(*) as events
     from events
+    group by customer_id
+),
+
+-- a separate pass over purchases only, so order values are read from just those events' JSON
+purchases as (
+    select
+        customer_id,
+        count(*) as orders,
+        sum(order_value) as lifetime_revenue,
+        max(occurred_at) as last_purchase_at
+    from events
+    where event_type = 'purchase'
     group by customer_id
 ),
 
@@ -31,11 +39,12 @@ final as (
         activity.first_seen_at,
         activity.last_seen_at,
         coalesce(activity.events, 0) as events,
-        coalesce(activity.orders, 0) as orders,
-        coalesce(activity.lifetime_revenue, 0) as lifetime_revenue,
-        activity.last_purchase_at
+        coalesce(purchases.orders, 0) as orders,
+        coalesce(purchases.lifetime_revenue, 0) as lifetime_revenue,
+        purchases.last_purchase_at
     from customers
     left join activity on customers.customer_id = activity.customer_id
+    left join purchases on customers.customer_id = purchases.customer_id
 )
 
 select * from final
