@@ -100,7 +100,12 @@ class Producer(threading.Thread):
         self.failed = publish(self.settings, self._events(), rate=self.rate).failed
 
     def finish(self) -> set[str]:
+        """Stop now (endless traffic) and return what was sent."""
         self.stopping.set()
+        return self.done()
+
+    def done(self) -> set[str]:
+        """Wait until every event is handed to Pub/Sub and return what was sent."""
         self.join()
         assert self.failed == 0, f"{self.failed} publishes failed"
         return self.sent
@@ -136,7 +141,7 @@ def test_f1_kill_dash_nine_at_random_moments(warehouse, pubsub, tmp_path):
         time.sleep(rng.uniform(0.05, 1.5))
         assert consumer.alive(), consumer.log()[-3000:]
         consumer.stop(signal.SIGKILL)
-    producer.finish()
+    assert producer.done() == published
     drain(pubsub, tmp_path, len(published), "f1-final")
 
     counts = tally(pubsub, published)
@@ -273,7 +278,7 @@ def test_f4_sigterm_mid_stream_drains_and_exits_zero(warehouse, pubsub, tmp_path
     started = time.monotonic()
     code = consumer.stop(signal.SIGTERM)
     exit_seconds = time.monotonic() - started
-    producer.finish()
+    assert producer.done() == published
     drain(pubsub, tmp_path, len(published), "f4-drain")
 
     counts = tally(pubsub, published)
