@@ -2,11 +2,16 @@
 
 import dagster as dg
 
+from orchestration.raw_assets import raw_customers, raw_events
+
 
 def build_nightly_job(dbt_models: dg.AssetsDefinition):
     return dg.define_asset_job(
         name="nightly_segments",
-        selection=dg.AssetSelection.assets(dbt_models) | dg.AssetSelection.groups("membership"),
+        # dbt's tests of the raw sources run in the same `dbt build`: select their checks too
+        selection=dg.AssetSelection.assets(dbt_models)
+        | dg.AssetSelection.checks_for_assets(raw_customers.key, raw_events.key)
+        | dg.AssetSelection.groups("membership"),
         description="Rebuild every dbt model, then reconcile every segment into membership.",
         executor_def=dg.in_process_executor,
     )

@@ -79,10 +79,13 @@ def test_definitions_list_the_job_schedule_and_every_segment(shop):
     assert {"raw/events", "raw/customers", "staging/stg_events"} <= keys
     lineage = graph.get(dg.AssetKey(["membership", "cart_abandoners"])).parent_keys
     assert dg.AssetKey(["segments", "cart_abandoners"]) in lineage
-    assert any(
-        check.asset_key == dg.AssetKey(["segments", "cart_abandoners"])
-        for check in graph.asset_check_keys
-    ), "dbt tests are asset checks"
+    checked = {check.asset_key for check in graph.asset_check_keys}
+    tested = {dg.AssetKey(["marts", "customer_profiles"]), dg.AssetKey(["raw", "events"])}
+    assert tested <= checked, "dbt tests are asset checks"
+    nightly = defs.resolve_job_def("nightly_segments")
+    assert dg.AssetKey(["raw", "events"]) in {
+        check.asset_key for check in nightly.asset_layer.asset_graph.asset_check_keys
+    }, "the nightly job selects the raw sources' checks its dbt build runs"
 
 
 def test_two_nightly_runs_record_enters_and_exits(shop, monkeypatch):
