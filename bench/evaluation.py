@@ -15,7 +15,7 @@ import itertools
 import json
 import statistics
 
-from bench.harness import Lab, compact, figure, percentile, traffic
+from bench.harness import Lab, compact, figure, median_steps_ms, percentile, traffic
 from streaming.consumer import Consumer, ConsumerConfig, Incoming
 
 FIGURES = ("B3",)
@@ -35,6 +35,7 @@ def measure(lab: Lab) -> dict[str, dict]:
              "history": lab.shop(scale.history_customers)}
     config = ConsumerConfig(batch_size=scale.batch_size, publish_changes=False)
     seconds: dict[str, list[float]] = {name: [] for name in shops}
+    steps: dict[str, list[dict[str, float]]] = {name: [] for name in shops}
     with contextlib.ExitStack() as stack:
         consumers, feeds = {}, {}
         for name, shop in shops.items():
@@ -47,12 +48,17 @@ def measure(lab: Lab) -> dict[str, dict]:
                 outcome = consumer.process(next(feeds[name]))
                 if index >= WARM_UP:
                     seconds[name].append(outcome.seconds)
+                    steps[name].append(outcome.steps)
 
     median = {name: statistics.median(values) for name, values in seconds.items()}
     ratio = median["history"] / median["reference"]
     history, reference = shops["history"], shops["reference"]
+    steps_ms = {name: median_steps_ms(laps) for name, laps in steps.items()}
     print(f"  {history.events:,} events: {median['history'] * 1000:,.0f} ms per batch; "
           f"{reference.events:,} events: {median['reference'] * 1000:,.0f} ms", flush=True)
+    for name, by_step in steps_ms.items():
+        print(f"    {name}: " + ", ".join(f"{k} {v:,.0f} ms" for k, v in by_step.items()),
+              flush=True)
     return {
         "B3": figure(
             what=f"real-time evaluation per micro-batch at {compact(history.events)} events "
@@ -64,6 +70,7 @@ def measure(lab: Lab) -> dict[str, dict]:
             median_ms=round(median["history"] * 1000, 1),
             p90_ms=round(percentile(seconds["history"], 90) * 1000, 1),
             reference_p90_ms=round(percentile(seconds["reference"], 90) * 1000, 1),
+            median_steps_ms=steps_ms,
             batch_size=scale.batch_size, batches=scale.batches,
             history_customers=history.customers, history_events=history.events,
             reference_customers=reference.customers, reference_events=reference.events,

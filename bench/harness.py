@@ -238,6 +238,13 @@ def wait_for(condition, timeout: float, every: float = 0.05) -> bool:
     return True
 
 
+def median_steps_ms(laps: list[dict[str, float]]) -> dict[str, float]:
+    """Median milliseconds of each step over many batches (BatchOutcome.steps)."""
+    names = dict.fromkeys(name for lap in laps for name in lap)
+    return {name: round(statistics.median(lap[name] for lap in laps if name in lap) * 1000, 1)
+            for name in names}
+
+
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0 < q < 100) of `values`, interpolated."""
     if len(values) == 1:

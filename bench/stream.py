@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import statistics
 import threading
 import time
 from dataclasses import replace
 
 from google.cloud import pubsub_v1
 
-from bench.harness import Lab, figure, percentile, traffic, wait_for
+from bench.harness import Lab, figure, median_steps_ms, percentile, traffic, wait_for
 from segops.clock import utc_now
 from segops.pubsub import ensure_pubsub, subscription_path
 from streaming.consumer import Consumer, ConsumerConfig
@@ -63,6 +64,8 @@ class Recorder:
     def __init__(self):
         self.received = 0
         self.latencies_ms: list[float] = []
+        self.steps: list[dict[str, float]] = []  # of each batch recorded (BatchOutcome.steps)
+        self.batch_sizes: list[int] = []
         self.first_commit: float | None = None
         self.last_commit: float | None = None
         self.recording = True
@@ -74,6 +77,9 @@ class Recorder:
             self.first_commit = self.first_commit or now
             self.last_commit = now
         self.received += outcome.received
+        if self.recording and batch:
+            self.steps.append(outcome.steps)
+            self.batch_sizes.append(len(batch))
         if self.recording:
             self.latencies_ms += [
                 (committed - m.publish_time).total_seconds() * 1000
@@ -139,6 +145,9 @@ def measure(lab: Lab) -> dict[str, dict]:
             rate=scale.rate, seconds=scale.latency_seconds, published=report.published,
             achieved_rate=round(report.rate, 1), samples=len(latencies),
             all_committed_within_120_s=committed,
+            batches=len(recorder.steps),
+            median_batch_size=statistics.median(recorder.batch_sizes or [0]),
+            median_steps_ms=median_steps_ms(recorder.steps),
             history_customers=customers, history_events=shop.events,
         ),
     }

@@ -52,6 +52,8 @@ class BatchOutcome:
     deltas: tuple[MembershipDelta, ...]
     evaluated_at: datetime
     seconds: float
+    # Where the seconds went (the last attempt): open, store, evaluate, commit (incl. close).
+    steps: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,6 +65,18 @@ class ConsumerConfig:
     retry_failed_seconds: float = 30.0
     lock_timeout_seconds: float = 3600.0
     publish_changes: bool = True  # the change feed (outbox) to the segment-changes topic
+
+
+class Laps:
+    """Seconds between successive marks, by name: where a batch's time went."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name], self._last = now - self._last, now
 
 
 class Consumer:
@@ -208,12 +222,15 @@ class Consumer:
         segments = [s for s in self.evaluator.queries if s not in self.failed]
         redelivered = False
         while True:
+            laps = Laps()
             try:
                 with self._connect() as con, transaction(con):
+                    laps.mark("open")
                     if self.feed:
                         self.feed.mark_accepted(con)
                     stored = _store_events(con, unique, now, skip_known=redelivered)
                     _store_dead_letters(con, rejected)
+                    laps.mark("store")
                     deltas = self.evaluator.evaluate(
                         con,
                         touched={e.customer_id for e in unique},
@@ -225,6 +242,8 @@ class Consumer:
                     self._beat(con, now, messages, stored, len(events) - stored, len(rejected),
                                lag_ms)
                     changes = self.feed.unpublished(con) if self.feed else []
+                    laps.mark("evaluate")
+                laps.mark("commit")
                 break
             except duckdb.ConstraintException:
                 if redelivered:
@@ -248,6 +267,7 @@ class Consumer:
             deltas=tuple(deltas),
             evaluated_at=now,
             seconds=time.monotonic() - started,
+            steps=laps.seconds,
         )
 
     def _mark_failed(self, failure: SegmentFailed) -> None:

@@ -45,6 +45,11 @@ def test_small_scale_writes_every_figure_with_its_limit(pubsub_emulator, tmp_pat
         assert figure["scale"] == "small"
     for figure_id in ("B1", "B3", "B4", "B7"):  # measured against a limit of the same run
         assert results[figure_id]["baseline"] > 0, figure_id
+    # Where a batch's time went, for the figures about batches.
+    steps = {"open", "store", "evaluate", "commit"}
+    assert set(results["B2"]["median_steps_ms"]) == steps
+    assert {name: set(by_step) for name, by_step in results["B3"]["median_steps_ms"].items()} == {
+        "history": steps, "reference": steps}
 
     rows = [line for line in (output / "latest.md").read_text().splitlines()
             if line.startswith("| B")]
