@@ -31,7 +31,8 @@ from streaming.traffic import ShopTraffic, known_customers
 WAREHOUSE = "warehouse.duckdb"
 TARGET = "target"
 MANIFEST = "manifest.json"
-# Set or cleared for every figure, and put back as they were afterwards.
+
+
 @dataclass(frozen=True)
 class Scale:
     name: str
