@@ -26,7 +26,7 @@ from segops.clock import utc_now
 from segops.dbt import run_dbt
 from segops.membership import MembershipDelta, SegmentFailed
 from segops.settings import Settings
-from segops.warehouse import connect, ensure_schema, transaction
+from segops.warehouse import HeldConnection, ensure_schema, transaction
 from streaming.evaluator import RealtimeEvaluator
 from streaming.schema import Event, Rejected, validate
 
@@ -97,6 +97,10 @@ class Consumer:
         self._manifest_mtime: float | None = None
         self._last_failed_retry = time.monotonic()
         self.stopping = threading.Event()
+        self._wait_reported = 0.0
+        self.warehouse = HeldConnection(settings.warehouse,
+                                        timeout=self.config.lock_timeout_seconds,
+                                        on_wait=self._report_wait)
         self.evaluator = self._load_evaluator()
         self.feed = ChangeFeed(settings, "realtime") if self.config.publish_changes else None
 
@@ -152,34 +156,42 @@ class Consumer:
     # -- the loop --------------------------------------------------------------------------
 
     def run(self, source, *, until_idle: float | None = None) -> None:
-        """Consume until `stop()` or until idle for `until_idle` seconds."""
-        self.start()
-        source.start()
-        idle_since = last_eval = time.monotonic()
-        try:
-            while not self.stopping.is_set():
-                messages = source.next_batch(
-                    self.config.batch_size, self.config.batch_wait_seconds
-                )
-                now_mono = time.monotonic()
-                if messages:
-                    idle_since = now_mono
-                elif until_idle is not None and now_mono - idle_since >= until_idle:
-                    log.info("no messages for %.0fs; exiting", until_idle)
-                    break
-                if messages or now_mono - last_eval >= self.config.tick_seconds:
-                    batch = [_incoming(m) for m in messages]
-                    outcome = self.process(batch)
-                    if self.on_commit:
-                        self.on_commit(batch, outcome)
-                    for message in messages:
-                        message.ack()
-                    last_eval = time.monotonic()
-                    self.maintain()
-        finally:
-            source.stop()
-            self.flush_changes()
+        """Consume until `stop()` or until idle for `until_idle` seconds.
+
+        The warehouse stays open while messages keep coming and is given up on an idle round
+        and whenever another process waits for it.
+        """
+        with self.warehouse.held():
+            self.start()
+            source.start()
+            try:
+                self._loop(source, until_idle)
+            finally:
+                source.stop()
+                self.flush_changes()
         log.info("consumer stopped cleanly")
+
+    def _loop(self, source, until_idle: float | None) -> None:
+        idle_since = last_eval = time.monotonic()
+        while not self.stopping.is_set():
+            messages = source.next_batch(self.config.batch_size, self.config.batch_wait_seconds)
+            now_mono = time.monotonic()
+            if messages:
+                idle_since = now_mono
+            elif until_idle is not None and now_mono - idle_since >= until_idle:
+                log.info("no messages for %.0fs; exiting", until_idle)
+                break
+            if messages or now_mono - last_eval >= self.config.tick_seconds:
+                batch = [_incoming(m) for m in messages]
+                outcome = self.process(batch)
+                if self.on_commit:
+                    self.on_commit(batch, outcome)
+                for message in messages:
+                    message.ack()
+                last_eval = time.monotonic()
+                self.maintain()
+            if not messages:
+                self.warehouse.release()
 
     def flush_changes(self) -> None:
         """Wait for the changes in flight and mark those Pub/Sub accepted."""
@@ -275,21 +287,16 @@ class Consumer:
         self.failed[failure.segment] = str(failure.error)
 
     def _connect(self):
-        last_report = [0.0]
+        return self.warehouse.use()
 
-        def report(waited: float) -> None:
-            """Say so after a second, then every ten: a long wait is visible, not a flood."""
-            if waited - last_report[0] >= (10 if last_report[0] else 1):
-                last_report[0] = waited
-                log.warning("warehouse locked by another process; waited %.0fs, retrying with "
-                            "backoff, nothing acked", waited)
-
-        return connect(
-            self.settings.warehouse,
-            timeout=self.config.lock_timeout_seconds,
-            on_wait=report,
-            yield_to_waiters=True,
-        )
+    def _report_wait(self, waited: float) -> None:
+        """Say so after a second, then every ten: a long wait is visible, not a flood."""
+        if waited < self._wait_reported:
+            self._wait_reported = 0.0  # a new wait
+        if waited - self._wait_reported >= (10 if self._wait_reported else 1):
+            self._wait_reported = waited
+            log.warning("warehouse locked by another process; waited %.0fs, retrying with "
+                        "backoff, nothing acked", waited)
 
     def _beat(
         self,

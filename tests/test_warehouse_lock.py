@@ -5,11 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
 from segops.dbt import run_dbt
-from segops.warehouse import WarehouseBusy, connect, ensure_schema
+from segops.warehouse import HeldConnection, WarehouseBusy, connect, ensure_schema
 from streaming.consumer import Consumer, ConsumerConfig
 
 BUSY_WRITER = """
@@ -73,3 +74,47 @@ def test_a_consumer_that_compiled_its_segments_leaves_the_warehouse_free(warehou
         capture_output=True, text=True,
     )
     assert other_process.returncode == 0, other_process.stderr
+
+
+def hold_until_done(held: HeldConnection, other: subprocess.Popen, limit: float) -> list[int]:
+    """Use the held warehouse back to back until `other` exits; the connections used."""
+    used = []
+    deadline = time.monotonic() + limit
+    while other.poll() is None and time.monotonic() < deadline:
+        with held.use() as con:
+            con.execute("insert into raw.dead_letters (reason) values ('tick')")
+            used.append(id(con))
+    return used
+
+
+def test_a_held_warehouse_stays_open_until_another_process_waits(warehouse_path):
+    held = HeldConnection(warehouse_path, timeout=10)
+    with held.held():
+        with held.use() as first, held.use() as second:
+            assert first is second, "no other process waits: the connection is kept"
+        reader = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from segops.warehouse import connect\n"
+             "with connect(sys.argv[1], read_only=True, timeout=20) as con:\n"
+             "    con.execute('select 1')", str(warehouse_path)],
+            stderr=subprocess.PIPE, text=True,
+        )
+        used = hold_until_done(held, reader, limit=30)
+        assert reader.wait() == 0, reader.stderr.read()
+    assert len(set(used)) >= 2, "the holder gave the file up for the reader and took it back"
+
+
+def test_dbt_says_it_waits_and_a_held_warehouse_lets_it_in(warehouse):
+    """dbt retries after 1, 2, 4... s; without its marker a busy holder would shut it out."""
+    held = HeldConnection(warehouse.warehouse, timeout=30)
+    with held.held():
+        with held.use():
+            pass
+        dbt = subprocess.Popen(
+            [sys.executable, "-c", "from segops.dbt import run_dbt\n"
+             "from segops.settings import load_settings\n"
+             "run_dbt(load_settings(), ['show', '--inline', 'select count(*) from raw.events'])"],
+            stderr=subprocess.PIPE, text=True,
+        )
+        hold_until_done(held, dbt, limit=60)
+        assert dbt.poll() is not None, "dbt never got the warehouse while it was held"
+        assert dbt.returncode == 0, dbt.stderr.read()
