@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import re
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -22,7 +25,7 @@ from bench.harness import Lab, figure, median_steps_ms, percentile, traffic, wai
 from segops.clock import utc_now
 from segops.pubsub import ensure_pubsub, subscription_path
 from streaming.consumer import Consumer, ConsumerConfig
-from streaming.producer import publish
+from streaming.producer import PublishReport, publish
 from streaming.source import LEASE_SECONDS, PubSubSource
 
 FIGURES = ("B1", "B2")
@@ -56,6 +59,22 @@ def bare_pull_rate(settings, messages: int, max_outstanding: int) -> float:
         future.result(timeout=10)
     subscriber.close()
     return messages / elapsed
+
+
+def publish_elsewhere(customers: int, seed: int, rate: float, duration: float) -> PublishReport:
+    """Live traffic published by `segops produce` in its own process, as producers run in
+    production; publishing from the consumer's process would make the two share one
+    interpreter lock, which no deployment does."""
+    done = subprocess.run(
+        [sys.executable, "-m", "segops.cli", "produce", "--customers", str(customers),
+         "--seed", str(seed), "--rate", str(rate), "--duration", str(duration)],
+        capture_output=True, text=True, timeout=duration + 300,
+    )
+    said = re.search(r"published ([\d,]+) events in ([\d.]+)s.*, (\d+) failed", done.stdout)
+    if done.returncode != 0 or not said:
+        raise RuntimeError(f"segops produce failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return PublishReport(published=int(said[1].replace(",", "")), failed=int(said[3]),
+                         seconds=float(said[2]))
 
 
 class Recorder:
@@ -116,8 +135,7 @@ def measure(lab: Lab) -> dict[str, dict]:
 
             recorder.recording = True
             before = recorder.received
-            report = publish(settings, traffic(customers, 3), rate=scale.rate,
-                             duration=scale.latency_seconds)
+            report = publish_elsewhere(customers, 3, scale.rate, scale.latency_seconds)
             target = before + report.published
             committed = wait_for(lambda: recorder.received >= target, timeout=120)
         finally:

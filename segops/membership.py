@@ -36,6 +36,10 @@ class SegmentFailed(SegOpsError):
         self.error = error
 
 
+class SegmentsFailed(SegOpsError):
+    """One of several segments evaluated in one statement failed; which one is not known."""
+
+
 @dataclass(frozen=True)
 class MembershipDelta:
     segment: str
@@ -69,12 +73,26 @@ def members_query(con: duckdb.DuckDBPyConnection, segment: str, members: str) ->
     )
 
 
-def stage_found(con: duckdb.DuckDBPyConnection, queries: dict[str, str]) -> None:
-    """Evaluate each segment's members_query into `_found`, the input of apply_membership."""
+def stage_found(
+    con: duckdb.DuckDBPyConnection, queries: dict[str, str], *, together: bool = False
+) -> None:
+    """Evaluate each segment's members_query into `_found`, the input of apply_membership.
+
+    `together` runs them as one statement, which is a third of the time for a micro-batch;
+    if it fails, SegmentsFailed says to evaluate them one by one to learn which failed.
+    """
     con.execute(
         "create or replace temp table _found "
         "(segment varchar, customer_id varchar, attributes json)"
     )
+    if together and len(queries) > 1:
+        try:
+            con.execute("insert into _found " + " union all ".join(
+                f"({query})" for query in queries.values()))
+        except duckdb.Error as error:
+            reason = str(error).splitlines()[0]
+            raise SegmentsFailed(f"one of {', '.join(queries)} failed: {reason}") from error
+        return
     for segment, query in queries.items():
         try:
             con.execute(f"insert into _found {query}")
@@ -103,59 +121,69 @@ def apply_membership(
     if scope is not None:
         con.execute(f"delete from _found where not ({in_scope})")
     _check_contract(con)
-    stamped = {"source": source, "at": changed_at}
-    con.execute("create or replace temp table _segments (segment varchar)")
-    con.execute("insert into _segments select unnest($names)", {"names": segments})
-    for sql in (
+    names = {"names": segments}
+    # Who leaves and who joins, in one pass: members in scope not found, found not members.
+    con.execute(
         f"""
-        create or replace temp table _exits as
-        select m.segment, m.customer_id, m.attributes from segops.segment_membership as m
-        where m.segment in (select segment from _segments) and {in_scope}
+        create or replace temp table _delta as
+        select m.segment, m.customer_id, 'exit' as change, m.attributes
+        from segops.segment_membership as m
+        where m.segment in (select unnest($names)) and {in_scope}
           and not exists (select 1 from _found as f
                           where f.segment = m.segment and f.customer_id = m.customer_id)
-        """,
-        """
-        create or replace temp table _enters as
-        select f.segment, f.customer_id, f.attributes from _found as f
+        union all
+        select f.segment, f.customer_id, 'enter' as change, f.attributes from _found as f
         where not exists (select 1 from segops.segment_membership as m
                           where m.segment = f.segment and m.customer_id = f.customer_id)
         """,
+        names,
+    )
+    con.execute(
         """
         delete from segops.segment_membership as m
-        using _exits as x where m.segment = x.segment and m.customer_id = x.customer_id
-        """,
+        using _delta as x
+        where x.change = 'exit' and m.segment = x.segment and m.customer_id = x.customer_id
+        """
+    )
+    con.execute(
         """
         update segops.segment_membership as m set attributes = f.attributes
         from _found as f
         where m.segment = f.segment and m.customer_id = f.customer_id
           and m.attributes is distinct from f.attributes
-        """,
-    ):
-        con.execute(sql)
-    for sql in (
+        """
+    )
+    stamped = {"source": source, "at": changed_at}
+    con.execute(
         """
         insert into segops.segment_membership_changes
             (segment, customer_id, change, changed_at, source, attributes)
-        select segment, customer_id, 'exit', $at, $source, attributes from _exits
-        union all
-        select segment, customer_id, 'enter', $at, $source, attributes from _enters
+        select segment, customer_id, change, $at, $source, attributes from _delta
         order by segment, customer_id
         """,
+        stamped,
+    )
+    con.execute(
         """
         insert into segops.segment_membership
             (segment, customer_id, entered_at, source, attributes)
-        select segment, customer_id, $at, $source, attributes from _enters
+        select segment, customer_id, $at, $source, attributes from _delta
+        where change = 'enter'
         """,
-    ):
-        con.execute(sql, stamped)
+        stamped,
+    )
     counts = con.execute(
         """
         select s.segment,
                (select count(*) from segops.segment_membership m where m.segment = s.segment),
-               (select count(*) from _enters e where e.segment = s.segment),
-               (select count(*) from _exits x where x.segment = s.segment)
-        from _segments as s
-        """
+               count(*) filter (where d.change = 'enter'),
+               count(*) filter (where d.change = 'exit')
+        from (select unnest($names) as segment) as s
+        left join _delta as d on d.segment = s.segment
+        group by s.segment
+        order by list_position($names, s.segment)
+        """,
+        names,
     ).fetchall()
     return [MembershipDelta(segment=name, size=size, enters=enters, exits=exits)
             for name, size, enters, exits in counts]

@@ -24,7 +24,7 @@ from segops.catalog import Catalog
 from segops.changefeed import ChangeFeed
 from segops.clock import utc_now
 from segops.dbt import run_dbt
-from segops.membership import MembershipDelta, SegmentFailed
+from segops.membership import MembershipDelta, SegmentFailed, SegmentsFailed
 from segops.settings import Settings
 from segops.warehouse import HeldConnection, ensure_schema, transaction
 from streaming.evaluator import RealtimeEvaluator
@@ -233,6 +233,7 @@ class Consumer:
         unique = list({e.event_id: e for e in reversed(events)}.values())
         segments = [s for s in self.evaluator.queries if s not in self.failed]
         redelivered = False
+        together = True
         while True:
             laps = Laps()
             try:
@@ -249,6 +250,7 @@ class Consumer:
                         now=now,
                         since=self.watermark,
                         segments=segments,
+                        together=together,
                     )
                     lag_ms = _lag_ms(messages)
                     self._beat(con, now, messages, stored, len(events) - stored, len(rejected),
@@ -261,6 +263,9 @@ class Consumer:
                 if redelivered:
                     raise
                 redelivered = True  # an event stored before: do the batch again, skipping it
+            except SegmentsFailed as failure:
+                log.warning("%s; evaluating them one by one to find which", failure)
+                together = False
             except SegmentFailed as failure:
                 self._mark_failed(failure)
                 segments.remove(failure.segment)

@@ -68,18 +68,21 @@ class RealtimeEvaluator:
         since: datetime | None,
         segments: Iterable[str] | None = None,
         everyone: bool = False,
+        together: bool = False,
     ) -> list[MembershipDelta]:
         """Re-evaluate `segments` (default: all) at `now` for the customers in scope.
 
         Scope is `touched` plus the customers with an event that crossed an interval boundary
         in (since, now]; `everyone` evaluates all customers. Runs inside the caller's
-        transaction; a failing segment raises SegmentFailed naming it.
+        transaction; a failing segment raises SegmentFailed naming it, or SegmentsFailed if
+        they ran `together` (in one statement): then evaluate them separately to learn which.
         """
         names = list(self.queries if segments is None else segments)
         self._stage_scope(con, list(touched), now, since, everyone)
         set_session_now(con, now)
         try:
-            stage_found(con, {name: self._members_query(con, name) for name in names})
+            stage_found(con, {name: self._members_query(con, name) for name in names},
+                        together=together)
             return apply_membership(
                 con, segments=names, scope="_scope", source="realtime", changed_at=now
             )
@@ -103,11 +106,7 @@ class RealtimeEvaluator:
         since: datetime | None,
         everyone: bool,
     ) -> None:
-        con.execute("create or replace temp table _touched (customer_id varchar)")
-        if touched:
-            con.execute(
-                "insert into _touched select unnest($ids)", {"ids": sorted(set(touched))}
-            )
+        touched_sql = "select unnest($touched::varchar[]) as customer_id"
         crossed = [
             f"select customer_id from {EVENTS} "
             f"where occurred_at > $since - interval '{interval.total_seconds()} seconds' "
@@ -121,10 +120,10 @@ class RealtimeEvaluator:
             )
             params = {}
         elif since is not None and crossed:
-            scope_sql = " union ".join(["select customer_id from _touched", *crossed])
-            params = {"since": since, "now": now}
+            scope_sql = " union ".join([touched_sql, *crossed])
+            params = {"touched": sorted(set(touched)), "since": since, "now": now}
         else:
-            scope_sql, params = "select customer_id from _touched", {}
+            scope_sql, params = touched_sql, {"touched": sorted(set(touched))}
         con.execute(f"create or replace temp table _scope as {scope_sql}", params)
         for copy, relation in self._sources().items():
             con.execute(

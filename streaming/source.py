@@ -30,7 +30,7 @@ class PubSubSource:
     def __init__(self, subscription: str, *, max_outstanding: int = 5000):
         self.subscription = subscription
         self.max_outstanding = max_outstanding
-        self._queue: queue.Queue[Message] = queue.Queue()
+        self._queue: queue.Queue[tuple[float, Message]] = queue.Queue()  # (arrived, message)
         self._subscriber: pubsub_v1.SubscriberClient | None = None
         self._future = None
         self._reconnect_delay = 0.5
@@ -45,7 +45,7 @@ class PubSubSource:
     def _open_stream(self) -> None:
         self._future = self._subscriber.subscribe(
             self.subscription,
-            callback=self._queue.put,
+            callback=self._arrived,
             flow_control=pubsub_v1.types.FlowControl(
                 max_messages=self.max_outstanding,
                 max_lease_duration=3600,
@@ -100,24 +100,33 @@ class PubSubSource:
                         trouble)
         self._trouble = trouble
 
+    def _arrived(self, message: Message) -> None:
+        self._queue.put((time.monotonic(), message))
+
     def next_batch(self, max_size: int, max_wait: float) -> list[Message]:
-        """Up to `max_size` messages: whatever arrives within `max_wait` of the first one."""
+        """Up to `max_size` messages: whatever arrives within `max_wait` of the first one.
+
+        The window counts from the first message's arrival, not from when it is taken: messages
+        that queued up while the previous batch was committed have waited long enough, so they
+        go at once with whatever else is queued.
+        """
         self.ensure_streaming()
         self.check_health()
         try:
-            first = self._queue.get(timeout=max_wait)
+            arrived, first = self._queue.get(timeout=max_wait)
         except queue.Empty:
             return []
         self._reconnect_delay = 0.5  # messages flow again
         batch = [first]
-        deadline = time.monotonic() + max_wait
+        deadline = arrived + max_wait
         while len(batch) < max_size:
             remaining = deadline - time.monotonic()
             try:
-                batch.append(self._queue.get(timeout=max(remaining, 0)) if remaining > 0
-                             else self._queue.get_nowait())
+                _, message = (self._queue.get(timeout=remaining) if remaining > 0
+                              else self._queue.get_nowait())
             except queue.Empty:
                 break
+            batch.append(message)
         return batch
 
     def stop(self) -> None:
@@ -129,7 +138,7 @@ class PubSubSource:
                 self._future.result(timeout=10)
         while True:
             try:
-                self._queue.get_nowait().nack()
+                self._queue.get_nowait()[1].nack()
             except queue.Empty:
                 break
         if self._subscriber is not None:
