@@ -41,6 +41,7 @@ def measure(lab: Lab) -> dict[str, dict]:
         for name, shop in shops.items():
             settings = stack.enter_context(lab.workspace(f"evaluation-{name}", shop.directory))
             consumers[name] = Consumer(settings, config)
+            stack.enter_context(consumers[name].warehouse.held())  # as `Consumer.run` does
             consumers[name].start()
             feeds[name] = batches(shop.customers, scale.batch_size, seed=5)
         for index in range(WARM_UP + scale.batches):

@@ -313,37 +313,47 @@ class Consumer:
         dead_letters: int,
         lag_ms: float | None = None,
     ) -> None:
-        con.execute(
+        values = {
+            "id": self.config.consumer_id,
+            "now": now,
+            "wall": utc_now(),
+            "last_batch": utc_now() if messages else None,
+            "lag": lag_ms,
+            "batches": 1 if messages else 0,
+            "stored": stored,
+            "dups": duplicates,
+            "dead": dead_letters,
+            "failed": json.dumps(self.failed),
+        }
+        # An update, not an upsert: the row exists after the first beat, and an update costs
+        # less than half as much on every batch.
+        updated = con.execute(
             """
-            insert into segops.consumer_heartbeat as h (consumer_id, started_at, beat_at,
-                evaluated_at, last_batch_at, lag_ms, batches, events, duplicates, dead_letters,
-                failed_segments)
-            values ($id, $now, $wall, $now, $last_batch, $lag, $batches, $stored, $dups, $dead,
-                $failed)
-            on conflict (consumer_id) do update set
-                beat_at = excluded.beat_at,
-                evaluated_at = excluded.evaluated_at,
-                last_batch_at = coalesce(excluded.last_batch_at, h.last_batch_at),
-                lag_ms = coalesce(excluded.lag_ms, h.lag_ms),
-                batches = h.batches + excluded.batches,
-                events = h.events + excluded.events,
-                duplicates = h.duplicates + excluded.duplicates,
-                dead_letters = h.dead_letters + excluded.dead_letters,
-                failed_segments = excluded.failed_segments
+            update segops.consumer_heartbeat set
+                beat_at = $wall,
+                evaluated_at = $now,
+                last_batch_at = coalesce($last_batch, last_batch_at),
+                lag_ms = coalesce($lag, lag_ms),
+                batches = batches + $batches,
+                events = events + $stored,
+                duplicates = duplicates + $dups,
+                dead_letters = dead_letters + $dead,
+                failed_segments = $failed
+            where consumer_id = $id
             """,
-            {
-                "id": self.config.consumer_id,
-                "now": now,
-                "wall": utc_now(),
-                "last_batch": utc_now() if messages else None,
-                "lag": lag_ms,
-                "batches": 1 if messages else 0,
-                "stored": stored,
-                "dups": duplicates,
-                "dead": dead_letters,
-                "failed": json.dumps(self.failed),
-            },
-        )
+            values,
+        ).fetchone()[0]
+        if not updated:
+            con.execute(
+                """
+                insert into segops.consumer_heartbeat (consumer_id, started_at, beat_at,
+                    evaluated_at, last_batch_at, lag_ms, batches, events, duplicates,
+                    dead_letters, failed_segments)
+                values ($id, $now, $wall, $now, $last_batch, $lag, $batches, $stored, $dups,
+                    $dead, $failed)
+                """,
+                values,
+            )
 
 
 def _incoming(message) -> Incoming:
