@@ -1,8 +1,10 @@
-"""The embedded DuckDB warehouse: short-lived connections that wait politely for the lock.
+"""The embedded DuckDB warehouse: connections that wait politely for the lock and give it up.
 
 DuckDB lets one process write a file at a time, and while it does, other processes cannot even
 open it read-only. Every SegOps process therefore opens the warehouse for one unit of work,
-closes it, and retries with backoff while someone else holds it.
+closes it, and retries with backoff while someone else holds it, leaving a marker that says it
+waits. The streaming consumer alone keeps it open between micro-batches (`HeldConnection`) and
+lets go as soon as such a marker appears.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ class BatchOutcome:
     deltas: tuple[MembershipDelta, ...]
     evaluated_at: datetime
     seconds: float
-    # Where the seconds went (the last attempt): open, store, evaluate, commit (incl. close).
+    # Where the seconds went (the last attempt): open (none while held), store, evaluate, commit.
     steps: dict[str, float] = field(default_factory=dict)
 
 
