@@ -114,9 +114,21 @@ def mark_waiting(path: Path) -> Path:
 
 
 def someone_waiting(path: Path) -> bool:
-    """Whether another live process has left a marker saying it waits for the warehouse."""
+    """Whether another live process has left a marker saying it waits for the warehouse.
+
+    Markers of processes that died waiting (a killed dbt) are removed on the way.
+    """
     folder = _waiters_dir(path)
-    return folder.exists() and any(_alive(m.name.split("-")[0]) for m in folder.iterdir())
+    if not folder.exists():
+        return False
+    waiting = False
+    for marker in folder.iterdir():
+        pid = marker.name.split("-")[0]
+        if _alive(pid):
+            waiting = True
+        elif pid != str(os.getpid()):
+            marker.unlink(missing_ok=True)
+    return waiting
 
 
 def _step_aside(path: Path) -> None:

@@ -10,7 +10,13 @@ import time
 import pytest
 
 from segops.dbt import run_dbt
-from segops.warehouse import HeldConnection, WarehouseBusy, connect, ensure_schema
+from segops.warehouse import (
+    HeldConnection,
+    WarehouseBusy,
+    connect,
+    ensure_schema,
+    someone_waiting,
+)
 from streaming.consumer import Consumer, ConsumerConfig
 
 BUSY_WRITER = """
@@ -74,6 +80,17 @@ def test_a_consumer_that_compiled_its_segments_leaves_the_warehouse_free(warehou
         capture_output=True, text=True,
     )
     assert other_process.returncode == 0, other_process.stderr
+
+
+def test_a_marker_left_by_a_dead_process_is_ignored_and_removed(warehouse_path):
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    markers = warehouse_path.with_name("warehouse.duckdb.waiting")
+    markers.mkdir()
+    stale = markers / f"{finished.stdout.strip()}-1"
+    stale.touch()
+    assert not someone_waiting(warehouse_path)
+    assert not stale.exists()
 
 
 def hold_until_done(held: HeldConnection, other: subprocess.Popen, limit: float) -> list[int]:
