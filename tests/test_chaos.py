@@ -56,8 +56,9 @@ from tests.stream_helpers import (
 
 pytestmark = pytest.mark.chaos
 
-# The emulator redelivers what a killed consumer had leased over minutes, in bursts.
-REDELIVERY_TIMEOUT = 300
+# The emulator redelivers what a killed consumer had leased over minutes, in 100-message bursts;
+# at full size F1's tail once paused more than 300 s and then came back (the stall limit is 900).
+REDELIVERY_TIMEOUT = 900
 # Seconds-level goals (F3, F4) are held only in `make chaos`, on a machine doing nothing else;
 # in `make test` the same scenarios record the figure and assert correctness.
 TIMING_GOALS = SCALE == "full"
