@@ -121,9 +121,9 @@ class RealtimeEvaluator:
             params = {}
         elif since is not None and crossed:
             scope_sql = " union ".join([touched_sql, *crossed])
-            params = {"touched": sorted(set(touched)), "since": since, "now": now}
+            params = {"touched": touched, "since": since, "now": now}
         else:
-            scope_sql, params = touched_sql, {"touched": sorted(set(touched))}
+            scope_sql, params = touched_sql, {"touched": touched}
         con.execute(f"create or replace temp table _scope as {scope_sql}", params)
         for copy, relation in self._sources().items():
             con.execute(
