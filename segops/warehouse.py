@@ -227,14 +227,17 @@ class HeldConnection:
     micro-batch was a quarter of the batch. Inside `held()` the connection stays open between
     uses and is given up as soon as another process leaves a waiter marker (`connect` does, and
     dbt does through the profile's plugin, `segops.dbt_waiting`), or when a use fails.
-    Outside `held()` every use opens and closes, like `connect`.
+    Outside `held()` every use opens and closes, like `connect`. `on_open(con)` runs after
+    each opening: whatever others wrote while the file was closed is seen there.
     """
 
     def __init__(self, path: Path | str, *, timeout: float,
-                 on_wait: Callable[[float], None] | None = None):
+                 on_wait: Callable[[float], None] | None = None,
+                 on_open: Callable[[duckdb.DuckDBPyConnection], None] | None = None):
         self.path = Path(path)
         self.timeout = timeout
         self.on_wait = on_wait
+        self.on_open = on_open
         self._keep = False
         self._open: ExitStack | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -259,6 +262,12 @@ class HeldConnection:
                     yield_to_waiters=True,
                 ))
                 self._open = stack.pop_all()
+            try:
+                if self.on_open:
+                    self.on_open(self._con)
+            except BaseException:
+                self.release()
+                raise
         try:
             yield self._con
         except BaseException:

@@ -27,6 +27,7 @@ from segops.dbt import run_dbt
 from segops.membership import MembershipDelta, SegmentFailed, SegmentsFailed
 from segops.settings import Settings
 from segops.warehouse import HeldConnection, ensure_schema, transaction
+from streaming.customer_events import CustomerEvents
 from streaming.evaluator import RealtimeEvaluator
 from streaming.schema import Event, Rejected, validate
 
@@ -98,9 +99,10 @@ class Consumer:
         self._last_failed_retry = time.monotonic()
         self.stopping = threading.Event()
         self._wait_reported = 0.0
+        self.by_customer = CustomerEvents(settings.warehouse)
         self.warehouse = HeldConnection(settings.warehouse,
                                         timeout=self.config.lock_timeout_seconds,
-                                        on_wait=self._report_wait)
+                                        on_wait=self._report_wait, on_open=self._opened)
         self.evaluator = self._load_evaluator()
         self.feed = ChangeFeed(settings, "realtime") if self.config.publish_changes else None
 
@@ -123,8 +125,7 @@ class Consumer:
 
     def start(self) -> None:
         """Create tables if needed and evaluate every real-time segment over all customers."""
-        with self._connect() as con:
-            ensure_schema(con)
+        with self._connect() as con:  # creates the tables if needed (`_opened`)
             row = con.execute(
                 "select evaluated_at from segops.consumer_heartbeat where consumer_id = ?",
                 [self.config.consumer_id],
@@ -169,6 +170,7 @@ class Consumer:
             finally:
                 source.stop()
                 self.flush_changes()
+        self.by_customer.close()
         log.info("consumer stopped cleanly")
 
     def _loop(self, source, until_idle: float | None) -> None:
@@ -237,11 +239,14 @@ class Consumer:
         while True:
             laps = Laps()
             try:
-                with self._connect() as con, transaction(con):
+                # The warehouse commits first, then the index by customer: never ahead of it.
+                with (self._connect() as con, self.by_customer.transaction(),
+                      transaction(con)):
                     laps.mark("open")
                     if self.feed:
                         self.feed.mark_accepted(con)
                     stored = _store_events(con, unique, now, skip_known=redelivered)
+                    self.by_customer.add(stored, now)
                     _store_dead_letters(con, rejected)
                     laps.mark("store")
                     deltas = self.evaluator.evaluate(
@@ -251,10 +256,11 @@ class Consumer:
                         since=self.watermark,
                         segments=segments,
                         together=together,
+                        by_customer=self.by_customer,
                     )
                     lag_ms = _lag_ms(messages)
-                    self._beat(con, now, messages, stored, len(events) - stored, len(rejected),
-                               lag_ms)
+                    self._beat(con, now, messages, len(stored), len(events) - len(stored),
+                               len(rejected), lag_ms)
                     changes = self.feed.unpublished(con) if self.feed else []
                     laps.mark("evaluate")
                 laps.mark("commit")
@@ -275,11 +281,11 @@ class Consumer:
             self.feed.publish(changes)
         if messages:
             log.debug("committed batch: %d messages, %d stored, %d duplicates, %d dead letters",
-                      len(messages), stored, len(events) - stored, len(rejected))
+                      len(messages), len(stored), len(events) - len(stored), len(rejected))
         return BatchOutcome(
             received=len(messages),
-            stored=stored,
-            duplicates=len(events) - stored,
+            stored=len(stored),
+            duplicates=len(events) - len(stored),
             dead_lettered=len(rejected),
             deltas=tuple(deltas),
             evaluated_at=now,
@@ -293,6 +299,11 @@ class Consumer:
 
     def _connect(self):
         return self.warehouse.use()
+
+    def _opened(self, con: duckdb.DuckDBPyConnection) -> None:
+        """On each opening of the warehouse: tables exist, the index by customer agrees."""
+        ensure_schema(con)
+        self.by_customer.sync(con)
 
     def _report_wait(self, waited: float) -> None:
         """Say so after a second, then every ten: a long wait is visible, not a flood."""
@@ -381,8 +392,8 @@ def _validate_all(
 
 def _store_events(
     con: duckdb.DuckDBPyConnection, events: list[Event], now: datetime, *, skip_known: bool
-) -> int:
-    """Append the events; return how many were stored.
+) -> list[Event]:
+    """Append the events; return those stored.
 
     A plain insert checks the new ids against the unique index and fails on one already
     stored. `skip_known` (insert or ignore) leaves those out instead, but costs more the more
@@ -390,7 +401,7 @@ def _store_events(
     kept for batches that turned out to hold a redelivery.
     """
     if not events:
-        return 0
+        return []
     batch = pa.table(
         {
             "event_id": [e.event_id for e in events],
@@ -408,11 +419,15 @@ def _store_events(
             (event_id, customer_id, event_type, occurred_at, properties, ingested_at)
         select event_id, customer_id, event_type, occurred_at, properties::json, $now
         from _batch
+        returning event_id
         """,
         {"now": now},
-    ).fetchone()[0]
+    ).fetchall()
     con.unregister("_batch")
-    return stored
+    if len(stored) == len(events):
+        return events
+    kept = {row[0] for row in stored}
+    return [e for e in events if e.event_id in kept]
 
 
 def _store_dead_letters(

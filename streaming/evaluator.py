@@ -15,7 +15,7 @@ from datetime import datetime
 
 import duckdb
 
-from segops.catalog import Catalog
+from segops.catalog import Catalog, local_relation
 from segops.clock import set_session_now
 from segops.membership import (
     MembershipDelta,
@@ -26,10 +26,11 @@ from segops.membership import (
     stage_found,
 )
 from segops.scoping import ScopedQuery, scoped_query
+from streaming.customer_events import EVENTS, CustomerEvents
 
 log = logging.getLogger(__name__)
 
-EVENTS = "raw.events"
+EVENTS_RELATION = local_relation(EVENTS)  # as the manifest names it
 
 
 @dataclass
@@ -69,6 +70,7 @@ class RealtimeEvaluator:
         segments: Iterable[str] | None = None,
         everyone: bool = False,
         together: bool = False,
+        by_customer: CustomerEvents | None = None,
     ) -> list[MembershipDelta]:
         """Re-evaluate `segments` (default: all) at `now` for the customers in scope.
 
@@ -76,9 +78,10 @@ class RealtimeEvaluator:
         in (since, now]; `everyone` evaluates all customers. Runs inside the caller's
         transaction; a failing segment raises SegmentFailed naming it, or SegmentsFailed if
         they ran `together` (in one statement): then evaluate them separately to learn which.
+        The scope's events are read from `by_customer` when given (B-tree seeks, not a scan).
         """
         names = list(self.queries if segments is None else segments)
-        self._stage_scope(con, list(touched), now, since, everyone)
+        self._stage_scope(con, list(touched), now, since, everyone, by_customer)
         set_session_now(con, now)
         try:
             stage_found(con, {name: self._members_query(con, name) for name in names},
@@ -105,6 +108,7 @@ class RealtimeEvaluator:
         now: datetime,
         since: datetime | None,
         everyone: bool,
+        by_customer: CustomerEvents | None,
     ) -> None:
         touched_sql = "select unnest($touched::varchar[]) as customer_id"
         crossed = [
@@ -126,6 +130,9 @@ class RealtimeEvaluator:
             scope_sql, params = touched_sql, {"touched": touched}
         con.execute(f"create or replace temp table _scope as {scope_sql}", params)
         for copy, relation in self._sources().items():
+            if relation == EVENTS_RELATION and by_customer is not None and not everyone:
+                by_customer.copy_into(con, copy, "_scope")
+                continue
             con.execute(
                 f"create or replace temp table {copy} as select * from {relation} "
                 "where customer_id in (select customer_id from _scope)"

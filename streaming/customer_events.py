@@ -1,0 +1,227 @@
+"""The events again, keyed by customer: what the real-time path reads for a batch's customers.
+
+`raw.events` is laid out in arrival order, so copying a thousand customers' events out of it
+decompresses most of the history (half a second at ten million events), however few rows match.
+This SQLite table holds the same rows in a B-tree on (customer_id, event_id), so the same copy is
+a thousand seeks whatever the history's size.
+
+It is derived: `raw.events` stays the record. The consumer writes both in each batch and commits
+the warehouse first, so the index is never ahead of it. Each time the consumer opens the
+warehouse it checks the two agree (row count, newest ingestion, newest occurrence) and catches up
+or rebuilds when they do not: another process appended, a consumer died between its two
+commits, or the shop was regenerated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from segops.errors import SegOpsError
+from streaming.schema import Event
+
+log = logging.getLogger(__name__)
+
+EVENTS = "raw.events"
+COLUMNS = ("event_id", "customer_id", "event_type", "occurred_at", "properties", "ingested_at")
+LOAD_CHUNK = 100_000
+
+DDL = """
+create table if not exists events (
+    customer_id text not null,
+    event_id text not null,
+    event_type text not null,
+    occurred_at integer not null,  -- microseconds since the epoch, UTC
+    properties text,
+    ingested_at integer not null,
+    primary key (customer_id, event_id)
+) without rowid;
+
+create table if not exists summary (
+    id integer primary key check (id = 1),
+    row_count integer not null,
+    newest_ingested_at integer,
+    newest_occurred_at integer
+);
+
+insert or ignore into summary values (1, 0, null, null);
+"""
+
+INSERT = "insert or ignore into events values (?, ?, ?, ?, ?, ?)"
+
+
+class IndexMismatch(SegOpsError):
+    """The index still differs from raw.events after a rebuild."""
+
+
+class CustomerEvents:
+    """`raw.events` keyed by customer, in a SQLite file beside the warehouse."""
+
+    def __init__(self, warehouse: Path):
+        self.path = warehouse.with_suffix(".events-by-customer.sqlite")
+        self._db: sqlite3.Connection | None = None
+
+    # -- keeping it equal to raw.events ------------------------------------------------------
+
+    def sync(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Make the index hold what `raw.events` holds; run while holding the warehouse."""
+        columns = tuple(row[0] for row in con.execute(f"describe {EVENTS}").fetchall())
+        if columns != COLUMNS:
+            raise SegOpsError(
+                f"{EVENTS} has columns {', '.join(columns)}; the index by customer holds "
+                f"{', '.join(COLUMNS)} (streaming/customer_events.py)"
+            )
+        expected = _fingerprint(con)
+        held = self._summary()
+        if held == expected:
+            return
+        if held[0] < expected[0] and held[1] is not None:
+            with self.transaction():
+                added = self._load(con, f"ingested_at >= make_timestamp({held[1]}::bigint)")
+            if self._summary() == expected:
+                log.info("index by customer caught up with %d events", added)
+                return
+        started = time.monotonic()
+        with self.transaction() as db:
+            db.execute("delete from events")
+            db.execute("update summary set row_count = 0, newest_ingested_at = null, "
+                       "newest_occurred_at = null")
+            added = self._load(con, "true order by customer_id, event_id")
+        log.info("indexed %d events by customer in %.1fs (it did not match %s)", added,
+                 time.monotonic() - started, EVENTS)
+        if self._summary() != expected:
+            raise IndexMismatch(
+                f"the index by customer ({self.path}) holds {self._summary()} after a rebuild, "
+                f"{EVENTS} holds {expected} (rows, newest ingestion, newest occurrence)"
+            )
+
+    def _load(self, con: duckdb.DuckDBPyConnection, where: str) -> int:
+        """Insert the rows of raw.events matching `where`, inside `transaction()`."""
+        reader = con.execute(
+            f"""
+            select customer_id, event_id, event_type, epoch_us(occurred_at),
+                properties::varchar, epoch_us(ingested_at)
+            from {EVENTS} where {where}
+            """
+        )
+        added = 0
+        while rows := reader.fetchmany(LOAD_CHUNK):
+            added += self._insert(rows)
+        return added
+
+    # -- the consumer's side ------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Commit when the block ends (after the warehouse committed inside it), else roll back."""
+        db = self._connection()
+        db.execute("begin")
+        try:
+            yield db
+        except BaseException:
+            db.execute("rollback")
+            raise
+        db.execute("commit")
+
+    def add(self, events: Iterable[Event], ingested_at: datetime) -> int:
+        """Add the events the warehouse just stored, inside `transaction()`."""
+        events = list(events)
+        if not events:
+            return 0
+        occurred = pa.array([e.occurred_at for e in events], pa.timestamp("us"))
+        ingested = _epoch_us(ingested_at)
+        return self._insert([
+            (e.customer_id, e.event_id, e.event_type, at, e.properties, ingested)
+            for e, at in zip(events, occurred.cast(pa.int64()).to_pylist(), strict=True)
+        ])
+
+    def copy_into(self, con: duckdb.DuckDBPyConnection, table: str, scope: str) -> None:
+        """Create temp table `table` as the events of the customers in temp table `scope`."""
+        customers = [row[0] for row in con.execute(f"select customer_id from {scope}").fetchall()]
+        rows = self._connection().execute(
+            "select customer_id, event_id, event_type, occurred_at, properties, ingested_at "
+            "from events where customer_id in (select value from json_each(?))",
+            (json.dumps(customers),),
+        ).fetchall()
+        columns = list(zip(*rows, strict=True)) if rows else [()] * 6
+        found = pa.table({
+            "customer_id": pa.array(columns[0], pa.string()),
+            "event_id": pa.array(columns[1], pa.string()),
+            "event_type": pa.array(columns[2], pa.string()),
+            "occurred_at": pa.array(columns[3], pa.int64()),
+            "properties": pa.array(columns[4], pa.string()),
+            "ingested_at": pa.array(columns[5], pa.int64()),
+        })
+        con.register("_by_customer", found)
+        try:
+            con.execute(
+                f"""
+                create or replace temp table {table} as
+                select event_id, customer_id, event_type,
+                    make_timestamp(occurred_at) as occurred_at, properties::json as properties,
+                    make_timestamp(ingested_at) as ingested_at
+                from _by_customer
+                """
+            )
+        finally:
+            con.unregister("_by_customer")
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db, db = None, self._db
+            db.close()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            # Autocommit mode: transactions are explicit. WAL with synchronous=normal survives a
+            # killed process; what an OS crash loses, the next sync puts back from raw.events.
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
+            db.execute("pragma journal_mode = wal")
+            db.execute("pragma synchronous = normal")
+            db.executescript(DDL)
+            self._db = db
+        return self._db
+
+    def _insert(self, rows: list[tuple]) -> int:
+        """Insert rows (sqlite3's executemany is its bulk path: one statement, a C loop)."""
+        db = self._connection()
+        before = db.total_changes
+        db.executemany(INSERT, rows)
+        added = db.total_changes - before
+        db.execute(
+            """
+            update summary set
+                row_count = row_count + ?,
+                newest_ingested_at = max(coalesce(newest_ingested_at, ?), ?),
+                newest_occurred_at = max(coalesce(newest_occurred_at, ?), ?)
+            """,
+            (added, *[max(row[5] for row in rows)] * 2, *[max(row[3] for row in rows)] * 2),
+        )
+        return added
+
+    def _summary(self) -> tuple[int, int | None, int | None]:
+        return self._connection().execute(
+            "select row_count, newest_ingested_at, newest_occurred_at from summary"
+        ).fetchone()
+
+
+def _fingerprint(con: duckdb.DuckDBPyConnection) -> tuple[int, int | None, int | None]:
+    """Row count, newest ingestion and newest occurrence (answered from table statistics)."""
+    return con.execute(
+        f"select count(*), epoch_us(max(ingested_at)), epoch_us(max(occurred_at)) from {EVENTS}"
+    ).fetchone()
+
+
+def _epoch_us(moment: datetime) -> int:
+    return pa.scalar(moment, pa.timestamp("us")).cast(pa.int64()).as_py()

@@ -1,0 +1,98 @@
+"""The events keyed by customer that the real-time path reads hold exactly what raw.events holds,
+whoever wrote raw.events and whatever happened between the consumer's two commits."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from datetime import timedelta
+
+from segops.clock import utc_now
+from segops.synthetic import generate
+from segops.warehouse import connect
+from streaming.consumer import Consumer, ConsumerConfig
+from streaming.traffic import ShopTraffic, event
+from tests.shop import add_event
+from tests.stream_helpers import incoming, members
+
+
+def copies(consumer: Consumer) -> tuple[list[tuple], list[tuple]]:
+    """Every customer's events as the index copies them, and as raw.events holds them."""
+    with consumer.warehouse.use() as con:  # opening the warehouse brings the index up to date
+        con.execute("create or replace temp table _scope as "
+                    "select distinct customer_id from raw.events")
+        consumer.by_customer.copy_into(con, "_from_index", "_scope")
+        return (con.execute("select * from _from_index order by event_id").fetchall(),
+                con.execute("select * from raw.events order by event_id").fetchall())
+
+
+def traffic_batches(count: int, size: int):
+    now = utc_now()
+    ids = itertools.cycle(range(25))
+    traffic = ShopTraffic(lambda r: f"p{next(ids)}", seed=11, concurrency=10,
+                          clock=lambda: now - timedelta(minutes=5))
+    return [[incoming(e) for e in itertools.islice(traffic, size)] for _ in range(count)]
+
+
+def test_the_index_holds_every_stored_event_once(warehouse):
+    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False))
+    batches = traffic_batches(4, 150)
+    with consumer.warehouse.held():  # open throughout, as when running: no sync in between
+        consumer.start()
+        for batch in batches:
+            consumer.process(batch)
+        from_index, stored = copies(consumer)
+        assert len(stored) == 600
+        assert from_index == stored
+        assert consumer.process(batches[1]).stored == 0, "a redelivery stores nothing twice"
+        assert copies(consumer)[0] == stored
+
+
+def test_events_another_process_appended_are_caught_up(warehouse):
+    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False))
+    consumer.start()
+    now = utc_now()
+    consumer.process([incoming(event("reader", "page_view", now))])
+    with connect(warehouse.warehouse) as con:  # another writer, while the consumer is closed
+        for _ in range(3):
+            add_event(con, "reader", "product_view", now, category="books", price=9.0)
+
+    consumer.process([incoming(event("reader", "page_view", now))])
+
+    assert "reader" in members(warehouse, "high_intent_browsers"), \
+        "the three views written elsewhere were read from the index"
+    from_index, stored = copies(consumer)
+    assert from_index == stored
+
+
+def test_a_commit_the_index_missed_is_put_back(warehouse):
+    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False))
+    consumer.start()
+    first, second = traffic_batches(2, 100)
+    consumer.process(first)
+    before = sqlite3.connect(consumer.by_customer.path).execute(
+        "select * from summary").fetchone()
+    consumer.process(second)
+    consumer.by_customer.close()
+    # As if the consumer died after the warehouse committed the second batch, before the index
+    lost = [(m.message_id,) for m in second]
+    with sqlite3.connect(consumer.by_customer.path) as index:
+        index.executemany("delete from events where event_id = ?", lost)
+        index.execute("update summary set row_count = ?, newest_ingested_at = ?, "
+                      "newest_occurred_at = ?", before[1:])
+
+    from_index, stored = copies(consumer)
+    assert len(stored) == 200
+    assert from_index == stored
+
+
+def test_a_regenerated_history_is_indexed_again(warehouse):
+    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False))
+    consumer.start()
+    consumer.process(traffic_batches(1, 100)[0])
+    with connect(warehouse.warehouse) as con:
+        generate(con, customers=200, now=utc_now() - timedelta(days=1))
+
+    from_index, stored = copies(consumer)
+    assert len(stored) > 1000
+    assert from_index == stored
