@@ -205,9 +205,6 @@ class CustomerEvents:
             db = sqlite3.connect(self.path, isolation_level=None, timeout=60)
             db.execute("pragma journal_mode = wal")
             db.execute("pragma synchronous = normal")
-            # A checkpoint syncs the file to disk; after every 1,000 pages (the default) that was
-            # each batch of 1,000 events, and 26 ms of its commit.
-            db.execute("pragma wal_autocheckpoint = 10000")
             db.executescript(DDL)
             self._db = db
         return self._db
