@@ -256,18 +256,14 @@ class HeldConnection:
         if self._con is not None and someone_waiting(self.path):
             self.release()
         if self._con is None:
-            with ExitStack() as stack:
-                self._con = stack.enter_context(connect(
+            with ExitStack() as stack:  # closed again if `on_open` fails
+                con = stack.enter_context(connect(
                     self.path, timeout=self.timeout, on_wait=self.on_wait,
                     yield_to_waiters=True,
                 ))
-                self._open = stack.pop_all()
-            try:
                 if self.on_open:
-                    self.on_open(self._con)
-            except BaseException:
-                self.release()
-                raise
+                    self.on_open(con)
+                self._con, self._open = con, stack.pop_all()
         try:
             yield self._con
         except BaseException:

@@ -18,7 +18,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 EVENTS = "raw.events"
 COLUMNS = ("event_id", "customer_id", "event_type", "occurred_at", "properties", "ingested_at")
 LOAD_CHUNK = 100_000
+# What `SELECT` returns, column by column, before the timestamps become timestamps again.
+FOUND = pa.schema([("customer_id", pa.string()), ("event_id", pa.string()),
+                   ("event_type", pa.string()), ("occurred_at", pa.int64()),
+                   ("properties", pa.string()), ("ingested_at", pa.int64())])
 
 DDL = """
 create table if not exists events (
@@ -150,11 +154,10 @@ class CustomerEvents:
             raise
         db.execute("commit")
 
-    def add(self, events: Iterable[Event], ingested_at: datetime) -> int:
+    def add(self, events: list[Event], ingested_at: datetime) -> None:
         """Add the events the warehouse just stored, inside `transaction()`."""
-        events = list(events)
         if not events:
-            return 0
+            return
         occurred = pa.array([e.occurred_at for e in events], pa.timestamp("us"))
         occurred_us = occurred.cast(pa.int64()).to_pylist()
         ingested = _epoch_us(ingested_at)
@@ -162,21 +165,13 @@ class CustomerEvents:
             (e.customer_id, e.event_id, e.event_type, at, e.properties, ingested)
             for e, at in zip(events, occurred_us, strict=True)
         ]
-        return self._insert(json.dumps(rows), ingested, max(occurred_us))
+        self._insert(json.dumps(rows), ingested, max(occurred_us))
 
     def copy_into(self, con: duckdb.DuckDBPyConnection, table: str, scope: str) -> None:
         """Create temp table `table` as the events of the customers in temp table `scope`."""
         customers = [row[0] for row in con.execute(f"select customer_id from {scope}").fetchall()]
         (document,) = self._connection().execute(SELECT, (json.dumps(customers),)).fetchone()
-        columns = json.loads(document)
-        found = pa.table({
-            "customer_id": pa.array(columns[0], pa.string()),
-            "event_id": pa.array(columns[1], pa.string()),
-            "event_type": pa.array(columns[2], pa.string()),
-            "occurred_at": pa.array(columns[3], pa.int64()),
-            "properties": pa.array(columns[4], pa.string()),
-            "ingested_at": pa.array(columns[5], pa.int64()),
-        })
+        found = pa.table(dict(zip(FOUND.names, json.loads(document), strict=True)), schema=FOUND)
         con.register("_by_customer", found)
         try:
             con.execute(
