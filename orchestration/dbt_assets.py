@@ -1,6 +1,5 @@
 """dbt models as Dagster assets: raw → staging → marts → segments, with dbt tests as checks."""
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,8 +11,6 @@ from dagster_dbt import (
     DbtProject,
     dbt_assets,
 )
-
-from segops.clock import pinned_now
 
 
 class SegOpsTranslator(DagsterDbtTranslator):
@@ -36,10 +33,10 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
 
     @dbt_assets(manifest=project.manifest_path, dagster_dbt_translator=translator)
     def segops_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-        """Build and test every model; a failing segment fails on its own, not the whole run."""
-        args = ["build"]
-        if pinned := pinned_now():
-            args += ["--vars", json.dumps({"segops_now": pinned.isoformat(sep=" ")})]
-        yield from dbt.cli(args, context=context, raise_on_error=False).stream()
+        """Build and test every model; a failing segment fails on its own, not the whole run.
+
+        A pinned SEGOPS_NOW reaches the models through the profile's `segops.dbt_clock` plugin.
+        """
+        yield from dbt.cli(["build"], context=context, raise_on_error=False).stream()
 
     return segops_dbt_models

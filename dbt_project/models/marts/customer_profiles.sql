@@ -2,7 +2,9 @@ with customers as (
     select * from {{ ref('stg_customers') }}
 ),
 
-events as (
+-- not materialized: two CTEs read it, and DuckDB would otherwise compute every column of the
+-- staging view (order_value's JSON included) for all events once, before either filters
+events as not materialized (
     select * from {{ ref('stg_events') }}
     where occurred_at <= {{ segops_now() }}
 ),
