@@ -112,6 +112,25 @@ def test_two_nightly_runs_record_enters_and_exits(shop, monkeypatch):
     assert members("dach_customers", at=later) == ["paris"]
 
 
+
+def test_a_pinned_now_reaches_the_tables_dbt_builds(shop, monkeypatch):
+    """SEGOPS_NOW pins dbt's models as well as membership: an event after it is not counted."""
+    with connect(load_settings().warehouse) as con:
+        add_event(con, "paris", "page_view", NOW + timedelta(days=1))
+    defs = definitions()
+
+    def profile_events() -> int:
+        with connect(load_settings().warehouse, read_only=True) as con:
+            return con.execute(
+                "select events from marts.customer_profiles where customer_id = 'paris'"
+            ).fetchone()[0]
+
+    assert run_nightly(defs).success
+    assert profile_events() == 0, "the page view is a day after the pinned now"
+    pin_clock(monkeypatch, NOW + timedelta(days=2))
+    assert run_nightly(defs).success
+    assert profile_events() == 1
+
 BROKEN_SEGMENTS = {
     "no_customer_id": ("select 'x' as user_id", "nightly"),
     "duplicate_members": (
