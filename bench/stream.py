@@ -1,7 +1,7 @@
 """B1 and B2: the streaming consumer on the real emulator, each beside its limit in the same run.
 
 B1: consumer throughput with every real-time segment evaluated, against a bare streaming pull
-    plus ack of the same emulator with the same client and flow control.
+    plus ack of the same emulator with the same client, scheduler and flow control.
 B2: publish → membership committed latency at a steady rate (p50, p95, p99, max).
 
     python -m bench --only B1,B2
@@ -26,7 +26,7 @@ from segops.clock import utc_now
 from segops.pubsub import ensure_pubsub, subscription_path
 from streaming.consumer import Consumer, ConsumerConfig
 from streaming.producer import PublishReport, publish
-from streaming.source import LEASE_SECONDS, PubSubSource
+from streaming.source import LEASE_SECONDS, InlineScheduler, PubSubSource
 
 FIGURES = ("B1", "B2")
 
@@ -48,7 +48,7 @@ def bare_pull_rate(settings, messages: int, max_outstanding: int) -> float:
 
     subscriber = pubsub_v1.SubscriberClient()
     future = subscriber.subscribe(
-        subscription_path(bare), callback=callback,
+        subscription_path(bare), callback=callback, scheduler=InlineScheduler(),
         flow_control=pubsub_v1.types.FlowControl(
             max_messages=max_outstanding, max_duration_per_lease_extension=LEASE_SECONDS),
     )
