@@ -36,7 +36,7 @@ class DbtResource(DbtCliResource):
 
     dagster-dbt starts `dbt --version` once per run to learn it, a Python start plus dbt's
     imports: 3 s of every nightly run on two cores. The executable is the `dbt` installed beside
-    this Python (see `build_resources`), so its version is the one imported here.
+    this Python (`dbt_executable`), so its version is the one imported here.
     """
 
     @cached_property
@@ -45,8 +45,8 @@ class DbtResource(DbtCliResource):
 
 
 def build_dbt_project(settings: Settings) -> DbtProject:
-    # dbt's profile reads the warehouse path from the environment, and dagster-dbt looks for
-    # `dbt` on PATH: use the one installed beside this Python, activated venv or not.
+    # dbt's profile reads the warehouse path from the environment, and `prepare_if_dev` (under
+    # `dagster dev`) runs the `dbt` on PATH: the one installed beside this Python if none is.
     os.environ.setdefault("SEGOPS_WAREHOUSE", str(settings.warehouse))
     if shutil.which("dbt") is None:
         os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
@@ -55,12 +55,18 @@ def build_dbt_project(settings: Settings) -> DbtProject:
     return project
 
 
+def dbt_executable() -> str:
+    """The `dbt` installed beside this Python (the dbt-core imported here), else the one on PATH."""
+    beside = Path(sys.executable).with_name("dbt")
+    return str(beside) if beside.exists() else "dbt"
+
+
 def build_resources(settings: Settings, project: DbtProject) -> dict[str, object]:
     return {
         "dbt": DbtResource(
             project_dir=project,
             profiles_dir=str(settings.dbt_project_dir),
-            dbt_executable=str(Path(sys.executable).with_name("dbt")),
+            dbt_executable=dbt_executable(),
         ),
         "warehouse": WarehouseResource(database=str(settings.warehouse)),
     }
