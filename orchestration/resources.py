@@ -19,6 +19,9 @@ from packaging.version import Version
 from segops import warehouse
 from segops.settings import Settings
 
+# The dbt installed beside this Python: the dbt-core imported here, activated venv or not.
+DBT_BESIDE_PYTHON = Path(sys.executable).with_name("dbt")
+
 
 class WarehouseResource(DuckDBResource):
     """DuckDB resource that shares the lock etiquette of every other SegOps process."""
@@ -35,8 +38,8 @@ class DbtResource(DbtCliResource):
     """dagster-dbt's CLI resource, told dbt's version instead of asking `dbt --version`.
 
     dagster-dbt starts `dbt --version` once per run to learn it, a Python start plus dbt's
-    imports: 3 s of every nightly run on two cores. The executable is the `dbt` installed beside
-    this Python (`dbt_executable`), so its version is the one imported here.
+    imports: 3 s of every nightly run on two cores. The executable is DBT_BESIDE_PYTHON when it
+    exists, so its version is the one imported here.
     """
 
     @cached_property
@@ -46,19 +49,13 @@ class DbtResource(DbtCliResource):
 
 def build_dbt_project(settings: Settings) -> DbtProject:
     # dbt's profile reads the warehouse path from the environment, and `prepare_if_dev` (under
-    # `dagster dev`) runs the `dbt` on PATH: the one installed beside this Python if none is.
+    # `dagster dev`) runs the `dbt` on PATH: the one beside this Python if none is.
     os.environ.setdefault("SEGOPS_WAREHOUSE", str(settings.warehouse))
     if shutil.which("dbt") is None:
-        os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+        os.environ["PATH"] = f"{DBT_BESIDE_PYTHON.parent}{os.pathsep}{os.environ['PATH']}"
     project = DbtProject(project_dir=settings.dbt_project_dir, target_path=settings.dbt_target_dir)
     project.prepare_if_dev()
     return project
-
-
-def dbt_executable() -> str:
-    """The `dbt` installed beside this Python (the dbt-core imported here), else the one on PATH."""
-    beside = Path(sys.executable).with_name("dbt")
-    return str(beside) if beside.exists() else "dbt"
 
 
 def build_resources(settings: Settings, project: DbtProject) -> dict[str, object]:
@@ -66,7 +63,7 @@ def build_resources(settings: Settings, project: DbtProject) -> dict[str, object
         "dbt": DbtResource(
             project_dir=project,
             profiles_dir=str(settings.dbt_project_dir),
-            dbt_executable=dbt_executable(),
+            dbt_executable=str(DBT_BESIDE_PYTHON) if DBT_BESIDE_PYTHON.exists() else "dbt",
         ),
         "warehouse": WarehouseResource(database=str(settings.warehouse)),
     }

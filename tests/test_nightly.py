@@ -112,7 +112,6 @@ def test_two_nightly_runs_record_enters_and_exits(shop, monkeypatch):
     assert members("dach_customers", at=later) == ["paris"]
 
 
-
 def test_a_pinned_now_reaches_the_tables_dbt_builds(shop, monkeypatch):
     """SEGOPS_NOW pins dbt's models as well as membership: an event after it is not counted."""
     with connect(load_settings().warehouse) as con:
@@ -130,6 +129,7 @@ def test_a_pinned_now_reaches_the_tables_dbt_builds(shop, monkeypatch):
     pin_clock(monkeypatch, NOW + timedelta(days=2))
     assert run_nightly(defs).success
     assert profile_events() == 1
+
 
 BROKEN_SEGMENTS = {
     "no_customer_id": ("select 'x' as user_id", "nightly"),
