@@ -15,7 +15,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from segops.warehouse import EVENT_ID_INDEX, ensure_schema
+from segops.warehouse import ensure_schema
 
 COUNTRIES = {  # country: (share of customers, cities)
     "US": (0.30, ["New York", "Chicago", "Austin", "Seattle"]),
@@ -82,7 +82,6 @@ def generate(
     extras = _signups_and_email(rng, people, customers, now_us)
 
     ensure_schema(con)
-    con.execute("drop index if exists raw.events_event_id")
     con.execute("delete from raw.events")
     con.execute("delete from raw.customers")
     width = customer_ids_width(customers)
@@ -158,7 +157,6 @@ def generate(
         },
     )
     con.unregister("_events")
-    con.execute(EVENT_ID_INDEX)
     con.execute("checkpoint")
     count = con.execute("select count(*) from raw.events").fetchone()[0]
     return GenerationSummary(customers=customers, events=count,

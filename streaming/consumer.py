@@ -65,6 +65,10 @@ class ConsumerConfig:
     tick_seconds: float = 1.0
     retry_failed_seconds: float = 30.0
     lock_timeout_seconds: float = 3600.0
+    # A busy consumer closes and reopens the warehouse this often: a DuckDB connection keeps
+    # what its queries' temporary buffers leave behind (about 60 block handles a micro-batch)
+    # and frees it only when it closes.
+    reopen_seconds: float = 60.0
     publish_changes: bool = True  # the change feed (outbox) to the segment-changes topic
 
 
@@ -99,6 +103,7 @@ class Consumer:
         self._last_failed_retry = time.monotonic()
         self.stopping = threading.Event()
         self._wait_reported = 0.0
+        self._opened_at = time.monotonic()
         self.by_customer = CustomerEvents(settings.warehouse)
         self.warehouse = HeldConnection(settings.warehouse,
                                         timeout=self.config.lock_timeout_seconds,
@@ -159,8 +164,8 @@ class Consumer:
     def run(self, source, *, until_idle: float | None = None) -> None:
         """Consume until `stop()` or until idle for `until_idle` seconds.
 
-        The warehouse stays open while messages keep coming and is given up on an idle round
-        and whenever another process waits for it.
+        The warehouse stays open while messages keep coming and is given up on an idle round,
+        whenever another process waits for it, and every `reopen_seconds`.
         """
         with self.warehouse.held():
             self.start()
@@ -193,6 +198,9 @@ class Consumer:
                 last_eval = time.monotonic()
                 self.maintain()
             if not messages:
+                self.warehouse.release()
+            elif time.monotonic() - self._opened_at >= self.config.reopen_seconds:
+                log.debug("reopening the warehouse, to free what DuckDB kept")
                 self.warehouse.release()
 
     def flush_changes(self) -> None:
@@ -234,7 +242,6 @@ class Consumer:
         events, rejected = _validate_all(messages, now)
         unique = list({e.event_id: e for e in reversed(events)}.values())
         segments = [s for s in self.evaluator.queries if s not in self.failed]
-        redelivered = False
         together = True
         while True:
             laps = Laps()
@@ -245,8 +252,8 @@ class Consumer:
                     laps.mark("open")
                     if self.feed:
                         self.feed.mark_accepted(con)
-                    stored = _store_events(con, unique, now, skip_known=redelivered)
-                    self.by_customer.add(stored, now)
+                    stored = self.by_customer.add(unique, now)  # what is not a redelivery
+                    _store_events(con, stored, now)
                     _store_dead_letters(con, rejected)
                     laps.mark("store")
                     deltas = self.evaluator.evaluate(
@@ -265,10 +272,6 @@ class Consumer:
                     laps.mark("evaluate")
                 laps.mark("commit")
                 break
-            except duckdb.ConstraintException:
-                if redelivered:
-                    raise
-                redelivered = True  # an event stored before: do the batch again, skipping it
             except SegmentsFailed as failure:
                 log.warning("%s; evaluating them one by one to find which", failure)
                 together = False
@@ -302,6 +305,7 @@ class Consumer:
 
     def _opened(self, con: duckdb.DuckDBPyConnection) -> None:
         """On each opening of the warehouse: tables exist, the index by customer agrees."""
+        self._opened_at = time.monotonic()
         ensure_schema(con)
         self.by_customer.sync(con)
 
@@ -390,18 +394,10 @@ def _validate_all(
     return events, rejected
 
 
-def _store_events(
-    con: duckdb.DuckDBPyConnection, events: list[Event], now: datetime, *, skip_known: bool
-) -> list[Event]:
-    """Append the events; return those stored.
-
-    A plain insert checks the new ids against the unique index and fails on one already
-    stored. `skip_known` (insert or ignore) leaves those out instead, but costs more the more
-    events there are (0.9 s for 1,000 events at ten million stored, against 20 ms), so it is
-    kept for batches that turned out to hold a redelivery.
-    """
+def _store_events(con: duckdb.DuckDBPyConnection, events: list[Event], now: datetime) -> None:
+    """Append the events, in one columnar insert."""
     if not events:
-        return []
+        return
     batch = pa.table(
         {
             "event_id": [e.event_id for e in events],
@@ -411,23 +407,19 @@ def _store_events(
             "properties": [e.properties for e in events],
         }
     )
-    # Left registered if the insert fails: the caller rolls back and closes the connection.
     con.register("_batch", batch)
-    stored = con.execute(
-        f"""
-        insert {"or ignore" if skip_known else ""} into raw.events
-            (event_id, customer_id, event_type, occurred_at, properties, ingested_at)
-        select event_id, customer_id, event_type, occurred_at, properties::json, $now
-        from _batch
-        returning event_id
-        """,
-        {"now": now},
-    ).fetchall()
-    con.unregister("_batch")
-    if len(stored) == len(events):
-        return events
-    kept = {row[0] for row in stored}
-    return [e for e in events if e.event_id in kept]
+    try:
+        con.execute(
+            """
+            insert into raw.events
+                (event_id, customer_id, event_type, occurred_at, properties, ingested_at)
+            select event_id, customer_id, event_type, occurred_at, properties::json, $now
+            from _batch
+            """,
+            {"now": now},
+        )
+    finally:
+        con.unregister("_batch")
 
 
 def _store_dead_letters(

@@ -6,7 +6,9 @@ This SQLite table holds the same rows in a B-tree on (customer_id, event_id), so
 a thousand seeks whatever the history's size.
 
 It is derived: `raw.events` stays the record. The consumer writes both in each batch and commits
-the warehouse first, so the index is never ahead of it. Each time the consumer opens the
+the warehouse first, so the index is never ahead of it. It is also where redeliveries are caught:
+its unique `event_id` lives on disk, where a unique index in DuckDB would be held whole in memory
+and grow with every event stored (about 100 bytes each). Each time the consumer opens the
 warehouse it checks the two agree (row count, newest ingestion, newest occurrence) and catches up
 or rebuilds when they do not: another process appended, a consumer died between its two
 commits, or the shop was regenerated.
@@ -50,6 +52,8 @@ create table if not exists events (
     primary key (customer_id, event_id)
 ) without rowid;
 
+create unique index if not exists events_event_id on events (event_id);
+
 create table if not exists summary (
     id integer primary key check (id = 1),
     row_count integer not null,
@@ -67,6 +71,7 @@ INSERT = """
 insert or ignore into events
 select value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
 from json_each(?)
+returning event_id
 """
 SELECT = """
 select json_array(json_group_array(customer_id), json_group_array(event_id),
@@ -137,7 +142,9 @@ class CustomerEvents:
         )
         added = 0
         while rows := reader.fetchmany(LOAD_CHUNK):
-            added += self._insert("[" + ",".join(row[0] for row in rows) + "]", *newest)
+            added += len(self._insert("[" + ",".join(row[0] for row in rows) + "]"))
+        if added:
+            self._count(added, *newest)
         return added
 
     # -- the consumer's side ------------------------------------------------------------------
@@ -154,18 +161,21 @@ class CustomerEvents:
             raise
         db.execute("commit")
 
-    def add(self, events: list[Event], ingested_at: datetime) -> None:
-        """Add the events the warehouse just stored, inside `transaction()`."""
+    def add(self, events: list[Event], ingested_at: datetime) -> list[Event]:
+        """Add the events not held yet, inside `transaction()`; return them, for the warehouse
+        to store. An event whose id is held already is a redelivery."""
         if not events:
-            return
+            return []
         occurred = pa.array([e.occurred_at for e in events], pa.timestamp("us"))
-        occurred_us = occurred.cast(pa.int64()).to_pylist()
         ingested = _epoch_us(ingested_at)
         rows = [
             (e.customer_id, e.event_id, e.event_type, at, e.properties, ingested)
-            for e, at in zip(events, occurred_us, strict=True)
+            for e, at in zip(events, occurred.cast(pa.int64()).to_pylist(), strict=True)
         ]
-        self._insert(json.dumps(rows), ingested, max(occurred_us))
+        added = set(self._insert(json.dumps(rows)))
+        if added:
+            self._count(len(added), ingested, max(row[3] for row in rows if row[1] in added))
+        return events if len(added) == len(events) else [e for e in events if e.event_id in added]
 
     def copy_into(self, con: duckdb.DuckDBPyConnection, table: str, scope: str) -> None:
         """Create temp table `table` as the events of the customers in temp table `scope`."""
@@ -204,11 +214,13 @@ class CustomerEvents:
             self._db = db
         return self._db
 
-    def _insert(self, rows: str, newest_ingested: int, newest_occurred: int) -> int:
-        """Insert `rows` (a JSON array of row arrays) and count them in the summary."""
-        db = self._connection()
-        added = db.execute(INSERT, (rows,)).rowcount
-        db.execute(
+    def _insert(self, rows: str) -> list[str]:
+        """Insert `rows` (a JSON array of row arrays); return the ids of those not held yet."""
+        return [row[0] for row in self._connection().execute(INSERT, (rows,)).fetchall()]
+
+    def _count(self, added: int, newest_ingested: int, newest_occurred: int) -> None:
+        """Record rows added in the summary that `sync` compares with raw.events."""
+        self._connection().execute(
             """
             update summary set
                 row_count = row_count + ?1,
@@ -217,7 +229,6 @@ class CustomerEvents:
             """,
             (added, newest_ingested, newest_occurred),
         )
-        return added
 
     def _summary(self) -> tuple[int, int | None, int | None]:
         return self._connection().execute(

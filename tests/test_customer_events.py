@@ -96,3 +96,45 @@ def test_a_regenerated_history_is_indexed_again(warehouse):
     from_index, stored = copies(consumer)
     assert len(stored) > 1000
     assert from_index == stored
+
+
+def test_a_redelivery_is_caught_after_the_index_was_lost(warehouse):
+    batch = traffic_batches(1, 100)[0]
+    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False))
+    consumer.start()
+    consumer.process(batch)
+    consumer.by_customer.close()
+    consumer.by_customer.path.unlink()
+
+    again = Consumer(warehouse, ConsumerConfig(publish_changes=False))
+    again.start()  # opening the warehouse rebuilds the index from raw.events
+    outcome = again.process(batch)
+
+    assert (outcome.stored, outcome.duplicates) == (0, 100)
+    from_index, stored = copies(again)
+    assert len(stored) == 100
+    assert from_index == stored
+
+
+def test_an_event_id_is_stored_once_whatever_customer_it_names(warehouse):
+    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False))
+    consumer.start()
+    first = event("first", "page_view", utc_now())
+    consumer.process([incoming(first)])
+
+    outcome = consumer.process([incoming({**first, "customer_id": "second"})])
+
+    assert (outcome.stored, outcome.duplicates) == (0, 1)
+    from_index, stored = copies(consumer)
+    assert [(row[0], row[1]) for row in stored] == [(first["event_id"], "first")]
+    assert from_index == stored
+
+
+def test_the_warehouse_holds_no_index_on_event_ids(warehouse):
+    with connect(warehouse.warehouse) as con:  # as an earlier version left it
+        con.execute("create unique index events_event_id on raw.events (event_id)")
+    Consumer(warehouse, ConsumerConfig(publish_changes=False)).start()
+    with connect(warehouse.warehouse) as con:
+        indexes = con.execute(
+            "select index_name from duckdb_indexes() where table_name = 'events'").fetchall()
+    assert indexes == [], "DuckDB holds an index whole in memory; it grows with every event"
