@@ -65,10 +65,6 @@ class ConsumerConfig:
     tick_seconds: float = 1.0
     retry_failed_seconds: float = 30.0
     lock_timeout_seconds: float = 3600.0
-    # A busy consumer closes and reopens the warehouse this often: a DuckDB connection keeps
-    # what its queries' temporary buffers leave behind (about 60 block handles a micro-batch)
-    # and frees it only when it closes.
-    reopen_seconds: float = 60.0
     publish_changes: bool = True  # the change feed (outbox) to the segment-changes topic
 
 
@@ -103,7 +99,6 @@ class Consumer:
         self._last_failed_retry = time.monotonic()
         self.stopping = threading.Event()
         self._wait_reported = 0.0
-        self._opened_at = time.monotonic()
         self.by_customer = CustomerEvents(settings.warehouse)
         self.warehouse = HeldConnection(settings.warehouse,
                                         timeout=self.config.lock_timeout_seconds,
@@ -164,8 +159,8 @@ class Consumer:
     def run(self, source, *, until_idle: float | None = None) -> None:
         """Consume until `stop()` or until idle for `until_idle` seconds.
 
-        The warehouse stays open while messages keep coming and is given up on an idle round,
-        whenever another process waits for it, and every `reopen_seconds`.
+        The warehouse stays open while messages keep coming and is given up on an idle round
+        and whenever another process waits for it.
         """
         with self.warehouse.held():
             self.start()
@@ -198,9 +193,6 @@ class Consumer:
                 last_eval = time.monotonic()
                 self.maintain()
             if not messages:
-                self.warehouse.release()
-            elif time.monotonic() - self._opened_at >= self.config.reopen_seconds:
-                log.debug("reopening the warehouse, to free what DuckDB kept")
                 self.warehouse.release()
 
     def flush_changes(self) -> None:
@@ -305,7 +297,6 @@ class Consumer:
 
     def _opened(self, con: duckdb.DuckDBPyConnection) -> None:
         """On each opening of the warehouse: tables exist, the index by customer agrees."""
-        self._opened_at = time.monotonic()
         ensure_schema(con)
         self.by_customer.sync(con)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import logging
 import random
 from datetime import timedelta
 
@@ -80,18 +79,6 @@ MALFORMED = {
     b'"occurred_at": "last tuesday"}': "not RFC 3339",
     b"{" + b" " * 70_000 + b"}": "oversized",
 }
-
-
-def test_a_busy_consumer_reopens_the_warehouse_and_loses_nothing(warehouse, pubsub, caplog):
-    caplog.set_level(logging.DEBUG, logger="streaming.consumer")
-    views = [event(f"c{n % 7}", "page_view", utc_now(), path="/") for n in range(40)]
-    publish_all(pubsub, views)
-
-    consume_until_idle(pubsub, batch_size=4, reopen_seconds=0)
-
-    reopened = [r for r in caplog.records if r.getMessage().startswith("reopening the warehouse")]
-    assert reopened, "a consumer busy for longer than reopen_seconds closes the warehouse"
-    assert scalar(pubsub, "select count(*) from raw.events") == 40
 
 
 def test_malformed_messages_are_dead_lettered_and_the_stream_goes_on(warehouse, pubsub):
