@@ -52,7 +52,6 @@ create table if not exists events (
     primary key (customer_id, event_id)
 ) without rowid;
 
-
 create table if not exists summary (
     id integer primary key check (id = 1),
     row_count integer not null,

@@ -26,6 +26,13 @@ def copies(consumer: Consumer) -> tuple[list[tuple], list[tuple]]:
                 con.execute("select * from raw.events order by event_id").fetchall())
 
 
+def started(warehouse) -> Consumer:
+    """A consumer past `start()`: the warehouse opened once, so the index is in sync."""
+    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False))
+    consumer.start()
+    return consumer
+
+
 def traffic_batches(count: int, size: int):
     now = utc_now()
     ids = itertools.cycle(range(25))
@@ -49,8 +56,7 @@ def test_the_index_holds_every_stored_event_once(warehouse):
 
 
 def test_events_another_process_appended_are_caught_up(warehouse):
-    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False))
-    consumer.start()
+    consumer = started(warehouse)
     now = utc_now()
     consumer.process([incoming(event("reader", "page_view", now))])
     with connect(warehouse.warehouse) as con:  # another writer, while the consumer is closed
@@ -66,8 +72,7 @@ def test_events_another_process_appended_are_caught_up(warehouse):
 
 
 def test_a_commit_the_index_missed_is_put_back(warehouse):
-    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False))
-    consumer.start()
+    consumer = started(warehouse)
     first, second = traffic_batches(2, 100)
     consumer.process(first)
     before = sqlite3.connect(consumer.by_customer.path).execute(
@@ -87,8 +92,7 @@ def test_a_commit_the_index_missed_is_put_back(warehouse):
 
 
 def test_a_regenerated_history_is_indexed_again(warehouse):
-    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False))
-    consumer.start()
+    consumer = started(warehouse)
     consumer.process(traffic_batches(1, 100)[0])
     with connect(warehouse.warehouse) as con:
         generate(con, customers=200, now=utc_now() - timedelta(days=1))
@@ -100,14 +104,12 @@ def test_a_regenerated_history_is_indexed_again(warehouse):
 
 def test_a_redelivery_is_caught_after_the_index_was_lost(warehouse):
     batch = traffic_batches(1, 100)[0]
-    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False))
-    consumer.start()
+    consumer = started(warehouse)
     consumer.process(batch)
     consumer.by_customer.close()
     consumer.by_customer.path.unlink()
 
-    again = Consumer(warehouse, ConsumerConfig(publish_changes=False))
-    again.start()  # opening the warehouse rebuilds the index from raw.events
+    again = started(warehouse)  # opening the warehouse rebuilds the index from raw.events
     outcome = again.process(batch)
 
     assert (outcome.stored, outcome.duplicates) == (0, 100)
@@ -117,8 +119,7 @@ def test_a_redelivery_is_caught_after_the_index_was_lost(warehouse):
 
 
 def test_an_event_id_is_stored_once_whatever_customer_it_names(warehouse):
-    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False))
-    consumer.start()
+    consumer = started(warehouse)
     first = event("first", "page_view", utc_now())
     consumer.process([incoming(first)])
 
@@ -133,7 +134,7 @@ def test_an_event_id_is_stored_once_whatever_customer_it_names(warehouse):
 def test_the_warehouse_holds_no_index_on_event_ids(warehouse):
     with connect(warehouse.warehouse) as con:  # as an earlier version left it
         con.execute("create unique index events_event_id on raw.events (event_id)")
-    Consumer(warehouse, ConsumerConfig(publish_changes=False)).start()
+    started(warehouse)
     with connect(warehouse.warehouse) as con:
         indexes = con.execute(
             "select index_name from duckdb_indexes() where table_name = 'events'").fetchall()
