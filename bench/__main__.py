@@ -32,7 +32,7 @@ from pathlib import Path
 
 from bench import evaluation, memory, nightly, preview, report, stream, timing
 from bench.harness import SCALES, Lab
-from bench.machine import describe_machine
+from bench.machine import cpu_ticks, describe_machine, stolen_percent
 
 GROUPS = (stream, evaluation, nightly, timing, preview, memory)  # in this order (B6 uses B4's)
 RESULTS = Path(__file__).parent / "results"
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, dict], bool]:
                 if not wanted:
                     continue
                 print(f"{'/'.join(wanted)} ({group.__name__})", flush=True)
-                started = time.monotonic()
+                started, ticks = time.monotonic(), cpu_ticks()
                 try:
                     measured = group.measure(lab)
                 except Exception as error:
@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, dict], bool]:
                                     "baseline": None, "error": f"{type(error).__name__}: {error}"}
                                 for f in group.FIGURES}
                 seconds = round(time.monotonic() - started, 1)
+                stolen = stolen_percent(ticks, cpu_ticks())
                 for figure_id in wanted:
                     figures[figure_id] = {
                         **measured[figure_id],
@@ -99,6 +100,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, dict], bool]:
                         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
                         "group_seconds": seconds,
                         "load_average_after": round(os.getloadavg()[0], 2),
+                        "cpu_stolen_percent": stolen,
                     }
         finally:
             lab.close()

@@ -8,6 +8,20 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(ticks stolen by the hypervisor, all ticks) since boot, over every core."""
+    with open("/proc/stat") as stat:
+        ticks = [int(field) for field in stat.readline().split()[1:]]
+    return ticks[7], sum(ticks[:8])  # user nice system idle iowait irq softirq steal
+
+
+def stolen_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Share of the machine's CPU time the hypervisor gave to others between two readings: on a
+    shared machine it is why the same code measures slower in one run than in the next."""
+    total = after[1] - before[1]
+    return round(100 * (after[0] - before[0]) / total, 1) if total else 0.0
+
+
 def describe_machine() -> dict:
     with open("/proc/meminfo") as meminfo:
         total_kib = int(meminfo.readline().split()[1])

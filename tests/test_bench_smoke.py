@@ -43,6 +43,7 @@ def test_small_scale_writes_every_figure_with_its_limit(pubsub_emulator, tmp_pat
         assert figure["command"].startswith("python -m bench "), figure_id
         assert figure_id in figure["command"], figure_id
         assert figure["scale"] == "small"
+        assert 0 <= figure["cpu_stolen_percent"] <= 100, figure_id
     for figure_id in ("B1", "B3", "B4", "B7"):  # measured against a limit of the same run
         assert results[figure_id]["baseline"] > 0, figure_id
     # Where a batch's time went, for the figures about batches.
