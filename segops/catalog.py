@@ -25,6 +25,11 @@ class ManifestMissing(SegOpsError):
     """No dbt manifest yet: run `dbt parse` (or `make demo`) first."""
 
 
+class ManifestUnreadable(SegOpsError):
+    """The manifest is not JSON: caught while dbt rewrites it (dbt does not write atomically),
+    or damaged."""
+
+
 @dataclass(frozen=True)
 class Segment:
     name: str
@@ -61,11 +66,19 @@ class Catalog:
 
     @classmethod
     def load(cls, manifest_path: Path) -> Catalog:
-        if not manifest_path.exists():
+        try:
+            raw = manifest_path.read_bytes()
+        except FileNotFoundError:
             raise ManifestMissing(
                 f"no dbt manifest at {manifest_path}; build it with `dbt parse` or `make demo`"
-            )
-        return cls(json.loads(manifest_path.read_text()))
+            ) from None
+        try:
+            return cls(json.loads(raw))
+        except ValueError as error:
+            raise ManifestUnreadable(
+                f"the dbt manifest at {manifest_path} is not valid JSON ({error}): a dbt "
+                "command may be writing it; otherwise rebuild it with `dbt parse`"
+            ) from None
 
     @cached_property
     def nodes(self) -> dict[str, Model]:

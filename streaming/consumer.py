@@ -23,7 +23,8 @@ import pyarrow as pa
 from segops.catalog import Catalog
 from segops.changefeed import ChangeFeed
 from segops.clock import utc_now
-from segops.dbt import run_dbt
+from segops.dbt import DbtError, run_dbt
+from segops.errors import SegOpsError
 from segops.membership import MembershipDelta, SegmentFailed, SegmentsFailed
 from segops.settings import Settings
 from segops.warehouse import HeldConnection, ensure_schema, transaction
@@ -95,7 +96,7 @@ class Consumer:
         self.on_commit = on_commit
         self.failed: dict[str, str] = {}
         self.watermark: datetime | None = None
-        self._manifest_mtime: float | None = None
+        self._manifest_version: tuple[int, int] | None = None
         self._last_failed_retry = time.monotonic()
         self.stopping = threading.Event()
         self._wait_reported = 0.0
@@ -110,18 +111,23 @@ class Consumer:
 
     def _load_evaluator(self) -> RealtimeEvaluator:
         """Read the real-time segments from the manifest, compiling them first if needed."""
-        catalog = Catalog.load(self.settings.manifest_path)
+        catalog = self._read_manifest()
         if any(s.compiled_sql is None for s in catalog.segments.values() if s.is_realtime):
             log.info("compiling the real-time segments (manifest has no compiled SQL yet)")
             # The in-memory target: dbt-duckdb keeps its connection open for the life of the
             # process, which would hold the warehouse's lock against every other process.
             run_dbt(self.settings, ["compile", "--select", "+path:models/segments"],
                     extra=["--target", "compile"])
-            catalog = Catalog.load(self.settings.manifest_path)
-        self._manifest_mtime = self.settings.manifest_path.stat().st_mtime
+            catalog = self._read_manifest()
         evaluator = RealtimeEvaluator.from_catalog(catalog)
         self.failed.update(evaluator.refused)
         return evaluator
+
+    def _read_manifest(self) -> Catalog:
+        """The catalog, noting which version of the file it came from (looked at first, so a
+        rewrite that lands while it is read shows as a change next time)."""
+        self._manifest_version = _file_version(self.settings.manifest_path)
+        return Catalog.load(self.settings.manifest_path)
 
     def start(self) -> None:
         """Create tables if needed and evaluate every real-time segment over all customers."""
@@ -207,23 +213,35 @@ class Consumer:
 
     def maintain(self) -> None:
         """Pick up a changed manifest and retry failed segments now and then."""
-        mtime = self.settings.manifest_path.stat().st_mtime
-        if mtime != self._manifest_mtime:
-            previous = self.evaluator.queries
-            self.failed.clear()
-            self.evaluator = self._load_evaluator()
-            changed = [
-                name for name, query in self.evaluator.queries.items()
-                if previous.get(name) != query
-            ]
-            log.info("manifest changed; re-evaluating %s", ", ".join(changed) or "nothing")
-            self._evaluate_everyone(changed)
+        if _file_version(self.settings.manifest_path) != self._manifest_version:
+            self._reload()
         retryable = [s for s in self.failed if s in self.evaluator.queries]
         if retryable and time.monotonic() - self._last_failed_retry >= (
             self.config.retry_failed_seconds
         ):
             self._last_failed_retry = time.monotonic()
             self._evaluate_everyone(retryable)
+
+    def _reload(self) -> None:
+        """Swap in the segments of a changed manifest. One that cannot be read or compiled (a
+        dbt run is writing it, a deploy broke a model) leaves the running segments in place
+        until the file changes again: a bad deploy must not stop the stream."""
+        previous, failed = self.evaluator.queries, self.failed
+        self.failed = {}
+        try:
+            self.evaluator = self._load_evaluator()
+        except SegOpsError as problem:
+            self.failed = failed
+            if isinstance(problem, DbtError):  # it may have rewritten the manifest: no retry loop
+                self._manifest_version = _file_version(self.settings.manifest_path)
+            log.warning("%s; the segments stay as they were until the manifest changes again",
+                        problem)
+            return
+        changed = [
+            name for name, query in self.evaluator.queries.items() if previous.get(name) != query
+        ]
+        log.info("manifest changed; re-evaluating %s", ", ".join(changed) or "nothing")
+        self._evaluate_everyone(changed)
 
     # -- one micro-batch ---------------------------------------------------------------------
 
@@ -446,3 +464,12 @@ def _lag_ms(messages: Sequence[Incoming]) -> float | None:
     if not published:
         return None
     return (utc_now() - min(published)).total_seconds() * 1000
+
+
+def _file_version(path) -> tuple[int, int] | None:
+    """Modification time and size: a rewrite changes one or the other, even within a tick."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_mtime_ns, status.st_size

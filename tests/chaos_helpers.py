@@ -79,6 +79,14 @@ class ConsumerProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def while_alive(self, condition: Callable[[], bool]) -> Callable[[], bool]:
+        """`condition` for `wait_until`, failing at once, with the log, if the consumer died:
+        a dead consumer's last heartbeat would otherwise still read as healthy."""
+        def check() -> bool:
+            assert self.alive(), self.log()[-3000:]
+            return condition()
+        return check
+
     def stop(self, sig: int, timeout: float = 60) -> int:
         self.process.send_signal(sig)
         code = self.process.wait(timeout=timeout)
