@@ -39,6 +39,13 @@ def test_a_missing_warehouse_says_how_to_create_it(warehouse):
     assert_readable(result, f"no warehouse at {warehouse.warehouse}", "make demo")
 
 
+def test_a_damaged_manifest_says_how_to_rebuild_it(warehouse):
+    warehouse.manifest_path.write_text('{"nodes": {')
+    result = segops("segments")
+    assert_readable(result, f"the dbt manifest at {warehouse.manifest_path} is not valid JSON",
+                    "dbt parse")
+
+
 @pytest.mark.parametrize("command", [["init"], ["stream", "--until-idle", "1"]])
 def test_an_unreachable_emulator_names_the_host_and_how_to_start_it(warehouse, command):
     host = f"127.0.0.1:{free_port()}"
