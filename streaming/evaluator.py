@@ -86,9 +86,8 @@ class RealtimeEvaluator:
         try:
             stage_found(con, {name: self._members_query(con, name) for name in names},
                         together=together)
-            return apply_membership(
-                con, segments=names, scope="_scope", source="realtime", changed_at=now
-            )
+            return apply_membership(con, segments=names, scope="_scope", source="realtime",
+                                    changed_at=now, sizes=everyone)
         except SegmentContractError as error:
             raise SegmentFailed(error.segment, error) from error
 

@@ -27,7 +27,7 @@ def con(tmp_path):
         yield con
 
 
-def evaluate(con, members, *, scope=None, at=T0, source="batch", segment="vip"):
+def evaluate(con, members, *, scope=None, at=T0, source="batch", segment="vip", sizes=True):
     """Stage `members` (customer_id -> tier) and an optional scope, then apply them."""
     con.execute("create or replace temp table m (customer_id varchar, tier varchar)")
     for customer_id, tier in members.items():
@@ -39,13 +39,13 @@ def evaluate(con, members, *, scope=None, at=T0, source="batch", segment="vip"):
             con.execute("insert into s values (?)", [customer_id])
         scope_table = "s"
     with transaction(con):
-        return apply(con, segment, "m", scope=scope_table, source=source, at=at)
+        return apply(con, segment, "m", scope=scope_table, source=source, at=at, sizes=sizes)
 
 
-def apply(con, segment, members, *, scope=None, source="batch", at=T0):
+def apply(con, segment, members, *, scope=None, source="batch", at=T0, sizes=True):
     stage_found(con, {segment: members_query(con, segment, members)})
     (delta,) = apply_membership(
-        con, segments=[segment], scope=scope, source=source, changed_at=at
+        con, segments=[segment], scope=scope, source=source, changed_at=at, sizes=sizes
     )
     return delta
 
@@ -72,6 +72,13 @@ def test_second_run_records_only_the_difference(con):
     b = current_members(con, "vip").set_index("customer_id").loc["b"]
     assert b["entered_at"] == T0, "staying members keep their entry time"
     assert '"gold"' in b["attributes"], "attributes follow the latest evaluation"
+
+
+def test_without_sizes_the_changes_are_the_same_and_the_count_is_skipped(con):
+    evaluate(con, {"a": "gold", "b": "silver"})
+    delta = evaluate(con, {"b": "gold"}, at=T0 + timedelta(hours=1), sizes=False)
+    assert (delta.size, delta.enters, delta.exits) == (None, 0, 1)
+    assert ids(current_members(con, "vip")) == ["b"]
 
 
 def test_unchanged_membership_writes_no_change(con):
