@@ -13,7 +13,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -67,6 +68,10 @@ class ConsumerConfig:
     retry_failed_seconds: float = 30.0
     lock_timeout_seconds: float = 3600.0
     publish_changes: bool = True  # the change feed (outbox) to the segment-changes topic
+    # DuckDB's threads for micro-batches. Their statements are small: a second worker mostly
+    # waits for a core the Pub/Sub client (and, locally, the emulator) is using. Evaluating
+    # everyone, one large query, gets every core.
+    batch_threads: int = 1
 
 
 class Laps:
@@ -144,7 +149,8 @@ class Consumer:
         while healthy:
             now = self.clock()
             try:
-                with self._connect() as con, transaction(con):
+                with (self._connect() as con, _every_core(con, self.config.batch_threads),
+                      transaction(con)):
                     deltas = self.evaluator.evaluate(
                         con, touched=[], now=now, since=None, segments=healthy, everyone=True
                     )
@@ -317,6 +323,7 @@ class Consumer:
         """On each opening of the warehouse: tables exist, the index by customer agrees."""
         ensure_schema(con)
         self.by_customer.sync(con)
+        con.execute(f"set threads = {self.config.batch_threads:d}")
 
     def _report_wait(self, waited: float) -> None:
         """Say so after a second, then every ten: a long wait is visible, not a flood."""
@@ -378,6 +385,16 @@ class Consumer:
                 """,
                 values,
             )
+
+
+@contextmanager
+def _every_core(con: duckdb.DuckDBPyConnection, afterwards: int) -> Iterator[None]:
+    """DuckDB's default threads (one per core) for the block, then `afterwards` again."""
+    con.execute("reset threads")
+    try:
+        yield
+    finally:
+        con.execute(f"set threads = {afterwards:d}")
 
 
 def _incoming(message) -> Incoming:
