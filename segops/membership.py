@@ -126,35 +126,44 @@ def apply_membership(
         con.execute(f"delete from _found where not ({in_scope})")
     _check_contract(con)
     names = {"names": segments}
-    # Who leaves and who joins, in one pass: members in scope not found, found not members.
+    # The one pass over the membership table: the members of these segments among the customers
+    # evaluated, with their row ids. Everything after works on this copy and on row ids, so a
+    # micro-batch's cost follows its customers, not how many members the segments have.
     con.execute(
         f"""
-        create or replace temp table _delta as
-        select m.segment, m.customer_id, 'exit' as change, m.attributes
-        from segops.segment_membership as m
-        where m.segment in (select unnest($names)) and {in_scope}
-          and not exists (select 1 from _found as f
-                          where f.segment = m.segment and f.customer_id = m.customer_id)
-        union all
-        select f.segment, f.customer_id, 'enter' as change, f.attributes from _found as f
-        where not exists (select 1 from segops.segment_membership as m
-                          where m.segment = f.segment and m.customer_id = f.customer_id)
+        create or replace temp table _members as
+        select rowid as row_id, segment, customer_id, attributes
+        from segops.segment_membership
+        where segment in (select unnest($names)) and {in_scope}
         """,
         names,
     )
+    # Who leaves, who joins, and whose attributes changed, in one pass over the two copies.
     con.execute(
         """
-        delete from segops.segment_membership as m
-        using _delta as x
-        where x.change = 'exit' and m.segment = x.segment and m.customer_id = x.customer_id
+        create or replace temp table _delta as
+        select m.row_id, m.segment, m.customer_id, 'exit' as change, m.attributes
+        from _members as m anti join _found as f using (segment, customer_id)
+        union all
+        select null, f.segment, f.customer_id, 'enter', f.attributes
+        from _found as f anti join _members as m using (segment, customer_id)
+        union all
+        select m.row_id, f.segment, f.customer_id, 'update', f.attributes
+        from _found as f join _members as m using (segment, customer_id)
+        where m.attributes is distinct from f.attributes
         """
     )
     con.execute(
         """
-        update segops.segment_membership as m set attributes = f.attributes
-        from _found as f
-        where m.segment = f.segment and m.customer_id = f.customer_id
-          and m.attributes is distinct from f.attributes
+        delete from segops.segment_membership
+        where rowid in (select row_id from _delta where change = 'exit')
+        """
+    )
+    con.execute(
+        """
+        update segops.segment_membership as m set attributes = d.attributes
+        from _delta as d
+        where d.change = 'update' and m.rowid = d.row_id
         """
     )
     stamped = {"source": source, "at": changed_at}
@@ -163,6 +172,7 @@ def apply_membership(
         insert into segops.segment_membership_changes
             (segment, customer_id, change, changed_at, source, attributes)
         select segment, customer_id, change, $at, $source, attributes from _delta
+        where change <> 'update'
         order by segment, customer_id
         returning segment, change
         """,
