@@ -110,6 +110,7 @@ class Consumer:
                                         timeout=self.config.lock_timeout_seconds,
                                         on_wait=self._report_wait, on_open=self._opened)
         self.evaluator = self._load_evaluator()
+        self.failed.update(self.evaluator.refused)
         self.feed = ChangeFeed(settings, "realtime") if self.config.publish_changes else None
 
     # -- setup ---------------------------------------------------------------------------
@@ -121,12 +122,15 @@ class Consumer:
             log.info("compiling the real-time segments (manifest has no compiled SQL yet)")
             # The in-memory target: dbt-duckdb keeps its connection open for the life of the
             # process, which would hold the warehouse's lock against every other process.
-            run_dbt(self.settings, ["compile", "--select", "+path:models/segments"],
-                    extra=["--target", "compile"])
+            try:
+                run_dbt(self.settings, ["compile", "--select", "+path:models/segments"],
+                        extra=["--target", "compile"])
+            except DbtError:
+                # dbt rewrites the manifest as its compile fails: that version has been tried.
+                self._manifest_version = _file_version(self.settings.manifest_path)
+                raise
             catalog = self._read_manifest()
-        evaluator = RealtimeEvaluator.from_catalog(catalog)
-        self.failed.update(evaluator.refused)
-        return evaluator
+        return RealtimeEvaluator.from_catalog(catalog)
 
     def _read_manifest(self) -> Catalog:
         """The catalog, noting which version of the file it came from (looked at first, so a
@@ -232,17 +236,14 @@ class Consumer:
         """Swap in the segments of a changed manifest. One that cannot be read or compiled (a
         dbt run is writing it, a deploy broke a model) leaves the running segments in place
         until the file changes again: a bad deploy must not stop the stream."""
-        previous, failed = self.evaluator.queries, self.failed
-        self.failed = {}
+        previous = self.evaluator.queries
         try:
             self.evaluator = self._load_evaluator()
         except SegOpsError as problem:
-            self.failed = failed
-            if isinstance(problem, DbtError):  # it may have rewritten the manifest: no retry loop
-                self._manifest_version = _file_version(self.settings.manifest_path)
             log.warning("%s; the segments stay as they were until the manifest changes again",
                         problem)
             return
+        self.failed = dict(self.evaluator.refused)
         changed = [
             name for name, query in self.evaluator.queries.items() if previous.get(name) != query
         ]
