@@ -78,6 +78,12 @@ select json_array(json_group_array(customer_id), json_group_array(event_id),
     json_group_array(ingested_at))
 from events where customer_id in (select value from json_each(?))
 """
+COUNT = """
+select json_group_array(json_array(value, (select count(*) from events where customer_id = value)))
+from json_each(?)
+"""
+# A copy crosses in parts of about this many rows: one part's Python objects are alive at a time.
+COPY_PART_ROWS = 5_000
 
 
 class IndexMismatch(SegOpsError):
@@ -180,23 +186,46 @@ class CustomerEvents:
         return events if len(added) == len(events) else [e for e in events if e.event_id in added]
 
     def copy_into(self, con: duckdb.DuckDBPyConnection, table: str, scope: str) -> None:
-        """Create temp table `table` as the events of the customers in temp table `scope`."""
+        """Create temp table `table` as the events of the customers in temp table `scope`.
+
+        The rows cross in parts of about COPY_PART_ROWS (`parts`): a batch's copy grows with its
+        customers' histories, and a few busy customers touched in every batch would otherwise
+        make each batch's peak, which the allocators keep, larger than the last.
+        """
         customers = [row[0] for row in con.execute(f"select customer_id from {scope}").fetchall()]
-        (document,) = self._connection().execute(SELECT, (json.dumps(customers),)).fetchone()
-        found = pa.table(dict(zip(FOUND.names, json.loads(document), strict=True)), schema=FOUND)
-        con.register("_by_customer", found)
-        try:
-            con.execute(
-                f"""
-                create or replace temp table {table} as
-                select event_id, customer_id, event_type,
-                    make_timestamp(occurred_at) as occurred_at, properties::json as properties,
-                    make_timestamp(ingested_at) as ingested_at
-                from _by_customer
-                """
-            )
-        finally:
-            con.unregister("_by_customer")
+        for index, part in enumerate(self.parts(customers)):
+            (document,) = self._connection().execute(SELECT, (json.dumps(part),)).fetchone()
+            found = pa.table(dict(zip(FOUND.names, json.loads(document), strict=True)),
+                             schema=FOUND)
+            del document
+            con.register("_by_customer", found)
+            try:
+                con.execute(
+                    (f"create or replace temp table {table} as" if index == 0
+                     else f"insert into {table}")
+                    + """
+                    select event_id, customer_id, event_type,
+                        make_timestamp(occurred_at) as occurred_at, properties::json as properties,
+                        make_timestamp(ingested_at) as ingested_at
+                    from _by_customer
+                    """
+                )
+            finally:
+                con.unregister("_by_customer")
+
+    def parts(self, customers: list[str]) -> list[list[str]]:
+        """`customers` in runs holding about COPY_PART_ROWS events together (a customer with
+        more is a run alone); at least one run, so the copy is created even when empty."""
+        (document,) = self._connection().execute(COUNT, (json.dumps(customers),)).fetchone()
+        runs: list[list[str]] = [[]]
+        rows = 0
+        for customer, events in json.loads(document):
+            if runs[-1] and rows + events > COPY_PART_ROWS:
+                runs.append([])
+                rows = 0
+            runs[-1].append(customer)
+            rows += events
+        return runs
 
     def close(self) -> None:
         if self._db is not None:

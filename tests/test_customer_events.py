@@ -10,6 +10,7 @@ from datetime import timedelta
 from segops.clock import utc_now
 from segops.synthetic import generate
 from segops.warehouse import connect
+from streaming import customer_events
 from streaming.consumer import Consumer, ConsumerConfig
 from streaming.traffic import ShopTraffic, event
 from tests.shop import add_event
@@ -53,6 +54,26 @@ def test_the_index_holds_every_stored_event_once(warehouse):
         assert from_index == stored
         assert consumer.process(batches[1]).stored == 0, "a redelivery stores nothing twice"
         assert copies(consumer)[0] == stored
+
+
+def test_a_copy_in_many_parts_holds_the_same_rows(warehouse, monkeypatch):
+    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False))
+    monkeypatch.setattr(customer_events, "COPY_PART_ROWS", 7)
+    with consumer.warehouse.held():
+        consumer.start()
+        for batch in traffic_batches(2, 150):
+            consumer.process(batch)
+        with consumer.warehouse.use() as con:
+            held = dict(con.execute(
+                "select customer_id, count(*) from raw.events group by all").fetchall())
+        parts = consumer.by_customer.parts([*held, "never-seen"])
+
+        assert sorted(c for part in parts for c in part) == sorted([*held, "never-seen"])
+        assert len(parts) > 10
+        assert all(len(part) == 1 or sum(held.get(c, 0) for c in part) <= 7 for part in parts)
+        from_index, stored = copies(consumer)
+        assert from_index == stored, "the parts together are the whole copy"
+    assert consumer.by_customer.parts([]) == [[]], "an empty scope still creates the copy"
 
 
 def test_events_another_process_appended_are_caught_up(warehouse):
