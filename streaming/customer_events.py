@@ -188,30 +188,30 @@ class CustomerEvents:
     def copy_into(self, con: duckdb.DuckDBPyConnection, table: str, scope: str) -> None:
         """Create temp table `table` as the events of the customers in temp table `scope`.
 
-        The rows cross in parts of about COPY_PART_ROWS (`parts`): a batch's copy grows with its
-        customers' histories, and a few busy customers touched in every batch would otherwise
-        make each batch's peak, which the allocators keep, larger than the last.
+        The rows cross from SQLite in parts of about COPY_PART_ROWS (`parts`), so only one
+        part's Python objects are alive at a time: a batch's copy grows with its customers'
+        histories, and busy customers touched in every batch would otherwise make each batch's
+        peak, which the allocators keep, larger than the last.
         """
         customers = [row[0] for row in con.execute(f"select customer_id from {scope}").fetchall()]
-        for index, part in enumerate(self.parts(customers)):
-            (document,) = self._connection().execute(SELECT, (json.dumps(part),)).fetchone()
-            found = pa.table(dict(zip(FOUND.names, json.loads(document), strict=True)),
-                             schema=FOUND)
-            del document
-            con.register("_by_customer", found)
-            try:
-                con.execute(
-                    (f"create or replace temp table {table} as" if index == 0
-                     else f"insert into {table}")
-                    + """
-                    select event_id, customer_id, event_type,
-                        make_timestamp(occurred_at) as occurred_at, properties::json as properties,
-                        make_timestamp(ingested_at) as ingested_at
-                    from _by_customer
-                    """
-                )
-            finally:
-                con.unregister("_by_customer")
+        found = pa.concat_tables([self._events_of(part) for part in self.parts(customers)])
+        con.register("_by_customer", found)
+        try:
+            con.execute(
+                f"""
+                create or replace temp table {table} as
+                select event_id, customer_id, event_type,
+                    make_timestamp(occurred_at) as occurred_at, properties::json as properties,
+                    make_timestamp(ingested_at) as ingested_at
+                from _by_customer
+                """
+            )
+        finally:
+            con.unregister("_by_customer")
+
+    def _events_of(self, customers: list[str]) -> pa.Table:
+        (document,) = self._connection().execute(SELECT, (json.dumps(customers),)).fetchone()
+        return pa.table(dict(zip(FOUND.names, json.loads(document), strict=True)), schema=FOUND)
 
     def parts(self, customers: list[str]) -> list[list[str]]:
         """`customers` in runs holding about COPY_PART_ROWS events together (a customer with
