@@ -210,12 +210,13 @@ class CustomerEvents:
             con.unregister("_by_customer")
 
     def _events_of(self, customers: list[str]) -> pa.Table:
+        """The events of `customers`, read as one JSON document (see INSERT)."""
         (document,) = self._connection().execute(SELECT, (json.dumps(customers),)).fetchone()
         return pa.table(dict(zip(FOUND.names, json.loads(document), strict=True)), schema=FOUND)
 
     def parts(self, customers: list[str]) -> list[list[str]]:
         """`customers` in runs holding about COPY_PART_ROWS events together (a customer with
-        more is a run alone); at least one run, so the copy is created even when empty."""
+        more is a run alone); at least one run, so an empty scope still gives an empty copy."""
         (document,) = self._connection().execute(COUNT, (json.dumps(customers),)).fetchone()
         runs: list[list[str]] = [[]]
         rows = 0
