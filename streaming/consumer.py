@@ -99,7 +99,6 @@ class Consumer:
         self.config = config or ConsumerConfig()
         self.clock = clock
         self.on_commit = on_commit
-        self.failed: dict[str, str] = {}
         self.watermark: datetime | None = None
         self._manifest_version: tuple[int, int] | None = None
         self._last_failed_retry = time.monotonic()
@@ -110,7 +109,7 @@ class Consumer:
                                         timeout=self.config.lock_timeout_seconds,
                                         on_wait=self._report_wait, on_open=self._opened)
         self.evaluator = self._load_evaluator()
-        self.failed.update(self.evaluator.refused)
+        self.failed: dict[str, str] = dict(self.evaluator.refused)
         self.feed = ChangeFeed(settings, "realtime") if self.config.publish_changes else None
 
     # -- setup ---------------------------------------------------------------------------

@@ -82,7 +82,7 @@ COUNT = """
 select json_group_array(json_array(value, (select count(*) from events where customer_id = value)))
 from json_each(?)
 """
-# A copy crosses in parts of about this many rows: one part's Python objects are alive at a time.
+# Rows in each part of a copy (see `CustomerEvents.copy_into`).
 COPY_PART_ROWS = 5_000
 
 
