@@ -22,6 +22,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -96,6 +97,8 @@ class CustomerEvents:
     def __init__(self, warehouse: Path):
         self.path = warehouse.with_suffix(".events-by-customer.sqlite")
         self._db: sqlite3.Connection | None = None
+        self._copy: _Copy | None = None  # the last copy made, which the next one carries over
+        self._added: list[tuple] = []  # rows added since, in FOUND's order
 
     # -- keeping it equal to raw.events ------------------------------------------------------
 
@@ -161,13 +164,19 @@ class CustomerEvents:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """Commit when the block ends (after the warehouse committed inside it), else roll back."""
         db = self._connection()
+        copy = self._copy
         db.execute("begin")
         try:
             yield db
+            db.execute("commit")
         except BaseException:
-            db.execute("rollback")
+            self._copy = None  # the warehouse may have rolled back to an older copy
+            if db.in_transaction:
+                db.execute("rollback")
             raise
-        db.execute("commit")
+        finally:
+            if self._copy is None or self._copy is copy:  # carried only to the next batch
+                self._copy, self._added = None, []
 
     def add(self, events: list[Event], ingested_at: datetime) -> list[Event]:
         """Add the events not held yet, inside `transaction()`; return them, for the warehouse
@@ -183,23 +192,33 @@ class CustomerEvents:
         added = set(self._insert(json.dumps(rows)))
         if added:
             self._count(len(added), ingested, max(row[3] for row in rows if row[1] in added))
+            if self._copy is not None:
+                self._added.extend(row for row in rows if row[1] in added)
         return events if len(added) == len(events) else [e for e in events if e.event_id in added]
 
     def copy_into(self, con: duckdb.DuckDBPyConnection, table: str, scope: str) -> None:
         """Create temp table `table` as the events of the customers in temp table `scope`.
 
-        The rows cross from SQLite in parts of about COPY_PART_ROWS (`parts`), so only one
-        part's Python objects are alive at a time: a batch's copy grows with its customers'
-        histories, and busy customers touched in every batch would otherwise make each batch's
-        peak, which the allocators keep, larger than the last.
+        Busy customers are in nearly every batch, and their histories grow all the time. So
+        the customers the previous batch copied into `table` carry their rows over, plus the
+        events added since; only the others are read from the index. Those rows cross from
+        SQLite in parts of about COPY_PART_ROWS (`parts`), so only one part's Python objects
+        are alive at a time, whatever a customer's history holds.
         """
         customers = [row[0] for row in con.execute(f"select customer_id from {scope}").fetchall()]
-        found = pa.concat_tables([self._events_of(part) for part in self.parts(customers)])
+        carried = self._carried(con, table)
+        fresh = [c for c in customers if c not in carried]
+        added = [row for row in self._added if row[0] in carried]
+        found = pa.concat_tables([_rows_table(added),
+                                  *(self._events_of(part) for part in self.parts(fresh))])
+        kept = (f"select * from {table} where customer_id in (select customer_id from {scope}) "
+                "union all ") if carried else ""
         con.register("_by_customer", found)
         try:
             con.execute(
                 f"""
                 create or replace temp table {table} as
+                {kept}
                 select event_id, customer_id, event_type,
                     make_timestamp(occurred_at) as occurred_at, properties::json as properties,
                     make_timestamp(ingested_at) as ingested_at
@@ -208,6 +227,16 @@ class CustomerEvents:
             )
         finally:
             con.unregister("_by_customer")
+        self._copy = _Copy(con, table, _table_oid(con, table), frozenset(customers))
+        self._added = []
+
+    def _carried(self, con: duckdb.DuckDBPyConnection, table: str) -> frozenset[str]:
+        """The customers whose rows `table` holds from the last copy, if it is still that copy
+        (same connection, not replaced since), else none."""
+        copy = self._copy
+        if copy is None or copy.con is not con or copy.table != table:
+            return frozenset()
+        return copy.customers if _table_oid(con, table) == copy.oid else frozenset()
 
     def _events_of(self, customers: list[str]) -> pa.Table:
         """The events of `customers`, read as one JSON document (see INSERT)."""
@@ -267,6 +296,29 @@ class CustomerEvents:
         return self._connection().execute(
             "select row_count, newest_ingested_at, newest_occurred_at from summary"
         ).fetchone()
+
+
+@dataclass(frozen=True)
+class _Copy:
+    """A copy `copy_into` made: on which connection, as which table (its oid tells whether it
+    was replaced since), of which customers."""
+
+    con: duckdb.DuckDBPyConnection
+    table: str
+    oid: int
+    customers: frozenset[str]
+
+
+def _rows_table(rows: list[tuple]) -> pa.Table:
+    """Rows in FOUND's order as a table."""
+    columns = list(zip(*rows, strict=True)) or [[] for _ in FOUND]
+    return pa.table(columns, schema=FOUND)
+
+
+def _table_oid(con: duckdb.DuckDBPyConnection, table: str) -> int | None:
+    rows = con.execute("select table_oid from duckdb_tables() where temporary and table_name = ?",
+                       [table]).fetchall()
+    return rows[0][0] if rows else None
 
 
 def _fingerprint(con: duckdb.DuckDBPyConnection) -> tuple[int, int | None, int | None]:

@@ -76,6 +76,43 @@ def test_a_copy_in_many_parts_holds_the_same_rows(warehouse, monkeypatch):
     assert consumer.by_customer.parts([]) == [[]], "an empty scope still creates the copy"
 
 
+def test_each_batch_carries_the_last_copy_over_and_reads_only_new_customers(warehouse,
+                                                                           monkeypatch):
+    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False))
+    from_index: list[set[str]] = []
+    parts = consumer.by_customer.parts
+    monkeypatch.setattr(consumer.by_customer, "parts",
+                        lambda customers: from_index.append(set(customers)) or parts(customers))
+    first, second, third, fourth = traffic_batches(4, 150)
+    beat = consumer._beat
+    # (batch, fails after its copy, carries the previous copy over); a failure reopens the
+    # warehouse, so the batch after it starts afresh; the last two are redeliveries
+    steps = [(first, False, False), (second, False, True), (third, True, True),
+             (fourth, False, False), (third, False, True), (second, False, True)]
+    with consumer.warehouse.held():
+        consumer.start()
+        for batch, fails, carries in steps:
+            from_index.clear()
+            monkeypatch.setattr(consumer, "_beat", _raise if fails else beat)
+            try:
+                consumer.process(batch)
+            except RuntimeError:
+                assert fails
+                continue
+            with consumer.warehouse.use() as con:
+                scope = {row[0] for row in con.execute("select customer_id from _scope").fetchall()}
+                copied = con.execute("select * from _scoped_raw_events order by all").fetchall()
+                held = con.execute("select * from raw.events where customer_id in "
+                                   "(select customer_id from _scope) order by all").fetchall()
+            assert copied == held
+            assert (from_index[0] < scope) == carries, "only new customers are read again"
+    assert len(held) > 150
+
+
+def _raise(*args, **kwargs):
+    raise RuntimeError("the batch fails after its copy was made")
+
+
 def test_events_another_process_appended_are_caught_up(warehouse):
     consumer = started(warehouse)
     now = utc_now()
