@@ -72,6 +72,11 @@ class ConsumerConfig:
     # waits for a core the Pub/Sub client (and, locally, the emulator) is using. Evaluating
     # everyone, one large query, gets every core.
     batch_threads: int = 1
+    # DuckDB's memory for micro-batches. At DuckDB's default (80 % of the machine) it keeps
+    # every table block the batches wrote, so a consumer that never idles grows for as long as
+    # it runs; a batch needs tens of MB, and past the limit DuckDB evicts blocks and spills to
+    # disk rather than fail. Evaluating everyone gets DuckDB's default, as do batches with None.
+    batch_memory_limit: str | None = "64MB"
 
 
 class Laps:
@@ -152,7 +157,7 @@ class Consumer:
         while healthy:
             now = self.clock()
             try:
-                with (self._connect() as con, _every_core(con, self.config.batch_threads),
+                with (self._connect() as con, _whole_machine(con, self.config),
                       transaction(con)):
                     deltas = self.evaluator.evaluate(
                         con, touched=[], now=now, since=None, segments=healthy, everyone=True
@@ -323,7 +328,7 @@ class Consumer:
         """On each opening of the warehouse: tables exist, the index by customer agrees."""
         ensure_schema(con)
         self.by_customer.sync(con)
-        con.execute(f"set threads = {self.config.batch_threads:d}")
+        _for_batches(con, self.config)
 
     def _report_wait(self, waited: float) -> None:
         """Say so after a second, then every ten: a long wait is visible, not a flood."""
@@ -387,14 +392,25 @@ class Consumer:
             )
 
 
+def _for_batches(con: duckdb.DuckDBPyConnection, config: ConsumerConfig) -> None:
+    """DuckDB's threads and memory limit for micro-batches."""
+    con.execute(f"set threads = {config.batch_threads:d}")
+    if config.batch_memory_limit is None:
+        con.execute("reset memory_limit")
+    else:
+        con.execute("set memory_limit = $limit", {"limit": config.batch_memory_limit})
+
+
 @contextmanager
-def _every_core(con: duckdb.DuckDBPyConnection, afterwards: int) -> Iterator[None]:
-    """DuckDB's default threads (one per core) for the block, then `afterwards` again."""
+def _whole_machine(con: duckdb.DuckDBPyConnection, config: ConsumerConfig) -> Iterator[None]:
+    """DuckDB's default threads (one per core) and memory for the block, then back to those
+    for micro-batches."""
     con.execute("reset threads")
+    con.execute("reset memory_limit")
     try:
         yield
     finally:
-        con.execute(f"set threads = {afterwards:d}")
+        _for_batches(con, config)
 
 
 def _incoming(message) -> Incoming:

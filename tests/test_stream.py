@@ -145,20 +145,24 @@ def test_stream_membership_equals_batch_at_the_same_now(warehouse, pubsub):
     assert populated >= 3, "the traffic put customers into several segments"
 
 
-def test_micro_batches_use_one_duckdb_thread_and_evaluating_everyone_every_core(warehouse):
-    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False))
-    threads = []
+def test_micro_batches_use_one_duckdb_thread_and_little_memory_evaluating_everyone_all(
+    warehouse,
+):
+    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False,
+                                                  batch_memory_limit="64MB"))
+    settings = []
     evaluate = consumer.evaluator.evaluate
 
-    def noting_threads(con, **scope):
-        threads.append((scope.get("everyone", False),
-                        con.execute("select current_setting('threads')").fetchone()[0]))
+    def noting_settings(con, **scope):
+        settings.append((scope.get("everyone", False), *con.execute(
+            "select current_setting('threads'), current_setting('memory_limit')").fetchone()))
         return evaluate(con, **scope)
 
-    consumer.evaluator.evaluate = noting_threads
+    consumer.evaluator.evaluate = noting_settings
     with consumer.warehouse.held():
         consumer.start()
         consumer.process([incoming(event("shopper", "add_to_cart", utc_now(), price=20.0))])
     with connect(warehouse.warehouse, read_only=True) as con:
-        every_core = con.execute("select current_setting('threads')").fetchone()[0]
-    assert threads == [(True, every_core), (False, 1)]
+        defaults = con.execute(
+            "select current_setting('threads'), current_setting('memory_limit')").fetchone()
+    assert settings == [(True, *defaults), (False, 1, "61.0 MiB")]
