@@ -170,12 +170,12 @@ class CustomerEvents:
             yield db
             db.execute("commit")
         except BaseException:
-            self._copy = None  # the warehouse may have rolled back to an older copy
+            self._copy, self._added = None, []  # the warehouse may hold an older copy again
             if db.in_transaction:
                 db.execute("rollback")
             raise
         finally:
-            if self._copy is None or self._copy is copy:  # carried only to the next batch
+            if self._copy is copy:  # no new copy in this block: carried only to the next batch
                 self._copy, self._added = None, []
 
     def add(self, events: list[Event], ingested_at: datetime) -> list[Event]:
