@@ -7,10 +7,11 @@ import dagster as dg
 from dagster_dbt import (
     DagsterDbtTranslator,
     DagsterDbtTranslatorSettings,
-    DbtCliResource,
     DbtProject,
     dbt_assets,
 )
+
+from orchestration.dbt_in_process import DbtResource
 
 
 class SegOpsTranslator(DagsterDbtTranslator):
@@ -32,11 +33,11 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
     )
 
     @dbt_assets(manifest=project.manifest_path, dagster_dbt_translator=translator)
-    def segops_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    def segops_dbt_models(context: dg.AssetExecutionContext, dbt: DbtResource):
         """Build and test every model; a failing segment fails on its own, not the whole run.
 
         A pinned SEGOPS_NOW reaches the models through the profile's `segops.dbt_clock` plugin.
         """
-        yield from dbt.cli(["build"], context=context, raise_on_error=False).stream()
+        yield from dbt.build(context)
 
     return segops_dbt_models

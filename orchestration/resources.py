@@ -7,15 +7,13 @@ import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import cached_property
 from pathlib import Path
 
 import duckdb
-from dagster_dbt import DbtCliResource, DbtProject
+from dagster_dbt import DbtProject
 from dagster_duckdb import DuckDBResource
-from dbt.version import __version__ as dbt_version
-from packaging.version import Version
 
+from orchestration.dbt_in_process import DbtResource
 from segops import warehouse
 from segops.settings import Settings
 
@@ -34,19 +32,6 @@ class WarehouseResource(DuckDBResource):
             yield con
 
 
-class DbtResource(DbtCliResource):
-    """dagster-dbt's CLI resource, told dbt's version instead of asking `dbt --version`.
-
-    dagster-dbt starts `dbt --version` once per run to learn it, a Python start plus dbt's
-    imports: 3 s of every nightly run on two cores. The executable is DBT_BESIDE_PYTHON when it
-    exists, so its version is the one imported here.
-    """
-
-    @cached_property
-    def _cli_version(self) -> Version:
-        return Version(dbt_version)
-
-
 def build_dbt_project(settings: Settings) -> DbtProject:
     # dbt's profile reads the warehouse path from the environment, and `prepare_if_dev` (under
     # `dagster dev`) runs the `dbt` on PATH: the one beside this Python if none is.
@@ -61,9 +46,9 @@ def build_dbt_project(settings: Settings) -> DbtProject:
 def build_resources(settings: Settings, project: DbtProject) -> dict[str, object]:
     return {
         "dbt": DbtResource(
-            project_dir=project,
+            project_dir=str(project.project_dir),
             profiles_dir=str(settings.dbt_project_dir),
-            dbt_executable=str(DBT_BESIDE_PYTHON) if DBT_BESIDE_PYTHON.exists() else "dbt",
+            target_dir=str(settings.dbt_target_dir),
         ),
         "warehouse": WarehouseResource(database=str(settings.warehouse)),
     }

@@ -7,10 +7,12 @@ import io
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from dbt.adapters.duckdb.connections import DuckDBConnectionManager
 from dbt.cli.main import dbtRunner, dbtRunnerResult
+from dbt_common.events.base_types import EventMsg
 
 from segops.errors import SegOpsError
 from segops.settings import Settings
@@ -46,10 +48,20 @@ def run_dbt(
     os.environ.setdefault("SEGOPS_WAREHOUSE", str(settings.warehouse))
     output = io.StringIO()
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-        result = dbtRunner().invoke(args)
+        result = invoke(args)
     if not result.success:
         raise DbtError(describe_failure(command, result, output.getvalue()))
     return result
+
+
+def invoke(args: list[str], callbacks: list[Callable[[EventMsg], None]] | None = None
+           ) -> dbtRunnerResult:
+    """dbt in this process, letting go of the warehouse afterwards: dbt-duckdb keeps its
+    database open, and so locked against every other process, until this process exits."""
+    try:
+        return dbtRunner(callbacks=callbacks).invoke(args)
+    finally:
+        DuckDBConnectionManager.close_all_connections()
 
 
 def describe_failure(command: list[str], result: dbtRunnerResult, output: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -110,6 +112,41 @@ def test_two_nightly_runs_record_enters_and_exits(shop, monkeypatch):
     assert (metadata["enters"].value, metadata["exits"].value) == (1, 1)
     assert members("dach_customers", at=NOW) == ["berlin"]
     assert members("dach_customers", at=later) == ["paris"]
+
+
+def test_dbt_runs_in_process_reports_every_model_and_test_and_lets_the_warehouse_go(shop):
+    defs = definitions()
+    result = run_nightly(defs)
+    assert result.success
+
+    manifest = json.loads(load_settings().manifest_path.read_text())
+    models = {tuple(node["fqn"][1:]) for node in manifest["nodes"].values()
+              if node["resource_type"] == "model"}
+    built = {tuple(m.asset_key.path)
+             for m in result.asset_materializations_for_node("segops_dbt_models")}
+    assert built == models
+    checks = {(check.asset_key.to_user_string(), check.passed)
+              for check in result.get_asset_check_evaluations()}
+    assert ("marts/customer_profiles", True) in checks, "dbt's tests arrive as asset checks"
+    assert ("raw/events", True) in checks, "so do the tests of its sources"
+    run_folders = list(load_settings().dbt_target_dir.glob("segops_dbt_models-*/run_results.json"))
+    assert len(run_folders) == 1, "each run keeps dbt's artifacts in a folder of its own"
+
+    # dbt ran in this process, which is still alive: another process can write the warehouse
+    other = subprocess.run(
+        [sys.executable, "-c",
+         f"import duckdb; duckdb.connect({str(load_settings().warehouse)!r}).close()"],
+        capture_output=True, text=True,
+    )
+    assert other.returncode == 0, other.stderr
+
+    one = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        asset_selection=[dg.AssetKey(["segments", "dach_customers"])],
+    )
+    assert [m.asset_key for m in one.get_asset_materialization_events()] == [
+        dg.AssetKey(["segments", "dach_customers"])
+    ], "a subset builds only what was selected"
 
 
 def test_a_pinned_now_reaches_the_tables_dbt_builds(shop, monkeypatch):
