@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, dict], bool]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # dagster-dbt repeats every line of dbt's output as a log record; the figures are enough.
+    # Dagster logs every event of every run as a record; the figures are enough.
     for name in ("dagster", "dagster.builtin"):
         logging.getLogger(name).setLevel(logging.WARNING)
     machine = describe_machine()
