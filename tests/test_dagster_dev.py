@@ -1,4 +1,5 @@
-"""Smoke test: `dagster dev -w workspace.yaml` serves the code location and its asset graph."""
+"""`dagster dev -w workspace.yaml` serves the code location, and a run launched there (as the
+schedule launches it, in a run worker process of its own) rebuilds the segments."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from segops.clock import utc_now
 from segops.emulator import free_port
+from segops.membership import current_members
 from segops.settings import PROJECT_ROOT
+from segops.warehouse import connect
+from tests.shop import add_customer
 
 QUERY = """
 {
@@ -35,10 +40,26 @@ LOCATIONS = """
 """
 
 
-def graphql(port: int, query: str) -> dict:
+LAUNCH = """
+mutation Launch($selector: JobOrPipelineSelector!) {
+  launchRun(executionParams: {selector: $selector, runConfigData: {}}) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+RUN_STATUS = """
+query Status($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }
+"""
+FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+def graphql(port: int, query: str, variables: dict | None = None) -> dict:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql",
-        data=json.dumps({"query": query}).encode(),
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -65,8 +86,26 @@ def wait_for(port: int, process: subprocess.Popen, timeout: float = 240) -> None
     pytest.fail("dagster dev did not serve the asset graph in time")
 
 
+def run_nightly_there(port: int, timeout: float = 300) -> str:
+    """Launch the nightly job as the schedule would and wait for its run to finish."""
+    selector = {"repositoryLocationName": "segops", "repositoryName": "__repository__",
+                "jobName": "nightly_segments"}
+    launched = graphql(port, LAUNCH, {"selector": selector})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = graphql(port, RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
+        if status in FINISHED:
+            return status
+        time.sleep(0.5)
+    pytest.fail(f"the nightly run launched in dagster dev did not finish in {timeout:.0f} s")
+
+
 @pytest.mark.slow
 def test_dagster_dev_serves_segments_membership_schedule_and_sensor(warehouse, tmp_path: Path):
+    with connect(warehouse.warehouse) as con:
+        add_customer(con, "zurich", country="CH", signed_up_at=utc_now())
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster")}
     Path(env["DAGSTER_HOME"]).mkdir()
@@ -81,6 +120,7 @@ def test_dagster_dev_serves_segments_membership_schedule_and_sensor(warehouse, t
     try:
         wait_for(port, process)
         data = graphql(port, QUERY)
+        nightly = run_nightly_there(port)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:  # under load it once did not stop within a minute: allow three, then say so
@@ -100,3 +140,6 @@ def test_dagster_dev_serves_segments_membership_schedule_and_sensor(warehouse, t
     assert sensors == {"realtime_segments_sensor": "RUNNING", "batch_changes_sensor": "RUNNING"}
     assert "activation/segment_changes" in keys
     assert exit_code in (0, -signal.SIGTERM), (tmp_path / "dagster-dev.log").read_text()[-3000:]
+    assert nightly == "SUCCESS", (tmp_path / "dagster-dev.log").read_text()[-3000:]
+    with connect(warehouse.warehouse, read_only=True) as con:
+        assert list(current_members(con, "dach_customers")["customer_id"]) == ["zurich"]
