@@ -29,6 +29,9 @@ from segops.dbt import invoke
 RESULT_EVENTS = frozenset({"LogModelResult", "LogTestResult", "LogSeedResult",
                            "LogSnapshotResult"})
 PARTIAL_PARSE = "partial_parse.msgpack"
+# Run folders kept per step: enough to compare recent runs, bounded for a schedule that runs for
+# years (each folder holds dbt's manifest, results and compiled SQL, over a megabyte).
+RUN_FOLDERS_KEPT = 10
 
 
 class DbtResource(dg.ConfigurableResource):
@@ -63,14 +66,23 @@ class DbtResource(dg.ConfigurableResource):
 
     def _run_target(self, context: dg.AssetExecutionContext) -> Path:
         """A fresh target folder, seeded with the project's partial-parse state so dbt parses
-        only what changed since."""
+        only what changed since; the step's oldest folders beyond RUN_FOLDERS_KEPT go."""
         target_dir = Path(self.target_dir)
         step = context.op_execution_context.op.name
+        prune_run_folders(target_dir, step, keep=RUN_FOLDERS_KEPT - 1)
         target = target_dir / f"{step}-{context.run.run_id[:7]}-{uuid.uuid4().hex[:7]}"
         target.mkdir(parents=True)
         if (target_dir / PARTIAL_PARSE).exists():
             shutil.copy(target_dir / PARTIAL_PARSE, target / PARTIAL_PARSE)
         return target
+
+
+def prune_run_folders(target_dir: Path, step: str, *, keep: int) -> None:
+    """Remove all but the `keep` newest run folders of `step` under `target_dir`."""
+    folders = sorted((path for path in target_dir.glob(f"{step}-*") if path.is_dir()),
+                     key=lambda path: path.stat().st_mtime, reverse=True)
+    for folder in folders[keep:]:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _results_as_they_come(args: list[str]) -> Iterator[dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import dagster as dg
 import pytest
 
 from orchestration.build import build_definitions
+from orchestration.dbt_in_process import prune_run_folders
 from segops.catalog import Catalog
 from segops.clock import parse_timestamp
 from segops.dbt import run_dbt
@@ -147,6 +149,19 @@ def test_dbt_runs_in_process_reports_every_model_and_test_and_lets_the_warehouse
     assert [m.asset_key for m in one.get_asset_materialization_events()] == [
         dg.AssetKey(["segments", "dach_customers"])
     ], "a subset builds only what was selected"
+
+
+def test_only_the_newest_run_folders_of_the_dbt_step_are_kept(tmp_path):
+    for age in range(12):
+        folder = tmp_path / f"segops_dbt_models-run{age:02d}"
+        folder.mkdir()
+        (folder / "run_results.json").write_text("{}")
+        os.utime(folder, (1_000_000 - age, 1_000_000 - age))  # run00 is the newest
+    (tmp_path / "compiled").mkdir()
+    prune_run_folders(tmp_path, "segops_dbt_models", keep=9)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "compiled", *(f"segops_dbt_models-run{age:02d}" for age in range(9))
+    ]
 
 
 def test_a_pinned_now_reaches_the_tables_dbt_builds(shop, monkeypatch):
