@@ -27,7 +27,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	cp dagster.yaml $@
 
 nightly: manifest $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster job execute -m orchestration.definitions -j nightly_segments
+	$(BIN)/segops nightly
 
 demo: install
 	$(BIN)/segops generate --customers $(DEMO_CUSTOMERS)

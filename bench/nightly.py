@@ -103,7 +103,7 @@ def step_seconds(result: dg.ExecuteInProcessResult) -> dict[str, float]:
 
 
 def dbt_breakdown(settings: Settings) -> dict:
-    """Where the dbt build spent its time, from the run_results.json the dbt step left in its run folder."""
+    """Where the dbt build spent its time, from the run_results.json of the dbt step's run."""
     found = sorted(settings.dbt_target_dir.glob("*/run_results.json"),
                    key=lambda path: path.stat().st_mtime)
     if not found:

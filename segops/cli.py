@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -125,7 +126,6 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> None:
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
-    from orchestration.run_now import run_job
     from streaming.replay import replay
 
     with Progress(
@@ -145,8 +145,26 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> None:
     if args.no_nightly:
         return
     console.print("reconciling every segment with the nightly job")
-    if not run_job(settings, "nightly_segments").success:
-        raise SegOpsError("the nightly job failed; see the Dagster run for the failing step")
+    run_nightly(settings)
+
+
+def cmd_nightly(args: argparse.Namespace, settings: Settings) -> None:
+    run_nightly(settings)
+
+
+def run_nightly(settings: Settings) -> None:
+    """The nightly job now, recorded in Dagster's instance; its info lines say what changed."""
+    from orchestration.run_now import run_job
+
+    started = time.monotonic()
+    result = run_job(settings, "nightly_segments",
+                     run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
+    if not result.success:
+        failed = [event.step_key for event in result.get_step_failure_events()]
+        raise SegOpsError(f"the nightly job failed (steps: {', '.join(failed) or 'none'}); "
+                          f"see run {result.run_id} in Dagster for why")
+    console.print(f"nightly job done in {time.monotonic() - started:.1f}s "
+                  f"(run {result.run_id[:8]})")
 
 
 def cmd_members(args: argparse.Namespace, settings: Settings) -> None:
@@ -172,6 +190,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], None]] = {
     "up": cmd_up,
     "preview": cmd_preview,
     "replay": cmd_replay,
+    "nightly": cmd_nightly,
     "members": cmd_members,
     "history": cmd_history,
 }
@@ -222,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--batch-size", type=int, default=5_000)
     replay.add_argument("--no-nightly", action="store_true",
                         help="skip the nightly job that reconciles afterwards")
+
+    sub.add_parser("nightly", help="rebuild every segment now, as the nightly schedule does")
 
     members = sub.add_parser("members", help="a segment's members, now or at a past time")
     members.add_argument("segment")

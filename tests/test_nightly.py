@@ -15,6 +15,7 @@ import pytest
 
 from orchestration.build import build_definitions
 from orchestration.dbt_in_process import prune_run_folders
+from segops import cli
 from segops.catalog import Catalog
 from segops.clock import parse_timestamp
 from segops.dbt import run_dbt
@@ -194,7 +195,7 @@ BROKEN_SEGMENTS = {
 }
 
 
-def test_a_broken_segment_fails_alone_with_a_message_naming_it(shop, monkeypatch):
+def test_a_broken_segment_fails_alone_with_a_message_naming_it(shop, monkeypatch, capsys):
     project = shop / "dbt_project"
     shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
     for name, (sql, refresh) in BROKEN_SEGMENTS.items():
@@ -218,6 +219,13 @@ def test_a_broken_segment_fails_alone_with_a_message_naming_it(shop, monkeypatch
     assert "'hourly_refresh'" in failures["membership__hourly_refresh"]
     assert "refresh is 'hourly'" in failures["membership__hourly_refresh"]
     assert members("dach_customers") == ["berlin"], "healthy segments still ran"
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["nightly"])
+    assert exited.value.code == 1
+    said = " ".join(capsys.readouterr().out.split())
+    assert "the nightly job failed (steps: membership__" in said
+    assert "membership__no_customer_id" in said
 
 
 def test_the_nightly_changes_reach_downstream_through_the_publish_job(shop, pubsub):
