@@ -20,10 +20,11 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator
 from dagster_dbt.asset_utils import get_updated_cli_invocation_params_for_context
 from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
+from dbt.cli.main import dbtRunnerResult
 from dbt_common.events.base_types import EventMsg
 from dbt_common.events.functions import msg_to_dict
 
-from segops.dbt import invoke
+from segops.dbt import describe_failure, invoke
 
 # dbt's events that carry a node's result; dagster-dbt turns exactly these into Dagster events.
 RESULT_EVENTS = frozenset({"LogModelResult", "LogTestResult", "LogSeedResult",
@@ -43,8 +44,9 @@ class DbtResource(dg.ConfigurableResource):
     target_dir: str
 
     def build(self, context: dg.AssetExecutionContext) -> Iterator[object]:
-        """`dbt build` of the step's selection; a failing model or test does not stop the
-        others, and their assets are simply not materialized. Raises if dbt could not run."""
+        """`dbt build` of the step's selection. A failing model does not stop the others: its
+        asset is not materialized, its membership step is skipped, and dbt's error is logged
+        as an error of this step. Raises if dbt could not run at all."""
         params = get_updated_cli_invocation_params_for_context(
             context=context, manifest={}, dagster_dbt_translator=DagsterDbtTranslator()
         )
@@ -54,7 +56,8 @@ class DbtResource(dg.ConfigurableResource):
                 "--target-path", str(target), "--log-path", str(target)]
         if params.indirect_selection:
             args += ["--indirect-selection", params.indirect_selection]
-        for raw in _results_as_they_come(args):
+        finished: dict[str, dbtRunnerResult] = {}
+        for raw in _results_as_they_come(args, finished):
             event = DbtCoreCliEventMessage(raw_event=raw, event_history_metadata={})
             yield from event.to_default_asset_events(
                 manifest=params.manifest,
@@ -63,6 +66,8 @@ class DbtResource(dg.ConfigurableResource):
                 target_path=target,
                 project=params.dbt_project,
             )
+        if not finished["result"].success:
+            context.log.error(describe_failure(["build"], finished["result"], ""))
 
     def _run_target(self, context: dg.AssetExecutionContext) -> Path:
         """A fresh target folder, seeded with the project's partial-parse state so dbt parses
@@ -85,10 +90,11 @@ def prune_run_folders(target_dir: Path, step: str, *, keep: int) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _results_as_they_come(args: list[str]) -> Iterator[dict]:
-    """dbt's result events as dicts (the shape of its JSON log), while dbt runs in a thread."""
+def _results_as_they_come(args: list[str], finished: dict[str, dbtRunnerResult]
+                          ) -> Iterator[dict]:
+    """dbt's result events as dicts (the shape of its JSON log), while dbt runs in a thread;
+    dbt's result goes to `finished` once it ran. Raises if dbt could not run at all."""
     results: queue.Queue[dict | None] = queue.Queue()
-    outcome = {}
 
     def relay(message: EventMsg) -> None:
         if message.info.name in RESULT_EVENTS:
@@ -96,7 +102,7 @@ def _results_as_they_come(args: list[str]) -> Iterator[dict]:
 
     def run() -> None:
         try:
-            outcome["result"] = invoke(args, callbacks=[relay])
+            finished["result"] = invoke(args, callbacks=[relay])
         finally:
             results.put(None)
 
@@ -105,7 +111,7 @@ def _results_as_they_come(args: list[str]) -> Iterator[dict]:
     while (raw := results.get()) is not None:
         yield raw
     worker.join()
-    result = outcome.get("result")
+    result = finished.get("result")
     if result is None or result.exception is not None:
         why = result.exception if result is not None else "it stopped without a result"
         raise dg.Failure(description=f"dbt could not run: {why}")

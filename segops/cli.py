@@ -159,12 +159,16 @@ def run_nightly(settings: Settings) -> None:
     started = time.monotonic()
     result = run_job(settings, "nightly_segments",
                      run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
+    failed = [event.step_key for event in result.get_step_failure_events()]
+    skipped = [e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"]
+    not_run = (f"; skipped, since a dbt model they need failed (dbt's error is in the log "
+               f"above): {', '.join(skipped)}" if skipped else "")
     if not result.success:
-        failed = [event.step_key for event in result.get_step_failure_events()]
-        raise SegOpsError(f"the nightly job failed (steps: {', '.join(failed) or 'none'}); "
-                          f"see run {result.run_id} in Dagster for why")
-    console.print(f"nightly job done in {time.monotonic() - started:.1f}s "
-                  f"(run {result.run_id[:8]})")
+        raise SegOpsError(f"the nightly job failed (steps: {', '.join(failed) or 'none'})"
+                          f"{not_run}; see run {result.run_id} in Dagster for why")
+    console.print(f"{'[yellow]' if skipped else ''}nightly job done in "
+                  f"{time.monotonic() - started:.1f}s (run {result.run_id[:8]}){not_run}",
+                  highlight=False)
 
 
 def cmd_members(args: argparse.Namespace, settings: Settings) -> None:

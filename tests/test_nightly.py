@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -56,9 +57,10 @@ def definitions() -> dg.Definitions:
     return build_definitions(settings)
 
 
-def run_nightly(defs: dg.Definitions) -> dg.ExecuteInProcessResult:
+def run_nightly(defs: dg.Definitions, instance: dg.DagsterInstance | None = None
+                ) -> dg.ExecuteInProcessResult:
     return defs.resolve_job_def("nightly_segments").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
+        instance=instance or dg.DagsterInstance.ephemeral(), raise_on_error=False
     )
 
 
@@ -193,12 +195,20 @@ BROKEN_SEGMENTS = {
     ),
     "hourly_refresh": ("select customer_id from {{ ref('stg_customers') }}", "hourly"),
 }
+# Compiles, and fails in the warehouse: dbt cannot build it, so there is nothing to reconcile.
+FAILS_IN_DBT = {
+    "fails_in_dbt": (
+        "select cast(customer_id || '!' as integer) as customer_id "
+        "from {{ ref('stg_customers') }}",
+        "nightly",
+    ),
+}
 
 
 def test_a_broken_segment_fails_alone_with_a_message_naming_it(shop, monkeypatch, capsys):
     project = shop / "dbt_project"
     shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
-    for name, (sql, refresh) in BROKEN_SEGMENTS.items():
+    for name, (sql, refresh) in {**BROKEN_SEGMENTS, **FAILS_IN_DBT}.items():
         (project / "models" / "segments" / f"{name}.sql").write_text(sql + "\n")
         (project / "models" / "segments" / f"{name}.yml").write_text(
             f"models:\n  - name: {name}\n    config:\n      materialized: table\n"
@@ -206,7 +216,8 @@ def test_a_broken_segment_fails_alone_with_a_message_naming_it(shop, monkeypatch
         )
     monkeypatch.setenv("SEGOPS_DBT_PROJECT_DIR", str(project))
 
-    result = run_nightly(definitions())
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_nightly(definitions(), instance)
 
     assert not result.success
     failures = {
@@ -219,6 +230,12 @@ def test_a_broken_segment_fails_alone_with_a_message_naming_it(shop, monkeypatch
     assert "'hourly_refresh'" in failures["membership__hourly_refresh"]
     assert "refresh is 'hourly'" in failures["membership__hourly_refresh"]
     assert members("dach_customers") == ["berlin"], "healthy segments still ran"
+    skipped = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"}
+    assert skipped == {f"membership__{name}" for name in FAILS_IN_DBT}
+    dbt_errors = [entry.user_message for entry in instance.all_logs(result.run_id)
+                  if entry.step_key == "segops_dbt_models" and entry.level >= logging.ERROR]
+    assert any("fails_in_dbt" in said and "Conversion Error" in said for said in dbt_errors), (
+        "dbt's own error, naming the model, is an error of the dbt step")
 
     with pytest.raises(SystemExit) as exited:
         cli.main(["nightly"])
@@ -226,6 +243,8 @@ def test_a_broken_segment_fails_alone_with_a_message_naming_it(shop, monkeypatch
     said = " ".join(capsys.readouterr().out.split())
     assert "the nightly job failed (steps: membership__" in said
     assert "membership__no_customer_id" in said
+    assert "skipped, since a dbt model they need failed" in said
+    assert "membership__fails_in_dbt" in said
 
 
 def test_the_nightly_changes_reach_downstream_through_the_publish_job(shop, pubsub):
