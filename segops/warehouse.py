@@ -224,25 +224,20 @@ class HeldConnection:
     micro-batch was a quarter of the batch. Inside `held()` the connection stays open between
     uses and is given up as soon as another process leaves a waiter marker (`connect` does, and
     dbt does through the profile's plugin, `segops.dbt_waiting`), or when a use fails.
-    With `reopen_after` seconds, a connection held that long is closed and opened again before
-    its next use: closing checkpoints, and gives back the memory DuckDB gathered meanwhile.
     Outside `held()` every use opens and closes, like `connect`. `on_open(con)` runs after
     each opening: whatever others wrote while the file was closed is seen there.
     """
 
     def __init__(self, path: Path | str, *, timeout: float,
                  on_wait: Callable[[float], None] | None = None,
-                 on_open: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
-                 reopen_after: float | None = None):
+                 on_open: Callable[[duckdb.DuckDBPyConnection], None] | None = None):
         self.path = Path(path)
         self.timeout = timeout
         self.on_wait = on_wait
         self.on_open = on_open
-        self.reopen_after = reopen_after
         self._keep = False
         self._open: ExitStack | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
-        self._opened_at = 0.0
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -255,7 +250,7 @@ class HeldConnection:
 
     @contextmanager
     def use(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        if self._con is not None and (someone_waiting(self.path) or self._held_long_enough()):
+        if self._con is not None and someone_waiting(self.path):
             self.release()
         if self._con is None:
             with ExitStack() as stack:  # closed again if `on_open` fails
@@ -266,7 +261,6 @@ class HeldConnection:
                 if self.on_open:
                     self.on_open(con)
                 self._con, self._open = con, stack.pop_all()
-                self._opened_at = time.monotonic()
         try:
             yield self._con
         except BaseException:
@@ -274,10 +268,6 @@ class HeldConnection:
             raise
         if not self._keep:
             self.release()
-
-    def _held_long_enough(self) -> bool:
-        return (self.reopen_after is not None
-                and time.monotonic() - self._opened_at >= self.reopen_after)
 
     def release(self) -> None:
         """Close the connection (checkpointing what was written) if it is open."""

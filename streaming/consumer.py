@@ -77,11 +77,6 @@ class ConsumerConfig:
     # it runs; a batch needs tens of MB, and past the limit DuckDB evicts blocks and spills to
     # disk rather than fail. Evaluating everyone gets DuckDB's default, as do batches with None.
     batch_memory_limit: str | None = "64MB"
-    # Seconds the warehouse stays open while batches keep coming. DuckDB holds on to memory a
-    # connection gathered (temporary tables, its allocations) until the connection closes, so
-    # the consumer reopens it this often; the batch after pays the opening (and reads its
-    # customers from the index rather than the last copy). None keeps it open.
-    reopen_warehouse_seconds: float | None = 60.0
 
 
 class Laps:
@@ -117,8 +112,7 @@ class Consumer:
         self.by_customer = CustomerEvents(settings.warehouse)
         self.warehouse = HeldConnection(settings.warehouse,
                                         timeout=self.config.lock_timeout_seconds,
-                                        on_wait=self._report_wait, on_open=self._opened,
-                                        reopen_after=self.config.reopen_warehouse_seconds)
+                                        on_wait=self._report_wait, on_open=self._opened)
         self.evaluator = self._load_evaluator()
         self.failed: dict[str, str] = dict(self.evaluator.refused)
         self.feed = ChangeFeed(settings, "realtime") if self.config.publish_changes else None

@@ -120,26 +120,6 @@ def test_a_held_warehouse_stays_open_until_another_process_waits(warehouse_path)
     assert len(set(used)) >= 2, "the holder gave the file up for the reader and took it back"
 
 
-def test_a_held_warehouse_is_reopened_once_held_long_enough(warehouse_path):
-    opened = []
-    kept = HeldConnection(warehouse_path, timeout=10, on_open=opened.append)
-    reopened = HeldConnection(warehouse_path, timeout=10, on_open=opened.append,
-                              reopen_after=0.0)
-    with kept.held():
-        for _ in range(3):
-            with kept.use() as con:
-                con.execute("create temp table if not exists carried as select 1 as x")
-    assert len(opened) == 1
-    with reopened.held():
-        for _ in range(3):
-            with reopened.use() as con:
-                assert not con.execute(
-                    "select count(*) from duckdb_tables() where table_name = 'carried'"
-                ).fetchone()[0], "a reopened connection starts without the last one's tables"
-                con.execute("create temp table carried as select 1 as x")
-    assert len(opened) == 4
-
-
 def test_dbt_says_it_waits_and_a_held_warehouse_lets_it_in(warehouse):
     """dbt retries after 1, 2, 4... s; without its marker a busy holder would shut it out."""
     held = HeldConnection(warehouse.warehouse, timeout=30)
