@@ -42,6 +42,7 @@ def measure(lab: Lab) -> dict[str, dict]:
             settings = stack.enter_context(lab.workspace(f"evaluation-{name}", shop.directory))
             consumers[name] = Consumer(settings, config)
             stack.enter_context(consumers[name].warehouse.held())  # as `Consumer.run` does
+            stack.callback(consumers[name].by_customer.close)  # closed at the end, as there
             consumers[name].start()
             feeds[name] = batches(shop.customers, scale.batch_size, seed=5)
         for index in range(WARM_UP + scale.batches):

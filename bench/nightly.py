@@ -13,6 +13,7 @@ job recorded, and the script must cover every segment the project has.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import time
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ class NightlyRun:
 def run_nightly(settings: Settings) -> NightlyRun:
     """The nightly job, loaded then run; dbt's output (which dagster-dbt prints) goes to a log."""
     log = settings.dbt_target_dir / "nightly.log"
+    # The schedule's runs start in a fresh process; collect what earlier figures left behind
+    # before the clock starts, or a collection (and the files it closes) lands in the run.
+    gc.collect()
     with open(log, "w") as output, contextlib.redirect_stdout(output):
         started = time.monotonic()
         job = load_job(settings, "nightly_segments")
