@@ -56,8 +56,7 @@ class DbtResource(dg.ConfigurableResource):
                 "--target-path", str(target), "--log-path", str(target)]
         if params.indirect_selection:
             args += ["--indirect-selection", params.indirect_selection]
-        finished: dict[str, dbtRunnerResult] = {}
-        for raw in _results_as_they_come(args, finished):
+        for raw in _results_as_they_come(args, context.log):
             event = DbtCoreCliEventMessage(raw_event=raw, event_history_metadata={})
             yield from event.to_default_asset_events(
                 manifest=params.manifest,
@@ -66,8 +65,6 @@ class DbtResource(dg.ConfigurableResource):
                 target_path=target,
                 project=params.dbt_project,
             )
-        if not finished["result"].success:
-            context.log.error(describe_failure(["build"], finished["result"], ""))
 
     def _run_target(self, context: dg.AssetExecutionContext) -> Path:
         """A fresh target folder, seeded with the project's partial-parse state so dbt parses
@@ -90,11 +87,11 @@ def prune_run_folders(target_dir: Path, step: str, *, keep: int) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _results_as_they_come(args: list[str], finished: dict[str, dbtRunnerResult]
-                          ) -> Iterator[dict]:
-    """dbt's result events as dicts (the shape of its JSON log), while dbt runs in a thread;
-    dbt's result goes to `finished` once it ran. Raises if dbt could not run at all."""
+def _results_as_they_come(args: list[str], log: dg.DagsterLogManager) -> Iterator[dict]:
+    """dbt's result events as dicts (the shape of its JSON log), while dbt runs in a thread.
+    What failed in a build that ran goes to `log` as an error; raises if dbt could not run."""
     results: queue.Queue[dict | None] = queue.Queue()
+    finished: list[dbtRunnerResult] = []
 
     def relay(message: EventMsg) -> None:
         if message.info.name in RESULT_EVENTS:
@@ -102,7 +99,7 @@ def _results_as_they_come(args: list[str], finished: dict[str, dbtRunnerResult]
 
     def run() -> None:
         try:
-            finished["result"] = invoke(args, callbacks=[relay])
+            finished.append(invoke(args, callbacks=[relay]))
         finally:
             results.put(None)
 
@@ -111,7 +108,8 @@ def _results_as_they_come(args: list[str], finished: dict[str, dbtRunnerResult]
     while (raw := results.get()) is not None:
         yield raw
     worker.join()
-    result = finished.get("result")
-    if result is None or result.exception is not None:
-        why = result.exception if result is not None else "it stopped without a result"
+    if not finished or finished[0].exception is not None:
+        why = finished[0].exception if finished else "it stopped without a result"
         raise dg.Failure(description=f"dbt could not run: {why}")
+    if not finished[0].success:
+        log.error(describe_failure(["build"], finished[0], ""))
