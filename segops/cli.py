@@ -160,7 +160,7 @@ def run_nightly(settings: Settings) -> None:
     result = run_job(settings, "nightly_segments",
                      run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}})
     failed = [event.step_key for event in result.get_step_failure_events()]
-    skipped = [e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"]
+    skipped = [event.step_key for event in result.get_step_skipped_events()]
     not_run = (f"; skipped, since a dbt model they need failed (dbt's error is in the log "
                f"above): {', '.join(skipped)}" if skipped else "")
     if not result.success:
