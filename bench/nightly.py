@@ -54,7 +54,7 @@ def run_nightly(settings: Settings) -> NightlyRun:
         result = execute(job, run_config=QUIET)
         finished = time.monotonic()
     if not result.success:
-        failed = [e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        failed = [event.step_key for event in result.get_step_failure_events()]
         raise RuntimeError(f"the nightly job failed (steps: {', '.join(failed) or 'none'})")
     return NightlyRun(loaded - started, finished - loaded, result)
 
@@ -101,8 +101,7 @@ def compare(settings: Settings) -> dict[str, int]:
 def step_seconds(result: dg.ExecuteInProcessResult) -> dict[str, float]:
     return {
         event.step_key: round(event.event_specific_data.duration_ms / 1000, 2)
-        for event in result.all_events
-        if event.event_type_value == "STEP_SUCCESS"
+        for event in result.get_step_success_events()
     }
 
 
