@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from demo.emulator import PubSubEmulator
+from demo.synthetic import generate
+from demo.traffic import ShopTraffic, known_customers
 from segops.clock import utc_now
 from segops.dbt import run_dbt
-from segops.emulator import PubSubEmulator
 from segops.settings import Settings, load_settings
-from segops.synthetic import generate
 from segops.warehouse import connect
-from streaming.traffic import ShopTraffic, known_customers
 
 WAREHOUSE = "warehouse.duckdb"
 TARGET = "target"

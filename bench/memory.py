@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from bench.harness import Lab, figure, traffic, wait_for
+from demo.producer import publish
 from segops.pubsub import ensure_pubsub
 from segops.warehouse import connect
-from streaming.producer import publish
 
 FIGURES = ("B7",)
 GOAL_GROWTH = 0.10
@@ -71,7 +71,7 @@ def measure(lab: Lab) -> dict[str, dict]:
         log = settings.warehouse.parent / "stream.log"
         with open(log, "w") as output:
             consumer = subprocess.Popen(
-                [sys.executable, "-m", "segops.cli", "stream"],
+                [sys.executable, "-m", "segops_cli", "stream"],
                 stdout=output, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1],
             )
         try:

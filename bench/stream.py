@@ -22,10 +22,10 @@ from dataclasses import replace
 from google.cloud import pubsub_v1
 
 from bench.harness import Lab, figure, median_steps_ms, percentile, traffic, wait_for
+from demo.producer import PublishReport, publish
 from segops.clock import utc_now
 from segops.pubsub import ensure_pubsub, subscription_path
 from streaming.consumer import Consumer, ConsumerConfig
-from streaming.producer import PublishReport, publish
 from streaming.source import LEASE_SECONDS, InlineScheduler, PubSubSource
 
 FIGURES = ("B1", "B2")
@@ -66,7 +66,7 @@ def publish_elsewhere(customers: int, seed: int, rate: float, duration: float) -
     production; publishing from the consumer's process would make the two share one
     interpreter lock, which no deployment does."""
     done = subprocess.run(
-        [sys.executable, "-m", "segops.cli", "produce", "--customers", str(customers),
+        [sys.executable, "-m", "segops_cli", "produce", "--customers", str(customers),
          "--seed", str(seed), "--rate", str(rate), "--duration", str(duration)],
         capture_output=True, text=True, timeout=duration + 300,
     )

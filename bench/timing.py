@@ -24,14 +24,14 @@ from datetime import datetime, timedelta
 
 from bench.harness import Lab, figure, wait_for
 from bench.nightly import built
-from segops.changefeed import BATCH
+from demo.producer import publish
+from demo.traffic import event
+from segops.change_feed import BATCH
 from segops.clock import parse_timestamp, utc_now
 from segops.pubsub import ensure_pubsub, subscription_path
 from segops.warehouse import connect
 from streaming.consumer import Consumer, ConsumerConfig
-from streaming.producer import publish
 from streaming.source import PubSubSource
-from streaming.traffic import event
 
 FIGURES = ("B5",)
 GOAL_SECONDS = 5.0

@@ -10,10 +10,10 @@ import time
 
 import dagster as dg
 
-from orchestration.membership_assets import membership_key
+from orchestration.nightly.membership import membership_key
 from orchestration.resources import WarehouseResource
 from segops.catalog import Segment
-from segops.changefeed import publish_backlog
+from segops.change_feed import publish_backlog
 from segops.errors import SegOpsError
 from segops.settings import Settings
 from segops.warehouse import WarehouseBusy, WarehouseMissing, connect

@@ -13,7 +13,7 @@ import duckdb
 from dagster_dbt import DbtProject
 from dagster_duckdb import DuckDBResource
 
-from orchestration.dbt_in_process import DbtResource
+from orchestration.nightly.dbt_runner import DbtResource
 from segops import warehouse
 from segops.settings import Settings
 

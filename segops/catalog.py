@@ -6,6 +6,7 @@ a second definition.
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,7 +16,7 @@ from typing import Any
 from sqlglot import exp
 
 from segops.errors import SegOpsError
-from segops.warehouse import quote
+from segops.sql import quote
 
 REFRESH_MODES = ("realtime", "nightly")
 LIVE_MATERIALIZATIONS = ("view", "ephemeral")
@@ -23,6 +24,10 @@ LIVE_MATERIALIZATIONS = ("view", "ephemeral")
 
 class ManifestMissing(SegOpsError):
     """No dbt manifest yet: run `dbt parse` (or `make demo`) first."""
+
+
+class UnknownSegment(SegOpsError):
+    """No segment by that name; the message suggests the nearest."""
 
 
 class ManifestUnreadable(SegOpsError):
@@ -117,6 +122,15 @@ class Catalog:
             )
             found[segment.name] = _with_problems(segment, self)
         return dict(sorted(found.items()))
+
+    def segment(self, name: str) -> Segment:
+        """The segment called `name`, or an error that names the nearest one."""
+        if name not in self.segments:
+            known = list(self.segments)
+            nearest = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+            hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
+            raise UnknownSegment(f"no segment named {name!r}{hint} (segments: {', '.join(known)})")
+        return self.segments[name]
 
     def realtime_segments(self) -> list[Segment]:
         return [s for s in self.segments.values() if s.is_realtime]

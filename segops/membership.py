@@ -15,7 +15,7 @@ import duckdb
 import pandas as pd
 
 from segops.errors import SegOpsError
-from segops.warehouse import quote
+from segops.sql import quote
 
 SOURCES = ("batch", "realtime")
 

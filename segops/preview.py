@@ -19,10 +19,9 @@ from segops.catalog import Catalog, Segment
 from segops.clock import set_session_now
 from segops.dbt import DbtError, run_dbt
 from segops.errors import SegOpsError
-from segops.exports import check_segment
 from segops.membership import members_query
-from segops.scoping import without_database
 from segops.settings import Settings
+from segops.sql import without_database
 from segops.warehouse import connect
 
 SAMPLE = 10
@@ -111,8 +110,7 @@ def resolve_target(settings: Settings, target: str | None, sql: str | None) -> T
             raise FileNotFoundError(f"no such SQL file: {target}")
         return Target(path.stem, compile_inline(settings, path.read_text(), where=str(path)),
                       None)
-    check_segment(settings, target)
-    segment = Catalog.load(settings.manifest_path).segments[target]
+    segment = Catalog.load(settings.manifest_path).segment(target)
     compiled = segment.compiled_sql or compile_inline(
         settings, (settings.dbt_project_dir / segment.original_file).read_text(),
         where=segment.original_file,

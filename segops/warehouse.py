@@ -24,73 +24,6 @@ from segops.errors import SegOpsError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_DDL = """
-create schema if not exists raw;
-create schema if not exists segops;
-
-create table if not exists raw.customers (
-    customer_id varchar not null,
-    email varchar,
-    country varchar,
-    city varchar,
-    acquisition_channel varchar,
-    signed_up_at timestamp not null
-);
-
-create table if not exists raw.events (
-    event_id varchar not null,
-    customer_id varchar not null,
-    event_type varchar not null,
-    occurred_at timestamp not null,
-    properties json,
-    ingested_at timestamp not null default (now() at time zone 'UTC')
-);
-
-create table if not exists raw.dead_letters (
-    received_at timestamp not null default (now() at time zone 'UTC'),
-    message_id varchar,
-    reason varchar not null,
-    payload blob,
-    attributes json
-);
-
-create sequence if not exists segops.change_id_seq;
-
-create table if not exists segops.segment_membership (
-    segment varchar not null,
-    customer_id varchar not null,
-    entered_at timestamp not null,
-    source varchar not null,
-    attributes json,
-    primary key (segment, customer_id)
-);
-
-create table if not exists segops.segment_membership_changes (
-    change_id bigint primary key default nextval('segops.change_id_seq'),
-    segment varchar not null,
-    customer_id varchar not null,
-    change varchar not null check (change in ('enter', 'exit')),
-    changed_at timestamp not null,
-    source varchar not null check (source in ('batch', 'realtime')),
-    attributes json,
-    recorded_at timestamp not null default (now() at time zone 'UTC'),
-    published_at timestamp
-);
-
-create table if not exists segops.consumer_heartbeat (
-    consumer_id varchar primary key,
-    started_at timestamp not null,
-    beat_at timestamp not null,
-    evaluated_at timestamp not null,
-    last_batch_at timestamp,
-    lag_ms double,
-    batches bigint not null default 0,
-    events bigint not null default 0,
-    duplicates bigint not null default 0,
-    dead_letters bigint not null default 0,
-    failed_segments json
-);
-"""
 
 
 MAX_RETRY_DELAY = 0.25
@@ -276,15 +209,6 @@ class HeldConnection:
             opened.close()
 
 
-def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the raw and membership tables if missing (idempotent)."""
-    con.execute(SCHEMA_DDL)
-    # Earlier versions kept event ids unique with an index here, which DuckDB holds whole in
-    # memory: the consumer grew ~100 bytes per event stored. The index by customer
-    # (streaming/customer_events.py) catches redeliveries now, on disk.
-    con.execute("drop index if exists raw.events_event_id")
-
-
 @contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
     """All or nothing: commit when the block ends, roll back if it raises."""
@@ -295,8 +219,3 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         con.execute("rollback")
         raise
     con.execute("commit")
-
-
-def quote(identifier: str) -> str:
-    """Quote an identifier for DuckDB; identifiers come from the manifest, never from events."""
-    return '"' + identifier.replace('"', '""') + '"'

@@ -22,16 +22,18 @@ import duckdb
 import pyarrow as pa
 
 from segops.catalog import Catalog
-from segops.changefeed import ChangeFeed
+from segops.change_feed import ChangeFeed
 from segops.clock import utc_now
 from segops.dbt import DbtError, run_dbt
 from segops.errors import SegOpsError
+from segops.events import Event
 from segops.membership import MembershipDelta, SegmentFailed, SegmentsFailed
+from segops.schema import ensure_schema
 from segops.settings import Settings
-from segops.warehouse import HeldConnection, ensure_schema, transaction
+from segops.warehouse import HeldConnection, transaction
 from streaming.customer_events import CustomerEvents
 from streaming.evaluator import RealtimeEvaluator
-from streaming.schema import Event, Rejected, validate
+from streaming.validation import Rejected, validate
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import duckdb
 import pyarrow as pa
 
 from segops.errors import SegOpsError
-from streaming.schema import Event
+from segops.events import Event
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from segops.membership import (
     members_query,
     stage_found,
 )
-from segops.scoping import ScopedQuery, scoped_query
 from streaming.customer_events import EVENTS, CustomerEvents
+from streaming.scoping import ScopedQuery, scoped_query
 
 log = logging.getLogger(__name__)
 

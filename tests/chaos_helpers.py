@@ -69,7 +69,7 @@ class ConsumerProcess:
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "segops.cli", "--verbose", "stream", *args],
+            [sys.executable, "-m", "segops_cli", "--verbose", "stream", *args],
             env={**os.environ, **(env or {})}, stdout=self._log, stderr=subprocess.STDOUT,
         )
 

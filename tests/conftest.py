@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from demo.emulator import EmulatorUnavailable, PubSubEmulator
 from segops.dbt import run_dbt
-from segops.emulator import EmulatorUnavailable, PubSubEmulator
+from segops.schema import ensure_schema
 from segops.settings import Settings, load_settings
-from segops.warehouse import connect, ensure_schema
+from segops.warehouse import connect
 
 
 @pytest.fixture

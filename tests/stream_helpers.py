@@ -8,12 +8,12 @@ from datetime import datetime
 
 from google.cloud import pubsub_v1
 
+from demo.producer import publish
 from segops.catalog import Catalog
 from segops.pubsub import ensure_pubsub, subscription_path, topic_path
 from segops.settings import Settings
 from segops.warehouse import connect
 from streaming.consumer import Consumer, ConsumerConfig, Incoming
-from streaming.producer import publish
 from streaming.source import PubSubSource
 
 

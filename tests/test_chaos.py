@@ -23,18 +23,18 @@ import dagster as dg
 import pytest
 from google.cloud import pubsub_v1
 
+from demo.emulator import PubSubEmulator, free_port
+from demo.producer import publish
+from demo.traffic import ShopTraffic
+from orchestration.realtime import build_realtime_sensor
 from orchestration.resources import WarehouseResource
-from orchestration.sensors import build_realtime_sensor
 from segops.clock import utc_now
 from segops.dbt import run_dbt
-from segops.emulator import PubSubEmulator, free_port
 from segops.heartbeat import latest_heartbeat
 from segops.pubsub import ensure_pubsub, topic_path
 from segops.settings import DBT_PROJECT_DIR, load_settings
 from segops.warehouse import connect
 from streaming.consumer import Consumer, ConsumerConfig
-from streaming.producer import publish
-from streaming.traffic import ShopTraffic
 from tests.chaos_helpers import (
     SCALE,
     ConsumerProcess,

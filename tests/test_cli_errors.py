@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from segops.emulator import free_port
+from demo.emulator import free_port
 
 
 def segops(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the real `segops` entry point in its own process, as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "segops.cli", *args],
+        [sys.executable, "-m", "segops_cli", *args],
         capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})},
     )
 

@@ -7,12 +7,12 @@ import itertools
 import sqlite3
 from datetime import timedelta
 
+from demo.synthetic import generate
+from demo.traffic import ShopTraffic, event
 from segops.clock import utc_now
-from segops.synthetic import generate
 from segops.warehouse import connect
 from streaming import customer_events
 from streaming.consumer import Consumer, ConsumerConfig
-from streaming.traffic import ShopTraffic, event
 from tests.shop import add_event
 from tests.stream_helpers import incoming, members
 

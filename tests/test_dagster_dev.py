@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from demo.emulator import free_port
 from segops.clock import utc_now
-from segops.emulator import free_port
 from segops.membership import current_members
 from segops.settings import PROJECT_ROOT
 from segops.warehouse import connect

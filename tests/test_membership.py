@@ -15,7 +15,8 @@ from segops.membership import (
     members_query,
     stage_found,
 )
-from segops.warehouse import connect, ensure_schema, transaction
+from segops.schema import ensure_schema
+from segops.warehouse import connect, transaction
 
 T0 = datetime(2026, 6, 1, 12, 0, 0)
 

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from segops.membership import apply_membership, members_at, members_query, stage_found
-from segops.warehouse import ensure_schema, transaction
+from segops.schema import ensure_schema
+from segops.warehouse import transaction
 
 T0 = datetime(2026, 6, 1, 12, 0, 0)
 SEGMENTS = ("vip", "churn")

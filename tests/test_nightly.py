@@ -14,18 +14,19 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from demo.emulator import free_port
+from demo.traffic import event
 from orchestration.build import build_definitions
-from orchestration.dbt_in_process import prune_run_folders
-from segops import cli
+from orchestration.nightly.dbt_runner import prune_run_folders
 from segops.catalog import Catalog
 from segops.clock import parse_timestamp
 from segops.dbt import run_dbt
-from segops.emulator import free_port
 from segops.membership import current_members, members_at
+from segops.schema import ensure_schema
 from segops.settings import DBT_PROJECT_DIR, load_settings
-from segops.warehouse import connect, ensure_schema
+from segops.warehouse import connect
+from segops_cli import main as cli
 from streaming.consumer import Consumer, ConsumerConfig
-from streaming.traffic import event
 from tests.shop import add_customer, add_event, ago
 from tests.stream_helpers import downstream_subscription, incoming, receive
 

@@ -10,11 +10,11 @@ import dagster as dg
 import pytest
 
 from orchestration.build import build_definitions
-from segops.cli import main
 from segops.clock import utc_now
 from segops.dbt import DbtError
 from segops.preview import resolve_target, run_preview
 from segops.warehouse import connect
+from segops_cli.main import main
 from streaming.consumer import Consumer, ConsumerConfig
 from tests.shop import add_customer, add_event, ago
 

@@ -7,10 +7,11 @@ import time
 
 from google.cloud import pubsub_v1
 
-from segops.cli import main
 from segops.clock import utc_now
+from segops.events import Event
 from segops.pubsub import ensure_pubsub, subscription_path
-from streaming.schema import Event, validate
+from segops_cli.main import main
+from streaming.validation import validate
 
 
 def pull_all(settings, expected: int, timeout: float = 30) -> list[bytes]:

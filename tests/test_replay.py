@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from segops.cli import main
+from demo.traffic import event
 from segops.clock import utc_now
-from streaming.traffic import event
+from segops_cli.main import main
 from tests.stream_helpers import members, scalar
 
 NOW = utc_now().replace(microsecond=0)

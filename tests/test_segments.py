@@ -21,9 +21,10 @@ import sqlglot
 
 from segops.catalog import Catalog
 from segops.dbt import run_dbt
-from segops.scoping import ranking_problem
+from segops.schema import ensure_schema
 from segops.settings import Settings, load_settings
-from segops.warehouse import connect, ensure_schema
+from segops.warehouse import connect
+from streaming.scoping import ranking_problem
 
 NOW = datetime(2026, 6, 1, 12, 0, 0)
 SEGMENTS_DIR = Path(__file__).resolve().parents[1] / "dbt_project" / "models" / "segments"

@@ -7,12 +7,12 @@ from datetime import timedelta
 
 import dagster as dg
 
-from orchestration.membership_assets import STREAM_HEARTBEAT
+from demo.traffic import event
+from orchestration.nightly.membership import STREAM_HEARTBEAT
+from orchestration.realtime import build_realtime_sensor
 from orchestration.resources import WarehouseResource
-from orchestration.sensors import build_realtime_sensor
 from segops.clock import utc_now
 from streaming.consumer import Consumer, ConsumerConfig
-from streaming.traffic import event
 from tests.stream_helpers import incoming, realtime_segments
 
 OFFLINE = ConsumerConfig(publish_changes=False)  # these tests need no Pub/Sub

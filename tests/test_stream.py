@@ -6,11 +6,11 @@ import itertools
 import random
 from datetime import timedelta
 
+from demo.traffic import ShopTraffic, event
 from segops.clock import utc_now
 from segops.parity import measure_drift
 from segops.warehouse import connect
 from streaming.consumer import Consumer, ConsumerConfig
-from streaming.traffic import ShopTraffic, event
 from tests.stream_helpers import (
     consume_until_idle,
     incoming,

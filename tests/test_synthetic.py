@@ -6,9 +6,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from segops.synthetic import generate
+from demo.synthetic import generate
+from segops.events import Event
 from segops.warehouse import connect
-from streaming.schema import Event, validate
+from streaming.validation import validate
 
 NOW = datetime(2026, 6, 1, 12, 0, 0)
 

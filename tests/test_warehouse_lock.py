@@ -10,13 +10,8 @@ import time
 import pytest
 
 from segops.dbt import run_dbt
-from segops.warehouse import (
-    HeldConnection,
-    WarehouseBusy,
-    connect,
-    ensure_schema,
-    someone_waiting,
-)
+from segops.schema import ensure_schema
+from segops.warehouse import HeldConnection, WarehouseBusy, connect, someone_waiting
 from streaming.consumer import Consumer, ConsumerConfig
 
 BUSY_WRITER = """

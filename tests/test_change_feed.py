@@ -6,10 +6,10 @@ from collections import defaultdict
 from concurrent import futures
 from datetime import timedelta
 
+from demo.traffic import event
 from segops.clock import utc_now
 from segops.warehouse import connect
 from streaming.consumer import Consumer
-from streaming.traffic import event
 from tests.stream_helpers import downstream_subscription, incoming, receive
 
 

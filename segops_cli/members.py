@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import sys
 from datetime import datetime
@@ -19,20 +18,8 @@ from segops.warehouse import connect
 FORMATS = ("csv", "json", "parquet")
 
 
-class UnknownSegment(SegOpsError):
-    """No segment by that name; the message suggests the nearest."""
-
-
-def check_segment(settings: Settings, name: str) -> None:
-    known = list(Catalog.load(settings.manifest_path).segments)
-    if name not in known:
-        nearest = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
-        hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
-        raise UnknownSegment(f"no segment named {name!r}{hint} (segments: {', '.join(known)})")
-
-
 def membership_frame(settings: Settings, segment: str, at: datetime | None) -> pd.DataFrame:
-    check_segment(settings, segment)
+    Catalog.load(settings.manifest_path).segment(segment)
     with connect(settings.warehouse, read_only=True) as con:
         if at is None:
             return current_members(con, segment)

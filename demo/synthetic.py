@@ -15,27 +15,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from segops.warehouse import ensure_schema
-
-COUNTRIES = {  # country: (share of customers, cities)
-    "US": (0.30, ["New York", "Chicago", "Austin", "Seattle"]),
-    "GB": (0.12, ["London", "Manchester", "Leeds"]),
-    "DE": (0.10, ["Berlin", "Munich", "Hamburg"]),
-    "FR": (0.08, ["Paris", "Lyon", "Marseille"]),
-    "CA": (0.06, ["Toronto", "Vancouver"]),
-    "NL": (0.05, ["Amsterdam", "Rotterdam"]),
-    "ES": (0.05, ["Madrid", "Barcelona"]),
-    "IT": (0.05, ["Milan", "Rome"]),
-    "AU": (0.05, ["Sydney", "Melbourne"]),
-    "SE": (0.04, ["Stockholm", "Gothenburg"]),
-    "AT": (0.04, ["Vienna", "Graz"]),
-    "CH": (0.03, ["Zurich", "Geneva"]),
-    "PL": (0.03, ["Warsaw", "Krakow"]),
-}
-CATEGORIES = ["electronics", "apparel", "home", "beauty", "sports", "books", "toys", "grocery"]
-CHANNELS = ["organic", "paid_search", "social", "email", "referral"]
-DEVICES = ["mobile", "desktop", "tablet"]
-PATHS = ["/", "/sale", "/new", "/help", "/account"]
+from demo.shop import CATEGORIES, CHANNELS, COUNTRIES, DEVICES, PATHS
+from segops.events import EVENT_TYPES
+from segops.schema import ensure_schema
 
 # What one session holds, on average: a start, 1 + Poisson(3.5) views, and a cart that is
 # sometimes checked out and bought.
@@ -121,20 +103,22 @@ def generate(
             $types[kind + 1],
             make_timestamp(at_us),
             case kind
-                when 0 then json_object('channel', $channels[item % 5 + 1],
-                                        'country', $countries[item // 5 + 1])
-                when 1 then json_object('channel', $channels[item % 5 + 1],
-                                        'device', $devices[item // 5 + 1])
-                when 2 then json_object('path', $paths[item + 1])
-                when 3 then json_object('product_id', product_id, 'category', category_name,
-                                        'price', price)
-                when 4 then json_object('product_id', product_id, 'category', category_name,
-                                        'price', price, 'quantity', quantity)
-                when 5 then json_object('order_value', order_value)
-                when 6 then json_object('order_id', 'o' || cast(n as varchar),
-                                        'order_value', order_value, 'currency', 'USD',
-                                        'items', quantity)
-                else json_object('campaign_id', 'cmp' || lpad(cast(item as varchar), 3, '0'))
+                when {SIGNUP} then json_object(
+                    'channel', $channels[item % 5 + 1], 'country', $countries[item // 5 + 1])
+                when {SESSION_START} then json_object(
+                    'channel', $channels[item % 5 + 1], 'device', $devices[item // 5 + 1])
+                when {PAGE_VIEW} then json_object('path', $paths[item + 1])
+                when {PRODUCT_VIEW} then json_object(
+                    'product_id', product_id, 'category', category_name, 'price', price)
+                when {ADD_TO_CART} then json_object(
+                    'product_id', product_id, 'category', category_name, 'price', price,
+                    'quantity', quantity)
+                when {CHECKOUT} then json_object('order_value', order_value)
+                when {PURCHASE} then json_object(
+                    'order_id', 'o' || cast(n as varchar), 'order_value', order_value,
+                    'currency', 'USD', 'items', quantity)
+                when {EMAIL_OPEN} then json_object(
+                    'campaign_id', 'cmp' || lpad(cast(item as varchar), 3, '0'))
             end,
             make_timestamp(at_us)
         from (
@@ -163,10 +147,12 @@ def generate(
                              seconds=time.monotonic() - started)
 
 
-EVENT_KINDS = ["signup", "session_start", "page_view", "product_view", "add_to_cart",
-               "checkout", "purchase", "email_open"]
+# Event types by number, as the arrays carry them; the case in `generate` builds each one's
+# properties, which tests check against the contract.
+EVENT_KINDS = list(EVENT_TYPES)
 SIGNUP, SESSION_START, PAGE_VIEW, PRODUCT_VIEW, ADD_TO_CART, CHECKOUT, PURCHASE, EMAIL_OPEN = (
-    range(8)
+    EVENT_KINDS.index(name) for name in ("signup", "session_start", "page_view", "product_view",
+                                         "add_to_cart", "checkout", "purchase", "email_open")
 )
 
 

@@ -23,7 +23,7 @@ READABLE_ERRORS = (SegOpsError, FileNotFoundError)
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> None:
-    from segops import synthetic
+    from demo import synthetic
     from segops.warehouse import connect
 
     now = parse_timestamp(args.now) if args.now else utc_now()
@@ -42,14 +42,15 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_segments(args: argparse.Namespace, settings: Settings) -> None:
-    from segops.reports import print_segments
+    from segops_cli.reports import print_segments
 
     print_segments(settings, console, sample=args.sample)
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
     from segops.pubsub import describe_target, ensure_pubsub
-    from segops.warehouse import connect, ensure_schema
+    from segops.schema import ensure_schema
+    from segops.warehouse import connect
 
     with connect(settings.warehouse) as con:
         ensure_schema(con)
@@ -77,8 +78,8 @@ def cmd_stream(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_produce(args: argparse.Namespace, settings: Settings) -> None:
-    from streaming.producer import publish
-    from streaming.traffic import ShopTraffic, known_customers
+    from demo.producer import publish
+    from demo.traffic import ShopTraffic, known_customers
 
     traffic = ShopTraffic(known_customers(args.customers), seed=args.seed, clock=utc_now)
     report = publish(settings, traffic, rate=args.rate, duration=args.duration)
@@ -91,8 +92,8 @@ def cmd_produce(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_story(args: argparse.Namespace, settings: Settings) -> None:
     from contextlib import nullcontext
 
-    from segops.emulator import PubSubEmulator
-    from streaming.story import tell
+    from demo.emulator import PubSubEmulator
+    from demo.story import tell
 
     own_emulator = "PUBSUB_EMULATOR_HOST" not in os.environ
     with PubSubEmulator() if own_emulator else nullcontext() as emulator:
@@ -104,14 +105,14 @@ def cmd_story(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
-    from segops.platform import run_platform
+    from demo.platform import run_platform
 
     run_platform(settings, console, rate=args.rate, port=args.port)
 
 
 def cmd_preview(args: argparse.Namespace, settings: Settings) -> None:
     from segops.preview import resolve_target, run_preview
-    from segops.reports import print_preview
+    from segops_cli.reports import print_preview
 
     if (args.target is None) == (args.sql is None):
         raise SegOpsError("give a segment name or a .sql file, or --sql, but not both")
@@ -172,14 +173,14 @@ def run_nightly(settings: Settings) -> None:
 
 
 def cmd_members(args: argparse.Namespace, settings: Settings) -> None:
-    from segops.exports import membership_frame, write_members
+    from segops_cli.members import membership_frame, write_members
 
     at = parse_timestamp(args.at) if args.at else None
     write_members(membership_frame(settings, args.segment, at), args.format, args.output)
 
 
 def cmd_history(args: argparse.Namespace, settings: Settings) -> None:
-    from segops.reports import print_history
+    from segops_cli.reports import print_history
 
     print_history(settings, args.customer, console)
 
@@ -273,6 +274,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
-
-if __name__ == "__main__":
-    main()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from segops.emulator import PubSubEmulator
+from demo.emulator import PubSubEmulator
 from segops.settings import PROJECT_ROOT, Settings
 
 BIN = Path(sys.executable).parent

@@ -1,4 +1,4 @@
-"""The event schema: what a Pub/Sub message must look like, and why a bad one is refused.
+"""Each message checked against the event contract (`segops/events.py`).
 
 Validation never raises: every message is either an Event or a reason, so bad input becomes a
 dead-letter row, not a crash.
@@ -9,44 +9,21 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from segops.clock import parse_timestamp
-
-EVENT_TYPES = frozenset(
-    {
-        "signup",
-        "session_start",
-        "page_view",
-        "product_view",
-        "add_to_cart",
-        "checkout",
-        "purchase",
-        "email_open",
-    }
+from segops.events import (
+    EARLIEST,
+    EVENT_TYPES,
+    FIELDS,
+    MAX_CLOCK_SKEW,
+    MAX_ID_LENGTH,
+    MAX_MESSAGE_BYTES,
+    NUMBER,
+    PROPERTY_TYPES,
+    REQUIRED_FIELDS,
+    Event,
 )
-FIELDS = ("event_id", "customer_id", "event_type", "occurred_at", "properties")
-REQUIRED = ("event_id", "customer_id", "event_type", "occurred_at")
-MAX_MESSAGE_BYTES = 64 * 1024
-MAX_ID_LENGTH = 128
-MAX_CLOCK_SKEW = timedelta(minutes=5)
-EARLIEST = datetime(2000, 1, 1)
-NUMERIC_PROPERTIES = ("price", "order_value", "quantity")
-TEXT_PROPERTIES = ("category", "product_id", "order_id")
-REQUIRED_PROPERTIES = {
-    "product_view": ("category",),
-    "add_to_cart": ("category",),
-    "purchase": ("order_value",),
-}
-
-
-@dataclass(frozen=True)
-class Event:
-    event_id: str
-    customer_id: str
-    event_type: str
-    occurred_at: datetime
-    properties: str  # canonical JSON text
 
 
 @dataclass(frozen=True)
@@ -74,7 +51,7 @@ def validate(data: bytes, now: datetime) -> Event | Rejected:
 
 
 def _validate_body(body: dict, now: datetime) -> Event | Rejected:
-    missing = [f for f in REQUIRED if f not in body]
+    missing = [f for f in REQUIRED_FIELDS if f not in body]
     if missing:
         return Rejected(f"missing field(s): {', '.join(missing)}")
     extra = sorted(str(f) for f in body if f not in FIELDS)
@@ -121,21 +98,21 @@ def _timestamp(text: str) -> datetime | Rejected:
 def _properties_problem(event_type: str, properties: object) -> str | None:
     if not isinstance(properties, dict):
         return f"properties must be an object, got {_describe(properties)}"
-    for key in REQUIRED_PROPERTIES.get(event_type, ()):
+    for key in EVENT_TYPES[event_type].required:
         if key not in properties:
             return f"{event_type} event needs properties.{key}"
-    for key in NUMERIC_PROPERTIES:
+    for key, kind in PROPERTY_TYPES.items():
         value = properties.get(key)
-        if value is not None and (
+        if value is None:
+            continue
+        if kind == NUMBER and (
             isinstance(value, bool)
             or not isinstance(value, int | float)
             or not math.isfinite(value)
             or value < 0
         ):
             return f"properties.{key} must be a non-negative number, got {_describe(value)}"
-    for key in TEXT_PROPERTIES:
-        value = properties.get(key)
-        if value is not None and not isinstance(value, str):
+        if kind != NUMBER and not isinstance(value, str):
             return f"properties.{key} must be a string, got {_describe(value)}"
     return None
 

@@ -18,8 +18,7 @@ from sqlglot import exp
 
 from segops.catalog import Catalog, Model, Segment
 from segops.membership import SegmentContractError
-
-DIALECT = "duckdb"
+from segops.sql import DIALECT
 
 
 @dataclass(frozen=True)
@@ -133,12 +132,3 @@ def _interval(node: exp.Interval) -> timedelta | None:
 _UNITS = {
     "second": "seconds", "minute": "minutes", "hour": "hours", "day": "days", "week": "weeks",
 }
-
-
-def without_database(sql: str) -> str:
-    """Drop the database part of every table reference: SQL compiled against one target (an
-    in-memory compile profile, another file name) then runs on the warehouse at hand."""
-    tree = sqlglot.parse_one(sql, read=DIALECT)
-    for table in tree.find_all(exp.Table):
-        table.set("catalog", None)
-    return tree.sql(dialect=DIALECT)

@@ -8,11 +8,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from segops.synthetic import customer_id
-
-CATEGORIES = ("electronics", "apparel", "home", "beauty", "sports", "books", "toys", "grocery")
-CHANNELS = ("organic", "paid_search", "social", "email", "referral")
-DEVICES = ("mobile", "desktop", "tablet")
+from demo.shop import CATEGORIES, CHANNELS, DEVICES, PATHS
+from demo.synthetic import customer_id
 
 
 def rfc3339(moment: datetime) -> str:
@@ -78,7 +75,7 @@ class ShopTraffic:
             steps.append(("email_open", {"campaign_id": f"cmp{rng.randrange(40):03d}"}))
         for _ in range(rng.randint(1, 8)):
             if rng.random() < 0.3:
-                steps.append(("page_view", {"path": rng.choice(("/", "/sale", "/new", "/help"))}))
+                steps.append(("page_view", {"path": rng.choice(PATHS)}))
             browsed = category if rng.random() < 0.8 else rng.choice(CATEGORIES)
             steps.append(("product_view", _product(rng, browsed)))
         if rng.random() < 0.3:

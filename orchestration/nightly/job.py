@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from orchestration.raw_assets import raw_customers, raw_events
+from orchestration.nightly.raw import raw_customers, raw_events
 
 
 def build_nightly_job(dbt_models: dg.AssetsDefinition):

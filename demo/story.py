@@ -15,14 +15,14 @@ from datetime import datetime, timedelta
 
 from rich.console import Console
 
+from demo.producer import make_publisher, publish
+from demo.traffic import event
 from segops.clock import utc_now
 from segops.pubsub import ensure_pubsub, subscription_path
 from segops.settings import Settings
 from segops.warehouse import connect
 from streaming.consumer import Consumer, ConsumerConfig
-from streaming.producer import make_publisher, publish
 from streaming.source import PubSubSource
-from streaming.traffic import event
 
 
 @dataclass(frozen=True)

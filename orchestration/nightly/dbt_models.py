@@ -11,7 +11,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 
-from orchestration.dbt_in_process import DbtResource
+from orchestration.nightly.dbt_runner import DbtResource
 
 
 class SegOpsTranslator(DagsterDbtTranslator):

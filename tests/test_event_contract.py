@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streaming.schema import MAX_MESSAGE_BYTES, Event, Rejected, validate
+from segops.events import MAX_MESSAGE_BYTES, Event
+from streaming.validation import Rejected, validate
 
 NOW = datetime(2026, 6, 1, 12, 0, 0)
 GOOD = {
