@@ -16,7 +16,8 @@ import json
 import statistics
 
 from bench.harness import Lab, compact, figure, median_steps_ms, percentile, traffic
-from streaming.consumer import Consumer, ConsumerConfig, Incoming
+from streaming.consumer import Consumer, ConsumerConfig
+from streaming.source import Incoming
 
 FIGURES = ("B3",)
 WARM_UP = 2  # batches per consumer not counted (first connections, caches)

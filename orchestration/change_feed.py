@@ -10,7 +10,7 @@ import time
 
 import dagster as dg
 
-from orchestration.nightly.membership import membership_key
+from orchestration.membership_checks import membership_key
 from orchestration.resources import WarehouseResource
 from segops.catalog import Segment
 from segops.change_feed import publish_backlog

@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from orchestration.nightly.membership import STREAM_HEARTBEAT, heartbeat_result, membership_key
+from orchestration.membership_checks import STREAM_HEARTBEAT, heartbeat_result, membership_key
 from orchestration.resources import WarehouseResource
 from segops.catalog import Segment
 from segops.clock import utc_now

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import duckdb
 from dagster_dbt import DbtProject
@@ -16,9 +13,6 @@ from dagster_duckdb import DuckDBResource
 from orchestration.nightly.dbt_runner import DbtResource
 from segops import warehouse
 from segops.settings import Settings
-
-# The dbt installed beside this Python: the dbt-core imported here, activated venv or not.
-DBT_BESIDE_PYTHON = Path(sys.executable).with_name("dbt")
 
 
 class WarehouseResource(DuckDBResource):
@@ -33,14 +27,12 @@ class WarehouseResource(DuckDBResource):
 
 
 def build_dbt_project(settings: Settings) -> DbtProject:
-    # dbt's profile reads the warehouse path from the environment, and `prepare_if_dev` (under
-    # `dagster dev`) runs the `dbt` on PATH: the one beside this Python if none is.
+    """The dbt project as its manifest describes it. The manifest is built before anything
+    starts (`make manifest`, or `segops nightly` parsing first) and never rewritten while the
+    code location loads: the streaming consumer reads the same file."""
+    # dbt's profile reads the warehouse path from the environment.
     os.environ.setdefault("SEGOPS_WAREHOUSE", str(settings.warehouse))
-    if shutil.which("dbt") is None:
-        os.environ["PATH"] = f"{DBT_BESIDE_PYTHON.parent}{os.pathsep}{os.environ['PATH']}"
-    project = DbtProject(project_dir=settings.dbt_project_dir, target_path=settings.dbt_target_dir)
-    project.prepare_if_dev()
-    return project
+    return DbtProject(project_dir=settings.dbt_project_dir, target_path=settings.dbt_target_dir)
 
 
 def build_resources(settings: Settings, project: DbtProject) -> dict[str, object]:

@@ -24,10 +24,6 @@ class Settings:
     def manifest_path(self) -> Path:
         return self.dbt_target_dir / "manifest.json"
 
-    def dbt_env(self) -> dict[str, str]:
-        """Environment for a dbt process, so dbt writes where this process reads."""
-        return {**os.environ, "SEGOPS_WAREHOUSE": str(self.warehouse)}
-
 
 def load_settings() -> Settings:
     warehouse = Path(

@@ -9,7 +9,6 @@ a crash at any point redelivers rather than loses, and redelivery stores nothing
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -19,33 +18,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import duckdb
-import pyarrow as pa
 
-from segops.catalog import Catalog
 from segops.change_feed import ChangeFeed
 from segops.clock import utc_now
-from segops.dbt import DbtError, run_dbt
-from segops.errors import SegOpsError
-from segops.events import Event
+from segops.heartbeat import BatchCounts, record_beat, watermark
 from segops.membership import MembershipDelta, SegmentFailed, SegmentsFailed
 from segops.schema import ensure_schema
 from segops.settings import Settings
 from segops.warehouse import HeldConnection, transaction
 from streaming.customer_events import CustomerEvents
-from streaming.evaluator import RealtimeEvaluator
-from streaming.validation import Rejected, validate
+from streaming.live_segments import LiveSegments
+from streaming.source import Incoming, MessageSource
+from streaming.storage import store_dead_letters, store_events
+from streaming.validation import validate_all
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """One message as the consumer needs it, whatever delivered it (Pub/Sub, replay, tests)."""
-
-    data: bytes
-    message_id: str | None = None
-    attributes: dict[str, str] = field(default_factory=dict)
-    publish_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -107,70 +94,41 @@ class Consumer:
         self.clock = clock
         self.on_commit = on_commit
         self.watermark: datetime | None = None
-        self._manifest_version: tuple[int, int] | None = None
-        self._last_failed_retry = time.monotonic()
         self.stopping = threading.Event()
         self._wait_reported = 0.0
         self.by_customer = CustomerEvents(settings.warehouse)
         self.warehouse = HeldConnection(settings.warehouse,
                                         timeout=self.config.lock_timeout_seconds,
                                         on_wait=self._report_wait, on_open=self._opened)
-        self.evaluator = self._load_evaluator()
-        self.failed: dict[str, str] = dict(self.evaluator.refused)
+        self.segments = LiveSegments(settings,
+                                     retry_failed_seconds=self.config.retry_failed_seconds)
         self.feed = ChangeFeed(settings, "realtime") if self.config.publish_changes else None
 
     # -- setup ---------------------------------------------------------------------------
 
-    def _load_evaluator(self) -> RealtimeEvaluator:
-        """Read the real-time segments from the manifest, compiling them first if needed."""
-        catalog = self._read_manifest()
-        if any(s.compiled_sql is None for s in catalog.segments.values() if s.is_realtime):
-            log.info("compiling the real-time segments (manifest has no compiled SQL yet)")
-            # The in-memory target: dbt-duckdb keeps its connection open for the life of the
-            # process, which would hold the warehouse's lock against every other process.
-            try:
-                run_dbt(self.settings, ["compile", "--select", "+path:models/segments"],
-                        extra=["--target", "compile"])
-            except DbtError:
-                # dbt rewrites the manifest as its compile fails: that version has been tried.
-                self._manifest_version = _file_version(self.settings.manifest_path)
-                raise
-            catalog = self._read_manifest()
-        return RealtimeEvaluator.from_catalog(catalog)
-
-    def _read_manifest(self) -> Catalog:
-        """The catalog, noting which version of the file it came from (looked at first, so a
-        rewrite that lands while it is read shows as a change next time)."""
-        self._manifest_version = _file_version(self.settings.manifest_path)
-        return Catalog.load(self.settings.manifest_path)
-
     def start(self) -> None:
         """Create tables if needed and evaluate every real-time segment over all customers."""
         with self._connect() as con:  # creates the tables if needed (`_opened`)
-            row = con.execute(
-                "select evaluated_at from segops.consumer_heartbeat where consumer_id = ?",
-                [self.config.consumer_id],
-            ).fetchone()
-        self.watermark = row[0] if row else None
-        self._evaluate_everyone(list(self.evaluator.queries))
+            self.watermark = watermark(con, self.config.consumer_id)
+        self._evaluate_everyone(list(self.segments.evaluator.queries))
 
     def _evaluate_everyone(self, segments: list[str]) -> None:
-        healthy = [s for s in segments if s not in self.evaluator.refused]
+        healthy = [s for s in segments if s not in self.segments.evaluator.refused]
         while healthy:
             now = self.clock()
             try:
                 with (self._connect() as con, _whole_machine(con, self.config),
                       transaction(con)):
-                    deltas = self.evaluator.evaluate(
+                    deltas = self.segments.evaluator.evaluate(
                         con, touched=[], now=now, since=None, segments=healthy, everyone=True
                     )
-                    self._beat(con, now, [], 0, 0, 0)
+                    self._beat(con, now, BatchCounts())
             except SegmentFailed as failure:
-                self._mark_failed(failure)
+                self.segments.mark_failed(failure)
                 healthy.remove(failure.segment)
                 continue
             for delta in deltas:
-                self.failed.pop(delta.segment, None)
+                self.segments.recovered(delta.segment)
                 log.info("%s: %d members (%d in, %d out)", delta.segment, delta.size,
                          delta.enters, delta.exits)
             self.watermark = now
@@ -178,7 +136,7 @@ class Consumer:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def run(self, source, *, until_idle: float | None = None) -> None:
+    def run(self, source: MessageSource, *, until_idle: float | None = None) -> None:
         """Consume until `stop()` or until idle for `until_idle` seconds.
 
         The warehouse stays open while messages keep coming and is given up on an idle round
@@ -195,7 +153,7 @@ class Consumer:
         self.by_customer.close()
         log.info("consumer stopped cleanly")
 
-    def _loop(self, source, until_idle: float | None) -> None:
+    def _loop(self, source: MessageSource, until_idle: float | None) -> None:
         idle_since = last_eval = time.monotonic()
         while not self.stopping.is_set():
             messages = source.next_batch(self.config.batch_size, self.config.batch_wait_seconds)
@@ -206,7 +164,7 @@ class Consumer:
                 log.info("no messages for %.0fs; exiting", until_idle)
                 break
             if messages or now_mono - last_eval >= self.config.tick_seconds:
-                batch = [_incoming(m) for m in messages]
+                batch = [Incoming.of(m) for m in messages]
                 outcome = self.process(batch)
                 if self.on_commit:
                     self.on_commit(batch, outcome)
@@ -228,33 +186,10 @@ class Consumer:
         self.stopping.set()
 
     def maintain(self) -> None:
-        """Pick up a changed manifest and retry failed segments now and then."""
-        if _file_version(self.settings.manifest_path) != self._manifest_version:
-            self._reload()
-        retryable = [s for s in self.failed if s in self.evaluator.queries]
-        if retryable and time.monotonic() - self._last_failed_retry >= (
-            self.config.retry_failed_seconds
-        ):
-            self._last_failed_retry = time.monotonic()
-            self._evaluate_everyone(retryable)
-
-    def _reload(self) -> None:
-        """Swap in the segments of a changed manifest. One that cannot be read or compiled (a
-        dbt run is writing it, a deploy broke a model) leaves the running segments in place
-        until the file changes again: a bad deploy must not stop the stream."""
-        previous = self.evaluator.queries
-        try:
-            self.evaluator = self._load_evaluator()
-        except SegOpsError as problem:
-            log.warning("%s; the segments stay as they were until the manifest changes again",
-                        problem)
-            return
-        self.failed = dict(self.evaluator.refused)
-        changed = [
-            name for name, query in self.evaluator.queries.items() if previous.get(name) != query
-        ]
-        log.info("manifest changed; re-evaluating %s", ", ".join(changed) or "nothing")
-        self._evaluate_everyone(changed)
+        """Between batches: pick up a changed manifest and retry failed segments now and then."""
+        for segments in (self.segments.reload_if_changed(), self.segments.due_for_retry()):
+            if segments:
+                self._evaluate_everyone(segments)
 
     # -- one micro-batch ---------------------------------------------------------------------
 
@@ -262,9 +197,9 @@ class Consumer:
         """Store, evaluate and commit one micro-batch; the caller acks after this returns."""
         started = time.monotonic()
         now = self.clock()
-        events, rejected = _validate_all(messages, now)
+        events, rejected = validate_all(messages, now)
         unique = list({e.event_id: e for e in reversed(events)}.values())
-        segments = [s for s in self.evaluator.queries if s not in self.failed]
+        segments = self.segments.healthy()
         together = True
         while True:
             laps = Laps()
@@ -276,10 +211,10 @@ class Consumer:
                     if self.feed:
                         self.feed.mark_accepted(con)
                     stored = self.by_customer.add(unique, now)  # what is not a redelivery
-                    _store_events(con, stored, now)
-                    _store_dead_letters(con, rejected)
+                    store_events(con, stored, now)
+                    store_dead_letters(con, rejected)
                     laps.mark("store")
-                    deltas = self.evaluator.evaluate(
+                    deltas = self.segments.evaluator.evaluate(
                         con,
                         touched={e.customer_id for e in unique},
                         now=now,
@@ -288,9 +223,10 @@ class Consumer:
                         together=together,
                         by_customer=self.by_customer,
                     )
-                    lag_ms = _lag_ms(messages)
-                    self._beat(con, now, messages, len(stored), len(events) - len(stored),
-                               len(rejected), lag_ms)
+                    self._beat(con, now, BatchCounts(
+                        messages=len(messages), stored=len(stored),
+                        duplicates=len(events) - len(stored), dead_letters=len(rejected),
+                        lag_ms=_lag_ms(messages)))
                     changes = self.feed.unpublished(con) if self.feed else []
                     laps.mark("evaluate")
                 laps.mark("commit")
@@ -299,7 +235,7 @@ class Consumer:
                 log.warning("%s; evaluating them one by one to find which", failure)
                 together = False
             except SegmentFailed as failure:
-                self._mark_failed(failure)
+                self.segments.mark_failed(failure)
                 segments.remove(failure.segment)
         self.watermark = now
         if self.feed:
@@ -319,10 +255,6 @@ class Consumer:
             steps=laps.seconds,
         )
 
-    def _mark_failed(self, failure: SegmentFailed) -> None:
-        log.error("%s; it is skipped until fixed, the other segments go on", failure)
-        self.failed[failure.segment] = str(failure.error)
-
     def _connect(self):
         return self.warehouse.use()
 
@@ -341,57 +273,9 @@ class Consumer:
             log.warning("warehouse locked by another process; waited %.0fs, retrying with "
                         "backoff, nothing acked", waited)
 
-    def _beat(
-        self,
-        con: duckdb.DuckDBPyConnection,
-        now: datetime,
-        messages: Sequence[Incoming],
-        stored: int,
-        duplicates: int,
-        dead_letters: int,
-        lag_ms: float | None = None,
-    ) -> None:
-        values = {
-            "id": self.config.consumer_id,
-            "now": now,
-            "wall": utc_now(),
-            "last_batch": utc_now() if messages else None,
-            "lag": lag_ms,
-            "batches": 1 if messages else 0,
-            "stored": stored,
-            "dups": duplicates,
-            "dead": dead_letters,
-            "failed": json.dumps(self.failed),
-        }
-        # An update, not an upsert: the row exists after the first beat, and an update costs
-        # less than half as much on every batch.
-        updated = con.execute(
-            """
-            update segops.consumer_heartbeat set
-                beat_at = $wall,
-                evaluated_at = $now,
-                last_batch_at = coalesce($last_batch, last_batch_at),
-                lag_ms = coalesce($lag, lag_ms),
-                batches = batches + $batches,
-                events = events + $stored,
-                duplicates = duplicates + $dups,
-                dead_letters = dead_letters + $dead,
-                failed_segments = $failed
-            where consumer_id = $id
-            """,
-            values,
-        ).fetchone()[0]
-        if not updated:
-            con.execute(
-                """
-                insert into segops.consumer_heartbeat (consumer_id, started_at, beat_at,
-                    evaluated_at, last_batch_at, lag_ms, batches, events, duplicates,
-                    dead_letters, failed_segments)
-                values ($id, $now, $wall, $now, $last_batch, $lag, $batches, $stored, $dups,
-                    $dead, $failed)
-                """,
-                values,
-            )
+    def _beat(self, con: duckdb.DuckDBPyConnection, now: datetime, counts: BatchCounts) -> None:
+        record_beat(con, self.config.consumer_id, evaluated_at=now, wall=utc_now(),
+                    counts=counts, failed_segments=self.segments.failed)
 
 
 def _for_batches(con: duckdb.DuckDBPyConnection, config: ConsumerConfig) -> None:
@@ -415,96 +299,8 @@ def _whole_machine(con: duckdb.DuckDBPyConnection, config: ConsumerConfig) -> It
         _for_batches(con, config)
 
 
-def _incoming(message) -> Incoming:
-    publish_time = message.publish_time
-    return Incoming(
-        data=message.data,
-        message_id=message.message_id,
-        attributes=dict(message.attributes),
-        publish_time=publish_time.replace(tzinfo=None) if publish_time else None,
-    )
-
-
-def _validate_all(
-    messages: Sequence[Incoming], now: datetime
-) -> tuple[list[Event], list[tuple[Incoming, str]]]:
-    events, rejected = [], []
-    for message in messages:
-        result = validate(message.data, now)
-        if isinstance(result, Rejected):
-            rejected.append((message, result.reason))
-        else:
-            events.append(result)
-    return events, rejected
-
-
-def _store_events(con: duckdb.DuckDBPyConnection, events: list[Event], now: datetime) -> None:
-    """Append the events, in one columnar insert."""
-    if not events:
-        return
-    batch = pa.table(
-        {
-            "event_id": [e.event_id for e in events],
-            "customer_id": [e.customer_id for e in events],
-            "event_type": [e.event_type for e in events],
-            "occurred_at": pa.array([e.occurred_at for e in events], pa.timestamp("us")),
-            "properties": [e.properties for e in events],
-        }
-    )
-    con.register("_batch", batch)
-    try:
-        con.execute(
-            """
-            insert into raw.events
-                (event_id, customer_id, event_type, occurred_at, properties, ingested_at)
-            select event_id, customer_id, event_type, occurred_at, properties::json, $now
-            from _batch
-            """,
-            {"now": now},
-        )
-    finally:
-        con.unregister("_batch")
-
-
-def _store_dead_letters(
-    con: duckdb.DuckDBPyConnection, rejected: list[tuple[Incoming, str]]
-) -> None:
-    """Store each bad message once, even when it is delivered (or replayed) again."""
-    if not rejected:
-        return
-    batch = pa.table(
-        {
-            "message_id": [m.message_id for m, _ in rejected],
-            "reason": [reason for _, reason in rejected],
-            "payload": pa.array([m.data for m, _ in rejected], pa.binary()),
-            "attributes": [json.dumps(m.attributes) for m, _ in rejected],
-        }
-    )
-    con.register("_dead", batch)
-    try:
-        con.execute(
-            """
-            insert into raw.dead_letters (message_id, reason, payload, attributes)
-            select message_id, reason, payload, attributes::json from _dead
-            where message_id is null or message_id not in (
-                select message_id from raw.dead_letters where message_id is not null)
-            """
-        )
-    finally:
-        con.unregister("_dead")
-
-
 def _lag_ms(messages: Sequence[Incoming]) -> float | None:
     published = [m.publish_time for m in messages if m.publish_time]
     if not published:
         return None
     return (utc_now() - min(published)).total_seconds() * 1000
-
-
-def _file_version(path) -> tuple[int, int] | None:
-    """Modification time and size: a rewrite changes one or the other, even within a tick."""
-    try:
-        status = path.stat()
-    except FileNotFoundError:
-        return None
-    return status.st_mtime_ns, status.st_size

@@ -16,7 +16,8 @@ from typing import BinaryIO
 from segops.errors import SegOpsError
 from segops.heartbeat import REPLAY_CONSUMER_ID
 from segops.settings import Settings
-from streaming.consumer import Consumer, ConsumerConfig, Incoming
+from streaming.consumer import Consumer, ConsumerConfig
+from streaming.source import Incoming
 
 GZIP_MAGIC = b"\x1f\x8b"
 

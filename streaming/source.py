@@ -1,4 +1,5 @@
-"""Streaming pull from the events subscription, handed out as bounded micro-batches.
+"""Where messages come from: the `MessageSource` the consumer reads micro-batches from, and its
+Pub/Sub implementation, a streaming pull from the events subscription.
 
 Flow control caps how many messages wait in memory, so a consumer blocked on the warehouse lock
 stops pulling instead of growing; the client keeps extending their ack deadlines meanwhile.
@@ -10,6 +11,10 @@ import contextlib
 import logging
 import queue
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
 
 from google.api_core import exceptions
 from google.cloud import pubsub_v1
@@ -19,6 +24,52 @@ from google.cloud.pubsub_v1.subscriber.scheduler import Scheduler
 from segops.pubsub import UNREACHABLE, bounded_retry, describe_target
 
 log = logging.getLogger(__name__)
+
+
+class Delivered(Protocol):
+    """One delivered message: its payload and metadata, acknowledged once it is committed."""
+
+    data: bytes
+    message_id: str
+    attributes: Mapping[str, str]
+    publish_time: datetime | None
+
+    def ack(self) -> None: ...
+
+
+class MessageSource(Protocol):
+    """What the consumer reads from: Pub/Sub in production, anything with the same calls in
+    tests and benchmarks."""
+
+    def start(self) -> None: ...
+
+    def next_batch(self, max_size: int, max_wait: float) -> Sequence[Delivered]:
+        """Up to `max_size` messages, waiting at most `max_wait` s; empty when none came."""
+        ...
+
+    def stop(self) -> None:
+        """Stop receiving; what was received but not acked is redelivered later."""
+        ...
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One message as the consumer needs it, whatever delivered it (Pub/Sub, replay, tests)."""
+
+    data: bytes
+    message_id: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+    publish_time: datetime | None = None
+
+    @classmethod
+    def of(cls, message: Delivered) -> Incoming:
+        publish_time = message.publish_time
+        return cls(
+            data=message.data,
+            message_id=message.message_id,
+            attributes=dict(message.attributes),
+            publish_time=publish_time.replace(tzinfo=None) if publish_time else None,
+        )
 
 LEASE_SECONDS = 10
 MAX_RECONNECT_DELAY = 30.0

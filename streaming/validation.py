@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,6 +25,7 @@ from segops.events import (
     REQUIRED_FIELDS,
     Event,
 )
+from streaming.source import Incoming
 
 
 @dataclass(frozen=True)
@@ -120,3 +122,17 @@ def _properties_problem(event_type: str, properties: object) -> str | None:
 def _describe(value: object) -> str:
     text = json.dumps(value, default=str)
     return f"{type(value).__name__} {text[:60]}"
+
+
+def validate_all(
+    messages: Sequence[Incoming], now: datetime
+) -> tuple[list[Event], list[tuple[Incoming, str]]]:
+    """The valid events of a batch, and each invalid message with the reason."""
+    events, rejected = [], []
+    for message in messages:
+        result = validate(message.data, now)
+        if isinstance(result, Rejected):
+            rejected.append((message, result.reason))
+        else:
+            events.append(result)
+    return events, rejected

@@ -1,9 +1,11 @@
-"""Shared fixtures: every test gets its own warehouse file and dbt target directory."""
+"""Shared fixtures: every test gets its own warehouse file and dbt target directory, and no test
+touches the user's own `data/` (their warehouse and Dagster instance)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +15,37 @@ import pytest
 from demo.emulator import EmulatorUnavailable, PubSubEmulator
 from segops.dbt import run_dbt
 from segops.schema import ensure_schema
-from segops.settings import Settings, load_settings
+from segops.settings import PROJECT_ROOT, Settings, load_settings
 from segops.warehouse import connect
+
+USER_DATA = PROJECT_ROOT / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point every default the tests might fall back on away from `data/`: `make` exports the
+    user's warehouse and Dagster home, which a test that builds its own settings would use."""
+    scratch = Path(tempfile.mkdtemp(prefix="segops-tests-"))
+    os.environ["SEGOPS_WAREHOUSE"] = str(scratch / "warehouse.duckdb")
+    os.environ["DAGSTER_HOME"] = str(scratch / "dagster")
+    (scratch / "dagster").mkdir()
+
+
+def _user_data_state() -> dict[str, tuple[int, int]]:
+    return {
+        str(path.relative_to(USER_DATA)): (path.stat().st_mtime_ns, path.stat().st_size)
+        for path in USER_DATA.rglob("*") if path.is_file()
+    } if USER_DATA.exists() else {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_data_untouched() -> Iterator[None]:
+    """Fails the run if any test created, changed or removed a file under `data/`."""
+    before = _user_data_state()
+    yield
+    after = _user_data_state()
+    changed = sorted(name for name in before.keys() | after.keys()
+                     if before.get(name) != after.get(name))
+    assert not changed, f"tests touched the user's data/: {changed[:10]}"
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from segops.catalog import Catalog
 from segops.pubsub import ensure_pubsub, subscription_path, topic_path
 from segops.settings import Settings
 from segops.warehouse import connect
-from streaming.consumer import Consumer, ConsumerConfig, Incoming
-from streaming.source import PubSubSource
+from streaming.consumer import Consumer, ConsumerConfig
+from streaming.source import Incoming, PubSubSource
 
 
 def consume_until_idle(settings: Settings, idle: float = 2.0, **config) -> Consumer:

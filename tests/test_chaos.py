@@ -461,14 +461,14 @@ def test_f8_a_segment_that_fails_at_run_time_is_isolated(warehouse, tmp_path, mo
 
 def test_f9_a_manifest_changing_under_the_consumer_never_stops_it(
         warehouse, tmp_path, monkeypatch, caplog):
-    caplog.set_level(logging.INFO, logger="streaming.consumer")
+    caplog.set_level(logging.INFO, logger="streaming")
     project = tmp_path / "dbt_project"
     shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
     monkeypatch.setenv("SEGOPS_DBT_PROJECT_DIR", str(project))
     settings = load_settings()
     consumer = Consumer(settings, ConsumerConfig(publish_changes=False))
     consumer.start()
-    running = dict(consumer.evaluator.queries)
+    running = dict(consumer.segments.evaluator.queries)
     events = shop_events(400, seed=9, spread_minutes=30)  # four batches: one per step below
     batches = iter([events[start:start + 100] for start in range(0, len(events), 100)])
 
@@ -476,7 +476,7 @@ def test_f9_a_manifest_changing_under_the_consumer_never_stops_it(
         outcome = consumer.process([incoming(e) for e in next(batches)])
         assert outcome.stored == outcome.received, outcome
         consumer.maintain()
-        assert consumer.evaluator.queries == running and not consumer.failed
+        assert consumer.segments.evaluator.queries == running and not consumer.segments.failed
 
     # A reader can catch dbt halfway through writing the manifest (dbt does not write atomically).
     complete = settings.manifest_path.read_bytes()

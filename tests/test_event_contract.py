@@ -1,4 +1,5 @@
-"""Event validation: good events pass, each kind of bad input gets a reason, nothing raises."""
+"""The event contract: validation against it (good events pass, each kind of bad input gets a
+reason, nothing raises), and every other place that follows it agrees with it."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import json
 from datetime import datetime
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from segops.events import MAX_MESSAGE_BYTES, Event
+from demo.traffic import ShopTraffic, known_customers
+from segops.events import EVENT_TYPES, MAX_MESSAGE_BYTES, Event, reference_markdown
+from segops.settings import DBT_PROJECT_DIR, PROJECT_ROOT
 from streaming.validation import Rejected, validate
 
 NOW = datetime(2026, 6, 1, 12, 0, 0)
@@ -100,3 +104,33 @@ def test_no_json_object_makes_validation_raise(body):
 @given(st.fixed_dictionaries({}, optional={k: json_values for k in GOOD}))
 def test_mutated_good_events_never_raise(partial):
     assert isinstance(validate(json.dumps({**GOOD, **partial}).encode(), NOW), Event | Rejected)
+
+
+def test_the_dbt_source_accepts_exactly_the_contracts_event_types():
+    sources = yaml.safe_load((DBT_PROJECT_DIR / "models" / "staging" / "_sources.yml").read_text())
+    (raw,) = sources["sources"]
+    (events,) = [table for table in raw["tables"] if table["name"] == "events"]
+    (event_type,) = [column for column in events["columns"] if column["name"] == "event_type"]
+    (test,) = event_type["data_tests"]
+    assert test["accepted_values"]["arguments"]["values"] == list(EVENT_TYPES)
+
+
+def test_the_event_reference_is_the_contracts():
+    reference = (PROJECT_ROOT / "docs" / "events.md").read_text()
+    assert reference_markdown() in reference, (
+        "docs/events.md is out of date: paste `python -c 'from segops.events import "
+        "reference_markdown as r; print(r())'` into it"
+    )
+
+
+def test_the_demo_traffic_sends_what_the_contract_declares():
+    traffic = iter(ShopTraffic(known_customers(1000), seed=3, clock=lambda: NOW))
+    seen = set()
+    for _ in range(2000):
+        body = next(traffic)
+        declared = EVENT_TYPES[body["event_type"]]
+        assert set(declared.required) <= set(body["properties"]), body
+        assert set(body["properties"]) <= {*declared.required, *declared.optional}, body
+        assert isinstance(validate(json.dumps(body).encode(), NOW), Event), body
+        seen.add(body["event_type"])
+    assert seen == set(EVENT_TYPES) - {"signup"}, "live traffic is shoppers already signed up"

@@ -8,7 +8,7 @@ from datetime import timedelta
 import dagster as dg
 
 from demo.traffic import event
-from orchestration.nightly.membership import STREAM_HEARTBEAT
+from orchestration.membership_checks import STREAM_HEARTBEAT
 from orchestration.realtime import build_realtime_sensor
 from orchestration.resources import WarehouseResource
 from segops.clock import utc_now

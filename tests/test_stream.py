@@ -151,14 +151,14 @@ def test_micro_batches_use_one_duckdb_thread_and_little_memory_evaluating_everyo
     consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False,
                                                   batch_memory_limit="64MB"))
     settings = []
-    evaluate = consumer.evaluator.evaluate
+    evaluate = consumer.segments.evaluator.evaluate
 
     def noting_settings(con, **scope):
         settings.append((scope.get("everyone", False), *con.execute(
             "select current_setting('threads'), current_setting('memory_limit')").fetchone()))
         return evaluate(con, **scope)
 
-    consumer.evaluator.evaluate = noting_settings
+    consumer.segments.evaluator.evaluate = noting_settings
     with consumer.warehouse.held():
         consumer.start()
         consumer.process([incoming(event("shopper", "add_to_cart", utc_now(), price=20.0))])

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from demo.synthetic import generate
-from segops.events import Event
+from segops.events import EVENT_TYPES, Event
 from segops.warehouse import connect
 from streaming.validation import validate
 
@@ -134,3 +134,16 @@ def test_recent_activity_feeds_the_real_time_segments(shop):
         "select count(*) from raw.customers where signed_up_at > ?", [NOW - timedelta(days=7)]
     ).fetchone()[0]
     assert recent_signups > 0
+
+
+def test_each_event_type_carries_the_properties_the_contract_declares(shop):
+    con, _ = shop
+    keys = con.execute(
+        "select event_type, list(distinct unnest(json_keys(properties))) from raw.events "
+        "group by event_type"
+    ).fetchall()
+    assert {event_type for event_type, _ in keys} == set(EVENT_TYPES)
+    for event_type, properties in keys:
+        declared = EVENT_TYPES[event_type]
+        assert set(declared.required) <= set(properties) <= {*declared.required,
+                                                             *declared.optional}, event_type

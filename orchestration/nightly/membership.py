@@ -10,10 +10,16 @@ from datetime import datetime
 import dagster as dg
 import duckdb
 
+from orchestration.membership_checks import (
+    heartbeat_result,
+    membership_key,
+    parity_result,
+    realtime_check_specs,
+)
 from orchestration.resources import WarehouseResource
 from segops.catalog import Segment
 from segops.clock import set_session_now, utc_now
-from segops.heartbeat import STALE_AFTER, Heartbeat, latest_heartbeat
+from segops.heartbeat import latest_heartbeat
 from segops.membership import (
     SegmentContractError,
     SegmentFailed,
@@ -21,32 +27,10 @@ from segops.membership import (
     members_query,
     stage_found,
 )
-from segops.parity import Drift, measure_drift
+from segops.parity import measure_drift
 from segops.warehouse import transaction
 
 SAMPLE_SIZE = 5
-PARITY = "parity"
-STREAM_HEARTBEAT = "stream_heartbeat"
-
-
-def membership_key(segment_name: str) -> dg.AssetKey:
-    return dg.AssetKey(["membership", segment_name])
-
-
-def realtime_check_specs(segment: Segment) -> list[dg.AssetCheckSpec]:
-    key = membership_key(segment.name)
-    return [
-        dg.AssetCheckSpec(
-            PARITY,
-            asset=key,
-            description="The stream's membership equals a batch evaluation at the same now.",
-        ),
-        dg.AssetCheckSpec(
-            STREAM_HEARTBEAT,
-            asset=key,
-            description=f"The streaming consumer beat within the last {STALE_AFTER}.",
-        ),
-    ]
 
 
 def build_membership_asset(segment: Segment) -> dg.AssetsDefinition:
@@ -109,52 +93,3 @@ def _reconcile(con: duckdb.DuckDBPyConnection, segment: Segment, at: datetime) -
         "evaluated_at": dg.MetadataValue.text(at.isoformat(sep=" ")),
         "sample": dg.MetadataValue.md(sample.to_markdown(index=False)),
     }
-
-
-def parity_result(drift: Drift | None) -> dg.AssetCheckResult:
-    if drift is None:
-        return dg.AssetCheckResult(
-            check_name=PARITY, passed=True, description="no streaming consumer has run yet",
-            metadata={"drift": 0},
-        )
-    return dg.AssetCheckResult(
-        check_name=PARITY,
-        passed=drift.total == 0,
-        severity=dg.AssetCheckSeverity.ERROR,
-        description=f"{drift.total} customers differ between stream and batch",
-        metadata={
-            "drift": drift.total,
-            "missing_from_stream": drift.missing_count,
-            "unexpected_in_stream": drift.unexpected_count,
-            "batch_size": drift.batch_size,
-            "evaluated_at": drift.evaluated_at.isoformat(sep=" "),
-            "sample_missing": ", ".join(drift.missing),
-            "sample_unexpected": ", ".join(drift.unexpected),
-        },
-    )
-
-
-def heartbeat_result(heartbeat: Heartbeat | None, wall: datetime) -> dg.AssetCheckResult:
-    if heartbeat is None:
-        return dg.AssetCheckResult(
-            check_name=STREAM_HEARTBEAT, passed=False, severity=dg.AssetCheckSeverity.WARN,
-            description="no streaming consumer has ever run (`segops stream`)",
-        )
-    age = heartbeat.age(wall).total_seconds()
-    failed = heartbeat.failed_segments
-    return dg.AssetCheckResult(
-        check_name=STREAM_HEARTBEAT,
-        passed=not heartbeat.is_stale(wall),
-        severity=dg.AssetCheckSeverity.WARN,
-        description=(
-            f"consumer {heartbeat.consumer_id} last beat {age:.0f}s ago"
-            + (f"; failing segments: {', '.join(failed)}" if failed else "")
-        ),
-        metadata={
-            "heartbeat_age_seconds": age,
-            "lag_ms": heartbeat.lag_ms or 0.0,
-            "events": heartbeat.events,
-            "dead_letters": heartbeat.dead_letters,
-            "evaluated_at": heartbeat.evaluated_at.isoformat(sep=" "),
-        },
-    )
