@@ -82,3 +82,5 @@ create table if not exists segops.consumer_heartbeat (
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the raw and membership tables if missing (idempotent)."""
     con.execute(SCHEMA_DDL)
+    # No index on event ids (see above), also in a warehouse that was given one.
+    con.execute("drop index if exists raw.events_event_id")

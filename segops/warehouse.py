@@ -153,8 +153,8 @@ def connect(
 class HeldConnection:
     """The warehouse kept open across units of work by its one frequent writer (the consumer).
 
-    Opening the file takes tens of milliseconds and closing it checkpoints, which per
-    micro-batch was a quarter of the batch. Inside `held()` the connection stays open between
+    Opening the file takes tens of milliseconds and closing it checkpoints, a quarter of a
+    micro-batch's time if done for each. Inside `held()` the connection stays open between
     uses and is given up as soon as another process leaves a waiter marker (`connect` does, and
     dbt does through the profile's plugin, `segops.dbt_waiting`), or when a use fails.
     Outside `held()` every use opens and closes, like `connect`. `on_open(con)` runs after

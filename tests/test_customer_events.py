@@ -190,7 +190,7 @@ def test_an_event_id_is_stored_once_whatever_customer_it_names(warehouse):
 
 
 def test_the_warehouse_holds_no_index_on_event_ids(warehouse):
-    with connect(warehouse.warehouse) as con:  # as an earlier version left it
+    with connect(warehouse.warehouse) as con:  # a warehouse given such an index
         con.execute("create unique index events_event_id on raw.events (event_id)")
     started(warehouse)
     with connect(warehouse.warehouse) as con:
