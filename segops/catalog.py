@@ -42,6 +42,7 @@ class Segment:
     relation: str
     refresh: str | None
     window: str | None
+    reevaluate_every: str | None  # a real-time segment's periodic full re-evaluation, if any
     description: str
     materialized: str
     compiled_sql: str | None
@@ -115,6 +116,7 @@ class Catalog:
                 relation=local_relation(node["relation_name"]),
                 refresh=meta.get("refresh"),
                 window=meta.get("window"),
+                reevaluate_every=meta.get("reevaluate_every"),
                 description=meta.get("description") or node.get("description", ""),
                 materialized=node["config"]["materialized"],
                 compiled_sql=node.get("compiled_code"),

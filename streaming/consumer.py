@@ -127,6 +127,7 @@ class Consumer:
                 self.segments.mark_failed(failure)
                 healthy.remove(failure.segment)
                 continue
+            self.segments.evaluated_everyone(healthy, now)
             for delta in deltas:
                 self.segments.recovered(delta.segment)
                 log.info("%s: %d members (%d in, %d out)", delta.segment, delta.size,
@@ -186,8 +187,10 @@ class Consumer:
         self.stopping.set()
 
     def maintain(self) -> None:
-        """Between batches: pick up a changed manifest and retry failed segments now and then."""
-        for segments in (self.segments.reload_if_changed(), self.segments.due_for_retry()):
+        """Between batches: pick up a changed manifest, retry failed segments now and then, and
+        evaluate for everyone the segments whose `reevaluate_every` is due."""
+        for segments in (self.segments.reload_if_changed(), self.segments.due_for_retry(),
+                         self.segments.due_for_reevaluation(self.clock())):
             if segments:
                 self._evaluate_everyone(segments)
 

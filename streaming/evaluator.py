@@ -17,6 +17,7 @@ import duckdb
 
 from segops.catalog import Catalog, local_relation
 from segops.clock import set_session_now
+from segops.errors import SegOpsError
 from segops.membership import (
     MembershipDelta,
     SegmentContractError,
@@ -38,6 +39,8 @@ class RealtimeEvaluator:
     queries: dict[str, ScopedQuery]
     refused: dict[str, str] = field(default_factory=dict)
     _shaped: dict[str, str] = field(default_factory=dict)
+    _sweeps: dict[str, list[str]] = field(default_factory=dict)
+    _columns: dict[str, frozenset[str]] = field(default_factory=dict)
 
     @classmethod
     def from_catalog(cls, catalog: Catalog) -> RealtimeEvaluator:
@@ -55,10 +58,6 @@ class RealtimeEvaluator:
         for name, reason in refused.items():
             log.error("real-time segment %s is not evaluated: %s", name, reason)
         return cls(queries=queries, refused=refused)
-
-    @property
-    def intervals(self) -> list:
-        return sorted({i for q in self.queries.values() for i in q.intervals})
 
     def evaluate(
         self,
@@ -81,7 +80,7 @@ class RealtimeEvaluator:
         The scope's events are read from `by_customer` when given (B-tree seeks, not a scan).
         """
         names = list(self.queries if segments is None else segments)
-        self._stage_scope(con, list(touched), now, since, everyone, by_customer)
+        self._stage_scope(con, names, list(touched), now, since, everyone, by_customer)
         set_session_now(con, now)
         try:
             stage_found(con, {name: self._members_query(con, name) for name in names},
@@ -103,6 +102,7 @@ class RealtimeEvaluator:
     def _stage_scope(
         self,
         con: duckdb.DuckDBPyConnection,
+        names: list[str],
         touched: list[str],
         now: datetime,
         since: datetime | None,
@@ -110,12 +110,7 @@ class RealtimeEvaluator:
         by_customer: CustomerEvents | None,
     ) -> None:
         touched_sql = "select unnest($touched::varchar[]) as customer_id"
-        crossed = [
-            f"select customer_id from {EVENTS} "
-            f"where occurred_at > $since - interval '{interval.total_seconds()} seconds' "
-            f"and occurred_at <= $now - interval '{interval.total_seconds()} seconds'"
-            for interval in self.intervals
-        ]
+        crossed = [] if everyone or since is None else self._crossed(con, names)
         if everyone:
             scope_sql = " union ".join(
                 f"select customer_id from {relation}"
@@ -136,6 +131,39 @@ class RealtimeEvaluator:
                 f"create or replace temp table {copy} as select * from {relation} "
                 "where customer_id in (select customer_id from _scope)"
             )
+
+    def _crossed(self, con: duckdb.DuckDBPyConnection, names: list[str]) -> list[str]:
+        """Queries for the customers whose membership time alone may have flipped in
+        [since, now]: a row whose compared value lies between f(since) and f(now)."""
+        for name in names:
+            if name not in self._sweeps:
+                self._sweeps[name] = self._sweeps_of(con, name)
+        return list(dict.fromkeys(q for name in names for q in self._sweeps[name]))
+
+    def _sweeps_of(self, con: duckdb.DuckDBPyConnection, name: str) -> list[str]:
+        """Each boundary of `name` bound to the sources that hold its value's columns."""
+        relations = sorted(set(self.queries[name].sources.values()))
+        sweeps = []
+        for group in self.queries[name].boundaries:
+            bound = [(boundary, relation) for boundary in group for relation in relations
+                     if boundary.columns <= self._columns_of(con, relation)]
+            if not bound:
+                raise SegmentFailed(name, SegOpsError(
+                    f"it compares segops_now() with {group[0].value_sql}, which none of the "
+                    f"sources it reads ({', '.join(relations)}) holds"))
+            for boundary, relation in bound:
+                since, now = boundary.now_at("since"), boundary.now_at("now")
+                sweeps.append(
+                    f"select customer_id from {relation} where ({boundary.value_sql}) "
+                    f"between least({since}, {now}) and greatest({since}, {now})"
+                )
+        return sweeps
+
+    def _columns_of(self, con: duckdb.DuckDBPyConnection, relation: str) -> frozenset[str]:
+        if relation not in self._columns:
+            self._columns[relation] = frozenset(
+                row[0].lower() for row in con.execute(f"describe {relation}").fetchall())
+        return self._columns[relation]
 
     def _sources(self) -> dict[str, str]:
         return {copy: rel for q in self.queries.values() for copy, rel in q.sources.items()}

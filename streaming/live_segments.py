@@ -1,5 +1,6 @@
 """The real-time segments the consumer runs: read from the manifest, swapped when it changes,
-and those that failed retried now and then.
+those that failed retried now and then, and those that asked for it (`reevaluate_every`)
+evaluated for everyone as often as they asked.
 
 A manifest that cannot be used (caught while dbt is still writing it, or a deploy whose segment
 does not compile) leaves the running segments in place until the file changes again: a bad
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from pathlib import Path
 
 from segops.catalog import Catalog
@@ -30,6 +32,7 @@ class LiveSegments:
         self.retry_failed_seconds = retry_failed_seconds
         self._manifest_version: tuple[int, int] | None = None
         self._last_retry = time.monotonic()
+        self._evaluated_everyone: dict[str, datetime] = {}  # segment -> the "now" it ran at
         self.evaluator = self._load()
         self.failed: dict[str, str] = dict(self.evaluator.refused)  # segment -> why
 
@@ -68,7 +71,22 @@ class LiveSegments:
         if not retryable or time.monotonic() - self._last_retry < self.retry_failed_seconds:
             return []
         self._last_retry = time.monotonic()
+        self._evaluated_everyone: dict[str, datetime] = {}  # segment -> the "now" it ran at
         return retryable
+
+    def due_for_reevaluation(self, now: datetime) -> list[str]:
+        """Healthy segments whose `reevaluate_every` has passed, by the consumer's clock, since
+        they were last evaluated for everyone."""
+        return [
+            name for name, query in self.evaluator.queries.items()
+            if query.reevaluate_every is not None and name not in self.failed
+            and (name not in self._evaluated_everyone
+                 or now - self._evaluated_everyone[name] >= query.reevaluate_every)
+        ]
+
+    def evaluated_everyone(self, segments: list[str], now: datetime) -> None:
+        for name in segments:
+            self._evaluated_everyone[name] = now
 
     def _load(self) -> RealtimeEvaluator:
         """Read the real-time segments from the manifest, compiling them first if needed."""

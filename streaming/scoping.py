@@ -9,7 +9,6 @@ on each customer's own rows, the scoped result equals the full result restricted
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,6 +18,7 @@ from sqlglot import exp
 from segops.catalog import Catalog, Model, Segment
 from segops.membership import SegmentContractError
 from segops.sql import DIALECT
+from streaming.time_boundaries import Boundary, interval, time_dependence
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,10 @@ class ScopedQuery:
     segment: str
     sql: str
     sources: dict[str, str]  # copy table name -> source relation it stands for
-    intervals: tuple[timedelta, ...]  # offsets after an event at which "now" can flip membership
+    # Where time alone can flip membership (see streaming/time_boundaries.py), and how often
+    # the segment asked to be evaluated for everyone, for what no boundary follows.
+    boundaries: tuple[tuple[Boundary, ...], ...]
+    reevaluate_every: timedelta | None = None
 
 
 def scoped_query(catalog: Catalog, segment: Segment) -> ScopedQuery:
@@ -49,12 +52,35 @@ def scoped_query(catalog: Catalog, segment: Segment) -> ScopedQuery:
         )
     sources: dict[str, str] = {}
     scoped = _scope_tree(tree, _nodes_by_relation(catalog), sources)
+    timing = time_dependence(scoped)
+    every = _reevaluate_every(segment)
+    if timing.unbounded and every is None:
+        raise SegmentContractError(
+            f"segment {segment.name!r} ({segment.original_file}) cannot be real-time: "
+            f"{'; '.join(timing.unbounded)}. Compare columns with segops_now() shifted by a "
+            "fixed interval, declare meta.segment.reevaluate_every (for example '5 minutes') "
+            "to re-evaluate it for everyone that often, or make it nightly"
+        )
     return ScopedQuery(
         segment=segment.name,
         sql=scoped.sql(dialect=DIALECT),
         sources=sources,
-        intervals=tuple(sorted({i for i in map(_interval, scoped.find_all(exp.Interval)) if i})),
+        boundaries=timing.boundaries,
+        reevaluate_every=every,
     )
+
+
+def _reevaluate_every(segment: Segment) -> timedelta | None:
+    if segment.reevaluate_every is None:
+        return None
+    every = interval(str(segment.reevaluate_every))
+    if every is None or every <= timedelta(0):
+        raise SegmentContractError(
+            f"segment {segment.name!r} ({segment.original_file}): "
+            f"meta.segment.reevaluate_every is {segment.reevaluate_every!r}, not a positive "
+            "interval such as '5 minutes'"
+        )
+    return every
 
 
 def ranking_problem(tree: exp.Expression) -> str | None:
@@ -118,17 +144,3 @@ def _scope_tree(
         return node
 
     return tree.transform(replace)
-
-
-def _interval(node: exp.Interval) -> timedelta | None:
-    """An interval literal such as interval '30 minutes' as a timedelta (None if not constant)."""
-    text = f"{node.this.name} {node.unit.name if node.unit else ''}".strip().lower()
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([a-z]+?)s?", text)
-    if not match or match.group(2) not in _UNITS:
-        return None
-    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
-
-
-_UNITS = {
-    "second": "seconds", "minute": "minutes", "hour": "hours", "day": "days", "week": "weeks",
-}

@@ -60,17 +60,14 @@ class Boundary:
 
     @property
     def columns(self) -> frozenset[str]:
-        return frozenset(column.name for column in _parse(self.value_sql).find_all(exp.Column))
-
-    @property
-    def bare_column(self) -> bool:
-        """The value is a column as stored: the sweep then filters on it directly."""
-        return isinstance(_parse(self.value_sql), exp.Column)
+        return frozenset(c.name.lower() for c in _parse(self.value_sql).find_all(exp.Column))
 
 
 @dataclass(frozen=True)
 class TimeDependence:
-    boundaries: tuple[Boundary, ...]
+    # One group per comparison: the value as each source might hold it (see `_variants`);
+    # at least one of them must be a source's.
+    boundaries: tuple[tuple[Boundary, ...], ...]
     unbounded: tuple[str, ...]  # why, for each use of now no boundary describes
 
 
@@ -88,17 +85,17 @@ def time_dependence(tree: exp.Expression) -> TimeDependence:
                                         and node.name.lower() in ("now", "get_current_time"))
     ]
     definitions = _definitions(tree)
-    boundaries: dict[tuple[str, str], Boundary] = {}
+    groups: dict[tuple[Boundary, ...], None] = {}
     for marker in [n for n in tree.walk() if _is_marker(n)]:
         try:
             for value, now_side in _comparisons(marker):
                 _check_now_side(now_side)
-                for variant in _variants(value, definitions):
-                    boundary = Boundary(variant.sql(DIALECT), now_side.sql(DIALECT))
-                    boundaries[boundary.value_sql, boundary.now_sql] = boundary
+                now_sql = now_side.sql(DIALECT)
+                groups[tuple(Boundary(variant.sql(DIALECT), now_sql)
+                             for variant in _variants(value, definitions))] = None
         except Unbounded as reason:
             unbounded.append(str(reason))
-    return TimeDependence(tuple(boundaries.values()), tuple(dict.fromkeys(unbounded)))
+    return TimeDependence(tuple(groups), tuple(dict.fromkeys(unbounded)))
 
 
 class Unbounded(Exception):
@@ -171,6 +168,16 @@ def _never_runs_backwards(now_sql: str) -> bool:
     return all(a <= b for a, b in itertools.pairwise(values))
 
 
+def interval(text: str) -> timedelta | None:
+    """An interval as DuckDB reads it ('5 minutes', '1 hour 30 minutes'), or None."""
+    try:
+        (seconds,) = _scratch().execute("select epoch(cast($text as interval))",
+                                        {"text": text}).fetchone()
+    except duckdb.Error:
+        return None
+    return timedelta(seconds=seconds)
+
+
 @cache
 def _scratch() -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB for checking expressions: the same engine that runs the segments."""
@@ -219,15 +226,17 @@ def _row_value(value: exp.Expression) -> exp.Expression:
     value = value.copy()
     if any(_is_marker(n) for n in value.walk()):
         raise Unbounded(f"{_context(value)} compares segops_now() with itself")
-    for node in list(value.walk()):
-        if isinstance(node, exp.Window):
-            node.replace(node.this)
-    for node in list(value.walk()):
-        if isinstance(node, PICKING):
-            node.replace(node.this)
-        elif isinstance(node, exp.AggFunc | exp.Subquery):
+
+    def unwrap(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Window | exp.Paren) or (
+                isinstance(node, PICKING) and isinstance(node.this, exp.Expression)):
+            return unwrap(node.this)
+        if isinstance(node, exp.AggFunc | exp.Subquery):
             raise Unbounded(
                 f"{value.sql(DIALECT)} is compared with segops_now() but mixes several rows")
+        return node
+
+    value = unwrap(value).transform(unwrap)
     for column in value.find_all(exp.Column):
         column.set("table", None)
         column.set("db", None)
