@@ -24,7 +24,7 @@ group by customer_id;
 
 -- Purchases of the last 90 days, with their value (vip_quarterly, recent_purchasers).
 create or replace temp table purchases_90d as
-select customer_id, occurred_at, try_cast(properties ->> 'order_value' as double) as order_value
+select customer_id, occurred_at, try_cast(properties ->> 'order_value' as decimal(18, 2)) as order_value
 from raw.events
 where event_type = 'purchase'
   and occurred_at >= getvariable('bench_now') - interval '90 days'
@@ -38,7 +38,7 @@ with last_day_carts as (
         customer_id,
         occurred_at as last_cart_at,
         properties ->> 'category' as category,
-        try_cast(properties ->> 'price' as double)
+        try_cast(properties ->> 'price' as decimal(18, 2))
             * coalesce(try_cast(properties ->> 'quantity' as integer), 1) as cart_value
     from raw.events
     where event_type = 'add_to_cart'

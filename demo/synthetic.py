@@ -66,11 +66,13 @@ def generate(
     ensure_schema(con)
     con.execute("delete from raw.events")
     con.execute("delete from raw.customers")
+    con.execute("delete from raw.customer_traits")
     width = customer_ids_width(customers)
     con.register("_people", pa.table(people))
     con.execute(
         f"""
         insert into raw.customers
+            (customer_id, email, country, city, acquisition_channel, signed_up_at)
         select
             'c' || lpad(cast(idx as varchar), {width}, '0'),
             'customer' || cast(idx as varchar) || '@example.com',

@@ -7,10 +7,11 @@ from orchestration.change_feed import (
     build_change_feed_asset,
     publish_changes_job,
 )
+from orchestration.customers import raw_customers
 from orchestration.nightly.dbt_models import build_dbt_assets
 from orchestration.nightly.job import build_nightly_job, build_nightly_schedule
 from orchestration.nightly.membership import build_membership_asset
-from orchestration.nightly.raw import raw_customers, raw_events
+from orchestration.nightly.raw import raw_events
 from orchestration.preview import build_preview_job
 from orchestration.realtime import build_realtime_sensor
 from orchestration.resources import build_dbt_project, build_resources

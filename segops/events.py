@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 STRING = "string"
 NUMBER = "number"  # a JSON number, finite and not negative (money, counts)
+TIMESTAMP = "timestamp"  # RFC 3339 text with a time zone
 
 # A property has one type wherever it appears, and it is checked on every event that carries it.
 PROPERTY_TYPES: dict[str, str] = {
@@ -25,11 +26,18 @@ PROPERTY_TYPES: dict[str, str] = {
     "path": STRING,
     "currency": STRING,
     "campaign_id": STRING,
+    "email": STRING,
+    "city": STRING,
+    "acquisition_channel": STRING,
+    "signed_up_at": TIMESTAMP,
     "price": NUMBER,
     "quantity": NUMBER,
     "order_value": NUMBER,
     "items": NUMBER,
 }
+
+
+IDENTIFY = "identify"
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,14 @@ EVENT_TYPES: dict[str, EventType] = {
         "An order is paid.", required=("order_value",), optional=("order_id", "currency", "items")
     ),
     "email_open": EventType("A marketing email is opened.", optional=("campaign_id",)),
+    # A profile update, not a behaviour: it sets the customer's traits (segops/customers.py),
+    # and any other property is kept as an extra trait. The staging models leave it out of
+    # stg_events.
+    IDENTIFY: EventType(
+        "A customer's traits are set (sign-up form, CRM, app); any other property is kept as "
+        "an extra trait.",
+        optional=("email", "country", "city", "acquisition_channel", "signed_up_at"),
+    ),
 }
 
 # The envelope: every message is one JSON object with exactly these fields.

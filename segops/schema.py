@@ -1,5 +1,6 @@
-"""The tables every path reads and writes: raw events, customers and dead letters, membership,
-its change log (the change feed's outbox) and the consumer's heartbeat.
+"""The tables every path reads and writes: raw events, customers (with every change to their
+traits) and dead letters, membership, its change log (the change feed's outbox), the
+consumer's heartbeat, and the customers whose segments the stream owes a re-evaluation.
 
 `raw.events` has no unique index on `event_id`: DuckDB holds an index whole in memory, so one
 there would grow the consumer with every event stored. The index by customer
@@ -20,7 +21,18 @@ create table if not exists raw.customers (
     country varchar,
     city varchar,
     acquisition_channel varchar,
-    signed_up_at timestamp not null
+    signed_up_at timestamp not null,
+    traits json
+);
+alter table raw.customers add column if not exists traits json;
+
+create table if not exists raw.customer_traits (
+    customer_id varchar not null,
+    trait varchar not null,
+    value json,
+    set_at timestamp not null,
+    source varchar not null,
+    recorded_at timestamp not null default (now() at time zone 'UTC')
 );
 
 create table if not exists raw.events (
@@ -41,6 +53,12 @@ create table if not exists raw.dead_letters (
 );
 
 create sequence if not exists segops.change_id_seq;
+
+create table if not exists segops.reevaluate_queue (
+    customer_id varchar not null,
+    reason varchar not null,
+    queued_at timestamp not null default (now() at time zone 'UTC')
+);
 
 create table if not exists segops.segment_membership (
     segment varchar not null,

@@ -172,6 +172,27 @@ def run_nightly(settings: Settings) -> None:
                   highlight=False)
 
 
+def cmd_load_customers(args: argparse.Namespace, settings: Settings) -> None:
+    from segops.customer_files import load_customers
+    from segops.schema import ensure_schema
+    from segops.warehouse import connect, transaction
+
+    with connect(settings.warehouse) as con:
+        ensure_schema(con)
+        with transaction(con):
+            report = load_customers(con, args.file, utc_now())
+    for where, why in report.rejected:
+        console.print(f"[red]{args.file.name}, {where}:[/red] {why}", highlight=False)
+    console.print(
+        f"{report.applied:,} of {report.rows:,} rows applied, {len(report.changed):,} customers "
+        f"changed (their real-time segments are re-evaluated by the stream's next batch)"
+        + (f"; {len(report.rejected):,} rows rejected" if report.rejected else ""),
+        highlight=False,
+    )
+    if report.rejected:
+        raise SystemExit(1)
+
+
 def cmd_members(args: argparse.Namespace, settings: Settings) -> None:
     from segops_cli.members import membership_frame, write_members
 
@@ -196,6 +217,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], None]] = {
     "preview": cmd_preview,
     "replay": cmd_replay,
     "nightly": cmd_nightly,
+    "load-customers": cmd_load_customers,
     "members": cmd_members,
     "history": cmd_history,
 }
@@ -248,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip the nightly job that reconciles afterwards")
 
     sub.add_parser("nightly", help="rebuild every segment now, as the nightly schedule does")
+
+    load = sub.add_parser("load-customers",
+                          help="upsert customers' traits from a CSV or Parquet file")
+    load.add_argument("file", type=Path)
 
     members = sub.add_parser("members", help="a segment's members, now or at a past time")
     members.add_argument("segment")

@@ -1,10 +1,11 @@
 """The streaming consumer: micro-batches in, one transaction per batch, ack after commit.
 
-Each batch: validate every message; store good events (deduplicated on event_id) and bad ones
-as dead letters with their reason; re-evaluate the real-time segments for the customers the
-batch touched and for those whose membership the passing time can change; write membership;
-update the heartbeat. All of that commits together, and only then are the messages acked, so
-a crash at any point redelivers rather than loses, and redelivery stores nothing twice.
+Each batch: validate every message; store good events (deduplicated on event_id), the traits
+that identify events set, and bad messages as dead letters with their reason; re-evaluate the
+real-time segments for the customers the batch touched, for those a load of customers changed,
+and for those whose membership the passing time can change; write membership; update the
+heartbeat. All of that commits together, and only then are the messages acked, so a crash at
+any point redelivers rather than loses, and redelivery stores nothing twice.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import duckdb
 
 from segops.change_feed import ChangeFeed
 from segops.clock import utc_now
+from segops.customers import take_reevaluation_queue
 from segops.heartbeat import BatchCounts, record_beat, watermark
 from segops.membership import MembershipDelta, SegmentFailed, SegmentsFailed
 from segops.schema import ensure_schema
@@ -29,7 +31,7 @@ from segops.warehouse import HeldConnection, transaction
 from streaming.customer_events import CustomerEvents
 from streaming.live_segments import LiveSegments
 from streaming.source import Incoming, MessageSource
-from streaming.storage import store_dead_letters, store_events
+from streaming.storage import store_dead_letters, store_events, store_traits
 from streaming.validation import validate_all
 
 log = logging.getLogger(__name__)
@@ -215,11 +217,13 @@ class Consumer:
                         self.feed.mark_accepted(con)
                     stored = self.by_customer.add(unique, now)  # what is not a redelivery
                     store_events(con, stored, now)
+                    store_traits(con, stored)
                     store_dead_letters(con, rejected)
+                    owed = take_reevaluation_queue(con)  # customers a load changed
                     laps.mark("store")
                     deltas = self.segments.evaluator.evaluate(
                         con,
-                        touched={e.customer_id for e in unique},
+                        touched={e.customer_id for e in unique} | owed,
                         now=now,
                         since=self.watermark,
                         segments=segments,

@@ -1,5 +1,5 @@
-"""Storing a micro-batch: its valid events in `raw.events`, its bad messages in
-`raw.dead_letters`, each in one columnar insert inside the batch's transaction."""
+"""Storing a micro-batch: its valid events in `raw.events`, the traits its `identify` events
+set, and its bad messages in `raw.dead_letters`, inside the batch's transaction."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from datetime import datetime
 import duckdb
 import pyarrow as pa
 
-from segops.events import Event
+from segops.customers import TraitChange, apply_trait_changes
+from segops.events import IDENTIFY, Event
 from streaming.source import Incoming
 
 
@@ -40,6 +41,15 @@ def store_events(con: duckdb.DuckDBPyConnection, events: list[Event], now: datet
         )
     finally:
         con.unregister("_batch")
+
+
+def store_traits(con: duckdb.DuckDBPyConnection, events: list[Event]) -> list[str]:
+    """Apply the traits of the batch's identify events; the customers whose profile changed."""
+    return apply_trait_changes(con, [
+        TraitChange(e.customer_id, json.loads(e.properties), e.occurred_at,
+                    f"{IDENTIFY}:{e.event_id}")
+        for e in events if e.event_type == IDENTIFY
+    ])
 
 
 def store_dead_letters(

@@ -23,6 +23,8 @@ from segops.events import (
     NUMBER,
     PROPERTY_TYPES,
     REQUIRED_FIELDS,
+    STRING,
+    TIMESTAMP,
     Event,
 )
 from streaming.source import Incoming
@@ -87,14 +89,14 @@ def _validate_body(body: dict, now: datetime) -> Event | Rejected:
     )
 
 
-def _timestamp(text: str) -> datetime | Rejected:
+def _timestamp(text: str, field: str = "occurred_at") -> datetime | Rejected:
     has_zone = text.endswith(("Z", "z")) or (len(text) > 6 and text[-6] in "+-")
     if "T" not in text.upper() or not has_zone:
-        return Rejected(f"occurred_at {text[:40]!r} is not RFC 3339 with a time zone")
+        return Rejected(f"{field} {text[:40]!r} is not RFC 3339 with a time zone")
     try:
         return parse_timestamp(text)
     except (ValueError, OverflowError):
-        return Rejected(f"occurred_at {text[:40]!r} is not a valid RFC 3339 timestamp")
+        return Rejected(f"{field} {text[:40]!r} is not a valid RFC 3339 timestamp")
 
 
 def _properties_problem(event_type: str, properties: object) -> str | None:
@@ -114,8 +116,11 @@ def _properties_problem(event_type: str, properties: object) -> str | None:
             or value < 0
         ):
             return f"properties.{key} must be a non-negative number, got {_describe(value)}"
-        if kind != NUMBER and not isinstance(value, str):
+        if kind in (STRING, TIMESTAMP) and not isinstance(value, str):
             return f"properties.{key} must be a string, got {_describe(value)}"
+        if kind == TIMESTAMP and isinstance(
+                problem := _timestamp(value, f"properties.{key}"), Rejected):
+            return problem.reason
     return None
 
 

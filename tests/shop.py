@@ -14,7 +14,8 @@ _event_ids = count(1)
 def add_customer(con: duckdb.DuckDBPyConnection, customer_id: str, *, country: str = "US",
                  signed_up_at: datetime) -> None:
     con.execute(
-        "insert into raw.customers values (?, ?, ?, ?, ?, ?)",
+        "insert into raw.customers (customer_id, email, country, city, acquisition_channel, "
+        "signed_up_at) values (?, ?, ?, ?, ?, ?)",
         [customer_id, f"{customer_id}@example.com", country, "Somewhere", "organic", signed_up_at],
     )
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from google.cloud import pubsub_v1
@@ -93,3 +95,22 @@ def receive(path: str, expected_ids: set[int]) -> list[tuple[dict, str]]:
                     response.received_messages:
                 break
     return received
+
+
+def consume_until(settings: Settings, condition: Callable[[], bool], timeout: float = 60.0,
+                  **config) -> Consumer:
+    """Run the real consumer on the real subscription until `condition()` holds (polled)."""
+    consumer = Consumer(settings, ConsumerConfig(**config))
+    worker = threading.Thread(target=consumer.run,
+                              args=(PubSubSource(subscription_path(settings)),), daemon=True)
+    worker.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while not condition():
+            assert time.monotonic() < deadline, "the condition never held"
+            assert worker.is_alive(), "the consumer stopped"
+            time.sleep(0.05)
+    finally:
+        consumer.stop()
+        worker.join(timeout=30)
+    return consumer

@@ -55,7 +55,8 @@ class Shop:
     def customer(self, customer_id: str, *, country: str | None = "US", city: str = "Springfield",
                  signed_up_at: datetime = NOW - timedelta(days=365)) -> None:
         self.con.execute(
-            "insert into raw.customers values (?, ?, ?, ?, ?, ?)",
+            "insert into raw.customers (customer_id, email, country, city, acquisition_channel, "
+            "signed_up_at) values (?, ?, ?, ?, ?, ?)",
             [customer_id, f"{customer_id}@example.com", country, city, "organic", signed_up_at],
         )
         self.customers.add(customer_id)
@@ -303,8 +304,8 @@ def test_stg_events_types_the_json_properties(built):
     assert cart == ("p-shoes", "shoes", 40.0, 2, None, None)
     assert purchase == (f"o-recent_mixed-{ago(days=1):%Y%m%d%H%M%S}", 10.0, None)
     assert (types["price"], types["quantity"], types["order_value"]) == (
-        "DOUBLE", "INTEGER", "DOUBLE"
-    )
+        "DECIMAL(18,2)", "INTEGER", "DECIMAL(18,2)"
+    ), "money is a decimal, so attributes read 184.86, not 184.85999999999999"
     assert types["product_id"] == types["category"] == types["order_id"] == "VARCHAR"
 
 

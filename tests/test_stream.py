@@ -166,3 +166,18 @@ def test_micro_batches_use_one_duckdb_thread_and_little_memory_evaluating_everyo
         defaults = con.execute(
             "select current_setting('threads'), current_setting('memory_limit')").fetchone()
     assert settings == [(True, *defaults), (False, 1, "61.0 MiB")]
+
+
+def test_money_attributes_are_exact_decimals(warehouse):
+    clock = [utc_now().replace(microsecond=0)]
+    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False), clock=lambda: clock[0])
+    consumer.start()
+    consumer.process([incoming(event("buyer", "add_to_cart", clock[0], category="home",
+                                     price=61.62, quantity=3))])
+    clock[0] += timedelta(minutes=31)
+    consumer.process([])
+    with connect(warehouse.warehouse) as con:
+        (attributes,) = con.execute(
+            "select attributes::varchar from segops.segment_membership "
+            "where segment = 'cart_abandoners' and customer_id = 'buyer'").fetchone()
+    assert '"cart_value":184.86' in attributes, attributes

@@ -4,7 +4,6 @@ refused as real-time, or re-evaluated for everyone as often as the segment asks.
 
 from __future__ import annotations
 
-import shutil
 from datetime import datetime, timedelta
 
 import pytest
@@ -13,12 +12,11 @@ import sqlglot
 from demo.traffic import event
 from segops.catalog import Catalog
 from segops.clock import set_session_now
-from segops.dbt import run_dbt
-from segops.settings import DBT_PROJECT_DIR, load_settings
 from segops.sql import without_database
 from segops.warehouse import connect
 from streaming.consumer import Consumer, ConsumerConfig
 from streaming.time_boundaries import time_dependence
+from tests.projects import project_with_segments, realtime_yml
 from tests.shop import add_customer
 from tests.stream_helpers import incoming, members
 
@@ -89,31 +87,16 @@ where extract(hour from {{ segops_now() }}) between 9 and 16
 """
 
 
-def realtime_yml(name: str, extra: str = "") -> str:
-    return (f"models:\n  - name: {name}\n    config:\n      materialized: view\n"
-            f"      meta:\n        segment:\n          refresh: realtime\n{extra}")
-
-
 @pytest.fixture
 def project(warehouse, tmp_path, monkeypatch):
     """The shipped project plus three real-time segments on customers' own timestamps and on
-    the hour of the day, compiled."""
-    copy = tmp_path / "dbt_project"
-    shutil.copytree(DBT_PROJECT_DIR, copy, ignore=shutil.ignore_patterns("target", "logs"))
-    segments = copy / "models" / "segments"
-    for name, sql, extra in (
-        ("new_accounts_no_purchase", NEW_ACCOUNTS, ""),
-        ("business_hours", BUSINESS_HOURS,
-         "          reevaluate_every: 5 minutes\n"),
-        ("business_hours_unbounded", BUSINESS_HOURS, ""),
-    ):
-        (segments / f"{name}.sql").write_text(sql)
-        (segments / f"{name}.yml").write_text(realtime_yml(name, extra))
-    monkeypatch.setenv("SEGOPS_DBT_PROJECT_DIR", str(copy))
-    settings = load_settings()
-    run_dbt(settings, ["compile", "--select", "+path:models/segments"],
-            extra=["--target", "compile"])
-    return settings
+    the hour of the day."""
+    return project_with_segments(tmp_path, monkeypatch, {
+        "new_accounts_no_purchase": (NEW_ACCOUNTS, realtime_yml("new_accounts_no_purchase")),
+        "business_hours": (BUSINESS_HOURS, realtime_yml(
+            "business_hours", "          reevaluate_every: 5 minutes\n")),
+        "business_hours_unbounded": (BUSINESS_HOURS, realtime_yml("business_hours_unbounded")),
+    })
 
 
 def batch_members(settings, segment: str, now: datetime) -> set[str]:

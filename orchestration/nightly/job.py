@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from orchestration.nightly.raw import raw_customers, raw_events
+from orchestration.customers import raw_customers
+from orchestration.nightly.raw import raw_events
 
 
 def build_nightly_job(dbt_models: dg.AssetsDefinition):

@@ -1,13 +1,6 @@
-"""The raw tables, written outside Dagster (generator, stream, replay), shown as external assets."""
+"""The raw events, written outside Dagster (generator, stream, replay), as an external asset."""
 
 import dagster as dg
-
-raw_customers = dg.AssetSpec(
-    key=["raw", "customers"],
-    group_name="raw",
-    kinds={"duckdb"},
-    description="Customer profiles as loaded (sign-up time, country, channel).",
-)
 
 raw_events = dg.AssetSpec(
     key=["raw", "events"],

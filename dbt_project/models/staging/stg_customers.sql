@@ -9,7 +9,8 @@ renamed as (
         upper(country) as country,
         city,
         acquisition_channel,
-        signed_up_at
+        signed_up_at,
+        traits
     from source
 )
 

@@ -1,5 +1,7 @@
+-- identify events set customers' traits (stg_customers), they are not behaviour
 with source as (
     select * from {{ source('raw', 'events') }}
+    where event_type <> 'identify'
 ),
 
 typed as (
@@ -10,10 +12,10 @@ typed as (
         occurred_at,
         properties ->> 'product_id' as product_id,
         properties ->> 'category' as category,
-        try_cast(properties ->> 'price' as double) as price,
+        try_cast(properties ->> 'price' as decimal(18, 2)) as price,
         try_cast(properties ->> 'quantity' as integer) as quantity,
         properties ->> 'order_id' as order_id,
-        try_cast(properties ->> 'order_value' as double) as order_value
+        try_cast(properties ->> 'order_value' as decimal(18, 2)) as order_value
     from source
 )
 
