@@ -1,0 +1,135 @@
+"""The real-time promise, as a property: for segments drawn from a small grammar (windows of
+several lengths on events and on customers' own timestamps, counts and sums over windows, the
+absence of a later event, traits, a shipped real-time segment) and random streams of events and
+identify events with times around the boundaries, the membership the real consumer leaves
+equals the batch evaluation of the same SQL, at every step of a clock moved forward by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from demo.traffic import event, rfc3339
+from segops.clock import set_session_now
+from segops.sql import without_database
+from segops.warehouse import connect
+from streaming.consumer import Consumer, ConsumerConfig
+from tests.stream_helpers import incoming, members
+
+NOW_SQL = ("coalesce(cast(getvariable('segops_now') as timestamp), "
+           "cast(now() at time zone 'UTC' as timestamp))")
+EVENTS = '"memory"."staging"."stg_events"'
+CUSTOMERS = '"memory"."staging"."stg_customers"'
+CART_ABANDONERS = '"memory"."segments"."cart_abandoners"'
+START = datetime(2026, 6, 1, 12, 0, 0)
+SHOPPERS = ("ann", "bob", "cid")
+WINDOWS = ("10 minutes", "30 minutes", "1 hour", "1 day")
+TYPES = ("product_view", "add_to_cart", "purchase")
+
+windows = st.sampled_from(WINDOWS)
+types = st.sampled_from(TYPES)
+predicates = st.one_of(
+    st.builds(lambda t, w: (
+        f"exists (select 1 from {EVENTS} as e where e.customer_id = c.customer_id "
+        f"and e.event_type = '{t}' and e.occurred_at > {NOW_SQL} - interval '{w}' "
+        f"and e.occurred_at <= {NOW_SQL})"), types, windows),
+    st.builds(lambda t, w, k: (
+        f"(select count(*) from {EVENTS} as e where e.customer_id = c.customer_id "
+        f"and e.event_type = '{t}' and e.occurred_at between {NOW_SQL} - interval '{w}' "
+        f"and {NOW_SQL}) >= {k}"), types, windows, st.integers(1, 3)),
+    st.builds(lambda w, v: (
+        f"(select coalesce(sum(e.order_value), 0) from {EVENTS} as e "
+        f"where e.customer_id = c.customer_id and e.event_type = 'purchase' "
+        f"and e.occurred_at > {NOW_SQL} - interval '{w}' and e.occurred_at <= {NOW_SQL}) > {v}"),
+        windows, st.sampled_from((10, 25))),
+    st.builds(lambda w: (
+        f"(select max(e.occurred_at) from {EVENTS} as e where e.customer_id = c.customer_id "
+        f"and e.event_type = 'add_to_cart' and e.occurred_at <= {NOW_SQL}) "
+        f"<= {NOW_SQL} - interval '{w}' and not exists (select 1 from {EVENTS} as p "
+        f"where p.customer_id = c.customer_id and p.event_type = 'purchase' "
+        f"and p.occurred_at <= {NOW_SQL} and p.occurred_at >= (select max(e.occurred_at) "
+        f"from {EVENTS} as e where e.customer_id = c.customer_id "
+        f"and e.event_type = 'add_to_cart' and e.occurred_at <= {NOW_SQL}))"), windows),
+    st.builds(lambda w: f"c.signed_up_at > {NOW_SQL} - interval '{w}'", windows),
+    st.builds(lambda w: f"c.signed_up_at + interval '{w}' <= {NOW_SQL}", windows),
+    st.sampled_from(("c.country = 'NL'", "c.traits ->> 'plan' = 'pro'")),
+    st.just(f"c.customer_id in (select customer_id from {CART_ABANDONERS})"),
+)
+segments = st.lists(predicates, min_size=1, max_size=3).map(
+    lambda where: f"select c.customer_id from {CUSTOMERS} as c where " + " and ".join(where))
+
+offsets = st.integers(-90 * 60, 60).map(lambda s: timedelta(seconds=s))  # mostly the recent past
+shop_events = st.builds(
+    lambda who, kind, offset, value: (who, kind, offset, value),
+    st.sampled_from(SHOPPERS), st.sampled_from((*TYPES, "identify")), offsets,
+    st.sampled_from((5.0, 20.0)))
+steps = st.lists(st.tuples(
+    st.sampled_from((1, 59, 60, 61, 599, 600, 601, 1799, 1800, 1801, 3600, 86_401)),
+    st.lists(shop_events, max_size=4)), min_size=1, max_size=6)
+
+
+def message(who: str, kind: str, at: datetime, value: float, number: int) -> dict:
+    if kind == "identify":
+        body = event(who, kind, at, country="NL" if value < 10 else "DE",
+                     plan="pro" if value < 10 else "free",
+                     signed_up_at=rfc3339(at - timedelta(minutes=20)))
+    elif kind == "purchase":
+        body = event(who, kind, at, order_value=value, order_id=f"o{number}")
+    else:
+        body = event(who, kind, at, category="home", price=value)
+    return {**body, "event_id": f"e{number}"}
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(sql=segments, stream=steps)
+def test_stream_membership_equals_the_batch_at_every_step(warehouse, sql, stream):
+    """The manifest gains one real-time segment, `generated`, with the drawn SQL; the raw
+    tables start from three customers."""
+    settings_ = warehouse
+    manifest = json.loads(settings_.manifest_path.read_text())
+    node = json.loads(json.dumps(manifest["nodes"]["model.segops.cart_abandoners"]))
+    node.update(name="generated", unique_id="model.segops.generated",
+                fqn=["segops", "segments", "generated"], compiled_code=sql,
+                relation_name='"memory"."segments"."generated"',
+                original_file_path="models/segments/generated.sql")
+    node["depends_on"]["nodes"] = ["model.segops.stg_events", "model.segops.stg_customers",
+                                   "model.segops.cart_abandoners"]
+    manifest["nodes"]["model.segops.generated"] = node
+    settings_.manifest_path.write_text(json.dumps(manifest))
+    with connect(settings_.warehouse) as con:
+        for table in ("raw.events", "raw.customers", "raw.customer_traits",
+                      "segops.segment_membership", "segops.segment_membership_changes",
+                      "segops.consumer_heartbeat"):
+            con.execute(f"delete from {table}")
+        con.execute("insert into raw.customers (customer_id, country, signed_up_at) "
+                    "select unnest($ids), 'DE', $at", {"ids": list(SHOPPERS),
+                                                       "at": START - timedelta(days=30)})
+
+    clock = [START]
+    consumer = Consumer(settings_, ConsumerConfig(publish_changes=False),
+                        clock=lambda: clock[0])
+    assert "generated" in consumer.segments.evaluator.queries, consumer.segments.failed
+    consumer.start()
+    number = 0
+    for seconds, batch in stream:
+        clock[0] += timedelta(seconds=seconds)
+        messages = []
+        for who, kind, offset, value in batch:
+            number += 1
+            messages.append(incoming(message(who, kind, clock[0] + min(offset, timedelta(0)),
+                                             value, number)))
+        consumer.process(messages)
+        assert set(members(settings_, "generated")) == batch_members(settings_, sql, clock[0]), (
+            f"at {clock[0]}")
+
+
+def batch_members(settings_, sql: str, now: datetime) -> set[str]:
+    with connect(settings_.warehouse) as con:
+        set_session_now(con, now)
+        return {row[0] for row in con.execute(
+            f"select customer_id from ({without_database(sql)})").fetchall()}
