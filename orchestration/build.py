@@ -29,7 +29,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             raw_customers,
             raw_events,
             dbt_models,
-            *(build_membership_asset(segment) for segment in catalog.segments.values()),
+            *(build_membership_asset(segment, catalog) for segment in catalog.segments.values()),
             build_change_feed_asset(settings, list(catalog.segments.values())),
         ],
         jobs=[nightly, publish_changes_job, build_preview_job(settings)],

@@ -107,7 +107,7 @@ class Catalog:
     def segments(self) -> dict[str, Segment]:
         found = {}
         for unique_id, node in self.manifest["nodes"].items():
-            if node["resource_type"] != "model" or "segments" not in node["fqn"][1:-1]:
+            if not _is_segment(node):
                 continue
             meta = node.get("config", {}).get("meta", {}).get("segment") or {}
             segment = Segment(
@@ -137,8 +137,11 @@ class Catalog:
     def realtime_segments(self) -> list[Segment]:
         return [s for s in self.segments.values() if s.is_realtime]
 
-    def upstream(self, unique_id: str) -> list[Model]:
-        """Every model and source `unique_id` reads from, transitively."""
+    def upstream(self, unique_id: str, *, through_nightly: bool = True) -> list[Model]:
+        """Every model and source `unique_id` reads from, transitively; without
+        `through_nightly`, a nightly segment is listed but what it reads is not (it is read as
+        its last nightly build left it)."""
+        stop = set() if through_nightly else self.nightly_segment_ids
         seen: dict[str, Model] = {}
         stack = list(self.nodes[unique_id].depends_on)
         while stack:
@@ -146,8 +149,32 @@ class Catalog:
             if node_id in seen or node_id not in self.nodes:
                 continue
             seen[node_id] = self.nodes[node_id]
-            stack.extend(self.nodes[node_id].depends_on)
+            if node_id not in stop:
+                stack.extend(self.nodes[node_id].depends_on)
         return list(seen.values())
+
+    @cached_property
+    def nightly_segment_ids(self) -> frozenset[str]:
+        return frozenset(
+            unique_id for unique_id, node in self.manifest["nodes"].items()
+            if _is_segment(node)
+            and (node.get("config", {}).get("meta", {}).get("segment") or {}).get("refresh")
+            == "nightly"
+        )
+
+    def realtime_readers(self, segment: Segment) -> list[str]:
+        """The real-time segments that read `segment`, a nightly segment, as its table."""
+        if segment.refresh != "nightly":
+            return []
+        return [
+            reader.name for reader in self.realtime_segments()
+            if segment.unique_id in {m.unique_id for m in self.upstream(
+                reader.unique_id, through_nightly=False)}
+        ]
+
+
+def _is_segment(node: dict[str, Any]) -> bool:
+    return node["resource_type"] == "model" and "segments" in node["fqn"][1:-1]
 
 
 def local_relation(relation_name: str | None) -> str | None:
@@ -174,10 +201,13 @@ def _with_problems(segment: Segment, catalog: Catalog) -> Segment:
                 f"{where}: a real-time segment must be materialized as a view, "
                 f"not {segment.materialized!r}, so it always reads live events"
             )
-        for model in catalog.upstream(segment.unique_id):
+        for model in catalog.upstream(segment.unique_id, through_nightly=False):
+            if model.unique_id in catalog.nightly_segment_ids:
+                continue  # read as the last nightly build left it; the stream follows rebuilds
             if model.resource_type == "model" and model.materialized not in LIVE_MATERIALIZATIONS:
                 problems.append(
                     f"{where}: reads {model.unique_id}, materialized as {model.materialized!r}; "
-                    "a real-time segment may only read sources, views and ephemeral models"
+                    "a real-time segment may only read sources, views, ephemeral models and "
+                    "other segments"
                 )
     return Segment(**{**segment.__dict__, "problems": tuple(problems)})

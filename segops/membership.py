@@ -202,6 +202,13 @@ def apply_membership(
     ]
 
 
+def changed_customers(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The customers who entered or left in the last `apply_membership` on this connection."""
+    return [row[0] for row in con.execute(
+        "select distinct customer_id from _delta where change <> 'update' order by 1"
+    ).fetchall()]
+
+
 def _check_contract(con: duckdb.DuckDBPyConnection) -> None:
     """One row per member with a customer_id, or nothing is written."""
     # Finding nothing wrong is the common case and runs on every micro-batch: the plainest

@@ -9,6 +9,7 @@ import duckdb
 
 from segops.catalog import Segment
 from segops.clock import set_session_now
+from segops.customers import REEVALUATE_QUEUE
 
 SAMPLE = 5
 
@@ -31,13 +32,17 @@ class Drift:
 def measure_drift(con: duckdb.DuckDBPyConnection, segment: Segment, at: datetime) -> Drift:
     """Evaluate the segment's model over all stored events at `at` and diff it with membership."""
     set_session_now(con, at)
+    # Customers the stream owes a re-evaluation (a load or a nightly segment changed them) are
+    # not compared: what it holds for them predates their inputs.
+    settled = f"customer_id not in (select customer_id from {REEVALUATE_QUEUE})"
     con.execute(
         f"create or replace temp table _batch_members as "
-        f"select distinct cast(customer_id as varchar) as customer_id from {segment.relation}"
+        f"select distinct cast(customer_id as varchar) as customer_id from {segment.relation} "
+        f"where {settled}"
     )
     con.execute(
         "create or replace temp table _stream_members as "
-        "select customer_id from segops.segment_membership where segment = ?",
+        f"select customer_id from segops.segment_membership where segment = ? and {settled}",
         [segment.name],
     )
     missing_count, unexpected_count, batch_size = con.execute(

@@ -2,8 +2,9 @@
 
 Per micro-batch it evaluates each real-time segment only for the customers in scope: those the
 batch touched, plus those whose membership can change with time alone since the last
-evaluation (an event crossed one of the segment's interval boundaries, such as a cart turning
-30 minutes old). The result goes through the one membership writer with source `realtime`.
+evaluation: a value the segment compares with `segops_now()` was passed by its boundary (a
+cart turning 30 minutes old, an account a day old; see `streaming/time_boundaries.py`). The
+result goes through the one membership writer with source `realtime`.
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ class RealtimeEvaluator:
     ) -> list[MembershipDelta]:
         """Re-evaluate `segments` (default: all) at `now` for the customers in scope.
 
-        Scope is `touched` plus the customers with an event that crossed an interval boundary
-        in (since, now]; `everyone` evaluates all customers. Runs inside the caller's
+        Scope is `touched` plus the customers whose value a time boundary passed in
+        [since, now]; `everyone` evaluates all customers. Runs inside the caller's
         transaction; a failing segment raises SegmentFailed naming it, or SegmentsFailed if
         they ran `together` (in one statement): then evaluate them separately to learn which.
         The scope's events are read from `by_customer` when given (B-tree seeks, not a scan).
@@ -142,9 +143,10 @@ class RealtimeEvaluator:
 
     def _sweeps_of(self, con: duckdb.DuckDBPyConnection, name: str) -> list[str]:
         """Each boundary of `name` bound to the sources that hold its value's columns."""
-        relations = sorted(set(self.queries[name].sources.values()))
+        query = self.queries[name]
+        relations = sorted({*query.sources.values(), *query.tables})
         sweeps = []
-        for group in self.queries[name].boundaries:
+        for group in query.boundaries:
             bound = [(boundary, relation) for boundary in group for relation in relations
                      if boundary.columns <= self._columns_of(con, relation)]
             if not bound:

@@ -28,6 +28,7 @@ class ScopedQuery:
     segment: str
     sql: str
     sources: dict[str, str]  # copy table name -> source relation it stands for
+    tables: tuple[str, ...]  # nightly segments' tables, read whole as their last build left them
     # Where time alone can flip membership (see streaming/time_boundaries.py), and how often
     # the segment asked to be evaluated for everyone, for what no boundary follows.
     boundaries: tuple[tuple[Boundary, ...], ...]
@@ -51,7 +52,8 @@ def scoped_query(catalog: Catalog, segment: Segment) -> ScopedQuery:
             "make it nightly"
         )
     sources: dict[str, str] = {}
-    scoped = _scope_tree(tree, _nodes_by_relation(catalog), sources)
+    tables: dict[str, None] = {}
+    scoped = _scope_tree(tree, _nodes_by_relation(catalog), sources, tables)
     timing = time_dependence(scoped)
     every = _reevaluate_every(segment)
     if timing.unbounded and every is None:
@@ -65,6 +67,7 @@ def scoped_query(catalog: Catalog, segment: Segment) -> ScopedQuery:
         segment=segment.name,
         sql=scoped.sql(dialect=DIALECT),
         sources=sources,
+        tables=tuple(tables),
         boundaries=timing.boundaries,
         reevaluate_every=every,
     )
@@ -124,8 +127,12 @@ def copy_table_name(source: Model) -> str:
 
 
 def _scope_tree(
-    tree: exp.Expression, by_relation: dict[tuple[str, str], Model], sources: dict[str, str]
+    tree: exp.Expression, by_relation: dict[tuple[str, str], Model], sources: dict[str, str],
+    tables: dict[str, None],
 ) -> exp.Expression:
+    """Sources become copies (named in `sources`), views are inlined, and any other model (a
+    nightly segment's table) is read where it is (named in `tables`)."""
+
     def replace(node: exp.Expression) -> exp.Expression:
         if not isinstance(node, exp.Table) or not node.db:
             return node
@@ -139,8 +146,10 @@ def _scope_tree(
             return exp.Table(this=exp.to_identifier(copy), alias=alias)
         if model.materialized == "view" and model.compiled_sql:
             inner = _scope_tree(sqlglot.parse_one(model.compiled_sql, read=DIALECT), by_relation,
-                                sources)
+                                sources, tables)
             return exp.Subquery(this=inner, alias=alias)
+        tables[model.relation] = None
+        node.set("catalog", None)
         return node
 
     return tree.transform(replace)

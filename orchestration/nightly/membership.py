@@ -17,13 +17,15 @@ from orchestration.membership_checks import (
     realtime_check_specs,
 )
 from orchestration.resources import WarehouseResource
-from segops.catalog import Segment
+from segops.catalog import Catalog, Segment
 from segops.clock import set_session_now, utc_now
+from segops.customers import queue_reevaluation
 from segops.heartbeat import latest_heartbeat
 from segops.membership import (
     SegmentContractError,
     SegmentFailed,
     apply_membership,
+    changed_customers,
     members_query,
     stage_found,
 )
@@ -33,12 +35,19 @@ from segops.warehouse import transaction
 SAMPLE_SIZE = 5
 
 
-def build_membership_asset(segment: Segment) -> dg.AssetsDefinition:
+def build_membership_asset(segment: Segment, catalog: Catalog) -> dg.AssetsDefinition:
+    """A real-time segment that reads nightly segments reconciles after them; a nightly segment
+    that real-time segments read queues its changed members for the stream to re-evaluate."""
     realtime = segment.refresh == "realtime"
+    names = {s.unique_id: s.name for s in catalog.segments.values()}
+    reads = sorted(names[m.unique_id] for m in catalog.upstream(segment.unique_id,
+                                                                 through_nightly=False)
+                   if m.unique_id in catalog.nightly_segment_ids) if realtime else []
+    readers = catalog.realtime_readers(segment)
 
     @dg.asset(
         key=membership_key(segment.name),
-        deps=[dg.AssetKey(["segments", segment.name])],
+        deps=[dg.AssetKey(["segments", segment.name]), *map(membership_key, reads)],
         group_name="membership",
         kinds={"duckdb"},
         description=f"Who is in `{segment.name}` now, with every enter and exit. "
@@ -59,7 +68,7 @@ def build_membership_asset(segment: Segment) -> dg.AssetsDefinition:
                 # leave later time-driven changes to it. Otherwise bring membership to now.
                 fresh = heartbeat is not None and not heartbeat.is_stale(wall)
                 at = heartbeat.evaluated_at if fresh else wall
-                metadata = _reconcile(con, segment, at)
+                metadata = _reconcile(con, segment, at, readers)
         except (SegmentContractError, SegmentFailed) as error:
             raise dg.Failure(description=str(error)) from None
         context.log.info(
@@ -72,13 +81,16 @@ def build_membership_asset(segment: Segment) -> dg.AssetsDefinition:
     return membership
 
 
-def _reconcile(con: duckdb.DuckDBPyConnection, segment: Segment, at: datetime) -> dict:
+def _reconcile(con: duckdb.DuckDBPyConnection, segment: Segment, at: datetime,
+               readers: list[str]) -> dict:
     set_session_now(con, at)
     with transaction(con):
         stage_found(con, {segment.name: members_query(con, segment.name, segment.relation)})
         (delta,) = apply_membership(
             con, segments=[segment.name], scope=None, source="batch", changed_at=at
         )
+        if readers:
+            queue_reevaluation(con, changed_customers(con), f"nightly:{segment.name}")
     sample = con.execute(
         """
         select customer_id, entered_at, attributes from segops.segment_membership
