@@ -223,20 +223,25 @@ def _variants(value: exp.Expression, definitions: dict[str, list[exp.Expression]
 def _row_value(value: exp.Expression) -> exp.Expression:
     """`value` as an expression of one row: functions that pick a row's value are replaced by
     their argument; any other aggregate or window mixes rows and cannot be followed."""
-    value = value.copy()
-    if any(_is_marker(n) for n in value.walk()):
-        raise Unbounded(f"{_context(value)} compares segops_now() with itself")
+    original = value
 
     def unwrap(node: exp.Expression) -> exp.Expression:
+        # A scalar subquery picking one row's value (`(select max(e.occurred_at) from ... where
+        # ...)`) is that value; its filters are comparisons of their own.
+        if (isinstance(node, exp.Subquery) and isinstance(node.this, exp.Select)
+                and len(node.this.expressions) == 1):
+            return unwrap(node.this.expressions[0].unalias())
         if isinstance(node, exp.Window | exp.Paren) or (
                 isinstance(node, PICKING) and isinstance(node.this, exp.Expression)):
             return unwrap(node.this)
         if isinstance(node, exp.AggFunc | exp.Subquery):
             raise Unbounded(
-                f"{value.sql(DIALECT)} is compared with segops_now() but mixes several rows")
+                f"{original.sql(DIALECT)} is compared with segops_now() but mixes several rows")
         return node
 
-    value = unwrap(value).transform(unwrap)
+    value = unwrap(value.copy()).transform(unwrap)
+    if any(_is_marker(n) for n in value.walk()):
+        raise Unbounded(f"{_context(original)} compares segops_now() with itself")
     for column in value.find_all(exp.Column):
         column.set("table", None)
         column.set("db", None)
