@@ -8,6 +8,7 @@ from orchestration.change_feed import (
     publish_changes_job,
 )
 from orchestration.customers import raw_customers
+from orchestration.events import event_types_sensor, tracking_plan_check
 from orchestration.nightly.dbt_models import build_dbt_assets
 from orchestration.nightly.job import build_nightly_job, build_nightly_schedule
 from orchestration.nightly.membership import build_membership_asset
@@ -32,8 +33,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *(build_membership_asset(segment, catalog) for segment in catalog.segments.values()),
             build_change_feed_asset(settings, list(catalog.segments.values())),
         ],
+        asset_checks=[tracking_plan_check],
         jobs=[nightly, publish_changes_job, build_preview_job(settings)],
         schedules=[build_nightly_schedule(nightly)],
-        sensors=[build_realtime_sensor(catalog.realtime_segments()), batch_changes_sensor],
+        sensors=[build_realtime_sensor(catalog.realtime_segments()), batch_changes_sensor,
+                 event_types_sensor],
         resources=build_resources(settings, project),
     )

@@ -1,6 +1,7 @@
-"""The tables every path reads and writes: raw events, customers (with every change to their
-traits) and dead letters, membership, its change log (the change feed's outbox), the
-consumer's heartbeat, and the customers whose segments the stream owes a re-evaluation.
+"""The tables every path reads and writes: raw events (with what the tracking plan found wrong
+in those it let in), customers (with every change to their traits) and dead letters,
+membership, its change log (the change feed's outbox), the consumer's heartbeat, and the
+customers whose segments the stream owes a re-evaluation.
 
 `raw.events` has no unique index on `event_id`: DuckDB holds an index whole in memory, so one
 there would grow the consumer with every event stored. The index by customer
@@ -42,6 +43,16 @@ create table if not exists raw.events (
     occurred_at timestamp not null,
     properties json,
     ingested_at timestamp not null default (now() at time zone 'UTC')
+);
+
+create table if not exists raw.event_violations (
+    event_id varchar not null,
+    customer_id varchar not null,
+    event_type varchar not null,
+    occurred_at timestamp not null,
+    kind varchar not null,
+    detail varchar not null,
+    recorded_at timestamp not null default (now() at time zone 'UTC')
 );
 
 create table if not exists raw.dead_letters (

@@ -15,6 +15,7 @@ class Settings:
     warehouse: Path
     dbt_project_dir: Path
     dbt_target_dir: Path
+    tracking_plan: Path
     pubsub_project: str
     events_topic: str
     subscription: str
@@ -35,6 +36,9 @@ def load_settings() -> Settings:
         dbt_project_dir=dbt_project_dir,
         dbt_target_dir=Path(
             os.environ.get("SEGOPS_DBT_TARGET_DIR", dbt_project_dir / "target")
+        ).resolve(),
+        tracking_plan=Path(
+            os.environ.get("SEGOPS_TRACKING_PLAN", PROJECT_ROOT / "tracking_plan.yml")
         ).resolve(),
         pubsub_project=os.environ.get("SEGOPS_PROJECT", "segops-local"),
         events_topic=os.environ.get("SEGOPS_EVENTS_TOPIC", "events"),

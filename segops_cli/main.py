@@ -172,6 +172,21 @@ def run_nightly(settings: Settings) -> None:
                   highlight=False)
 
 
+def cmd_events(args: argparse.Namespace, settings: Settings) -> None:
+    from segops.event_report import event_types
+    from segops.tracking_plan import load_plan
+    from segops.warehouse import connect
+    from segops_cli.reports import print_event_types
+
+    plan = load_plan(settings.tracking_plan)
+    with connect(settings.warehouse, read_only=True) as con:
+        reports = event_types(con, plan, utc_now())
+    if args.json:
+        print(json.dumps([report.to_dict() for report in reports], indent=1))
+    else:
+        print_event_types(reports, console)
+
+
 def cmd_load_customers(args: argparse.Namespace, settings: Settings) -> None:
     from segops.customer_files import load_customers
     from segops.schema import ensure_schema
@@ -217,6 +232,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], None]] = {
     "preview": cmd_preview,
     "replay": cmd_replay,
     "nightly": cmd_nightly,
+    "events": cmd_events,
     "load-customers": cmd_load_customers,
     "members": cmd_members,
     "history": cmd_history,
@@ -270,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip the nightly job that reconciles afterwards")
 
     sub.add_parser("nightly", help="rebuild every segment now, as the nightly schedule does")
+
+    events = sub.add_parser("events", help="every event type seen or planned: volume, last "
+                                           "seen, what the tracking plan found wrong")
+    events.add_argument("--json", action="store_true", help="machine-readable output")
 
     load = sub.add_parser("load-customers",
                           help="upsert customers' traits from a CSV or Parquet file")

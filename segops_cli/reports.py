@@ -9,6 +9,7 @@ from rich.table import Table
 
 from segops.catalog import Catalog, Segment
 from segops.clock import utc_now
+from segops.event_report import EventTypeReport
 from segops.heartbeat import Heartbeat, latest_heartbeat
 from segops.membership import customer_history
 from segops.preview import PreviewResult
@@ -134,4 +135,21 @@ def print_history(settings: Settings, customer_id: str, console: Console) -> Non
         colour = "green" if row.change == "enter" else "red"
         table.add_row(f"{row.changed_at:%Y-%m-%d %H:%M:%S}", row.segment,
                       f"[{colour}]{row.change}[/{colour}]", row.source)
+    console.print(table)
+
+
+def print_event_types(reports: list[EventTypeReport], console: Console) -> None:
+    table = Table(title="Event types (violations: the last day)")
+    for header in ("event_type", "planned", "last hour", "last day", "last seen", "violations"):
+        table.add_column(header, justify="right" if header.startswith("last ") else "left",
+                         no_wrap=True)
+    for report in reports:
+        table.add_row(
+            report.event_type,
+            "yes" if report.planned else "[yellow]no[/yellow]",
+            f"{report.last_hour:,}",
+            f"{report.last_day:,}",
+            f"{report.last_seen:%Y-%m-%d %H:%M:%S}" if report.last_seen else "never",
+            ", ".join(f"{kind} {count:,}" for kind, count in report.violations.items()),
+        )
     console.print(table)

@@ -29,9 +29,15 @@ from segops.schema import ensure_schema
 from segops.settings import Settings
 from segops.warehouse import HeldConnection, transaction
 from streaming.customer_events import CustomerEvents
+from streaming.live_plan import LivePlan
 from streaming.live_segments import LiveSegments
 from streaming.source import Incoming, MessageSource
-from streaming.storage import store_dead_letters, store_events, store_traits
+from streaming.storage import (
+    store_dead_letters,
+    store_events,
+    store_traits,
+    store_violations,
+)
 from streaming.validation import validate_all
 
 log = logging.getLogger(__name__)
@@ -104,6 +110,7 @@ class Consumer:
                                         on_wait=self._report_wait, on_open=self._opened)
         self.segments = LiveSegments(settings,
                                      retry_failed_seconds=self.config.retry_failed_seconds)
+        self.tracking_plan = LivePlan(settings.tracking_plan)
         self.feed = ChangeFeed(settings, "realtime") if self.config.publish_changes else None
 
     # -- setup ---------------------------------------------------------------------------
@@ -189,8 +196,10 @@ class Consumer:
         self.stopping.set()
 
     def maintain(self) -> None:
-        """Between batches: pick up a changed manifest, retry failed segments now and then, and
-        evaluate for everyone the segments whose `reevaluate_every` is due."""
+        """Between batches: pick up a changed tracking plan and manifest, retry failed
+        segments now and then, and evaluate for everyone the segments whose `reevaluate_every`
+        is due."""
+        self.tracking_plan.reload_if_changed()
         for segments in (self.segments.reload_if_changed(), self.segments.due_for_retry(),
                          self.segments.due_for_reevaluation(self.clock())):
             if segments:
@@ -202,7 +211,7 @@ class Consumer:
         """Store, evaluate and commit one micro-batch; the caller acks after this returns."""
         started = time.monotonic()
         now = self.clock()
-        events, rejected = validate_all(messages, now)
+        events, rejected = validate_all(messages, now, self.tracking_plan.plan)
         unique = list({e.event_id: e for e in reversed(events)}.values())
         segments = self.segments.healthy()
         together = True
@@ -217,6 +226,7 @@ class Consumer:
                         self.feed.mark_accepted(con)
                     stored = self.by_customer.add(unique, now)  # what is not a redelivery
                     store_events(con, stored, now)
+                    store_violations(con, stored)
                     store_traits(con, stored)
                     store_dead_letters(con, rejected)
                     owed = take_reevaluation_queue(con)  # customers a load changed

@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime
-from pathlib import Path
 
 from segops.catalog import Catalog
 from segops.dbt import DbtError, run_dbt
 from segops.errors import SegOpsError
+from segops.files import file_version
 from segops.membership import SegmentFailed
 from segops.settings import Settings
 from streaming.evaluator import RealtimeEvaluator
@@ -49,7 +49,7 @@ class LiveSegments:
     def reload_if_changed(self) -> list[str]:
         """Swap in a changed manifest's segments; the names whose SQL changed (to evaluate for
         everyone), or none when the file is unchanged or cannot be used."""
-        if _file_version(self.settings.manifest_path) == self._manifest_version:
+        if file_version(self.settings.manifest_path) == self._manifest_version:
             return []
         previous = self.evaluator.queries
         try:
@@ -100,7 +100,7 @@ class LiveSegments:
                         extra=["--target", "compile"])
             except DbtError:
                 # dbt rewrites the manifest as its compile fails: that version has been tried.
-                self._manifest_version = _file_version(self.settings.manifest_path)
+                self._manifest_version = file_version(self.settings.manifest_path)
                 raise
             catalog = self._read_manifest()
         return RealtimeEvaluator.from_catalog(catalog)
@@ -108,14 +108,5 @@ class LiveSegments:
     def _read_manifest(self) -> Catalog:
         """The catalog, noting which version of the file it came from (looked at first, so a
         rewrite that lands while it is read shows as a change next time)."""
-        self._manifest_version = _file_version(self.settings.manifest_path)
+        self._manifest_version = file_version(self.settings.manifest_path)
         return Catalog.load(self.settings.manifest_path)
-
-
-def _file_version(path: Path) -> tuple[int, int] | None:
-    """Modification time and size: a rewrite changes one or the other, even within a tick."""
-    try:
-        status = path.stat()
-    except FileNotFoundError:
-        return None
-    return status.st_mtime_ns, status.st_size

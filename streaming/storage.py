@@ -1,5 +1,6 @@
-"""Storing a micro-batch: its valid events in `raw.events`, the traits its `identify` events
-set, and its bad messages in `raw.dead_letters`, inside the batch's transaction."""
+"""Storing a micro-batch: its valid events in `raw.events` (and what the tracking plan found
+wrong in those it let in, in `raw.event_violations`), the traits its `identify` events set, and
+its bad messages in `raw.dead_letters`, inside the batch's transaction."""
 
 from __future__ import annotations
 
@@ -41,6 +42,22 @@ def store_events(con: duckdb.DuckDBPyConnection, events: list[Event], now: datet
         )
     finally:
         con.unregister("_batch")
+
+
+def store_violations(con: duckdb.DuckDBPyConnection, events: list[Event]) -> None:
+    """One row per violation of each event the plan's policy let in."""
+    rows = [(e.event_id, e.customer_id, e.event_type, e.occurred_at, kind, detail)
+            for e in events for kind, detail in e.violations]
+    if not rows:
+        return
+    names = ("event_id", "customer_id", "event_type", "occurred_at", "kind", "detail")
+    con.register("_violations", pa.table(dict(zip(names, map(list, zip(*rows, strict=True)),
+                                                  strict=True))))
+    try:
+        con.execute(f"insert into raw.event_violations ({', '.join(names)}) "
+                    f"select {', '.join(names)} from _violations")
+    finally:
+        con.unregister("_violations")
 
 
 def store_traits(con: duckdb.DuckDBPyConnection, events: list[Event]) -> list[str]:

@@ -1,7 +1,9 @@
-"""Each message checked against the event contract (`segops/events.py`).
+"""Each message checked against the envelope (`segops/events.py`) and the tracking plan.
 
 Validation never raises: every message is either an Event or a reason, so bad input becomes a
-dead-letter row, not a crash.
+dead-letter row, not a crash. A malformed envelope is always refused; an unplanned type or a
+property that breaks the plan is refused or let in, with what is wrong recorded, as the plan's
+policies say.
 """
 
 from __future__ import annotations
@@ -15,18 +17,14 @@ from datetime import datetime
 from segops.clock import parse_timestamp
 from segops.events import (
     EARLIEST,
-    EVENT_TYPES,
     FIELDS,
     MAX_CLOCK_SKEW,
     MAX_ID_LENGTH,
     MAX_MESSAGE_BYTES,
-    NUMBER,
-    PROPERTY_TYPES,
     REQUIRED_FIELDS,
-    STRING,
-    TIMESTAMP,
     Event,
 )
+from segops.tracking_plan import Property, TrackingPlan
 from streaming.source import Incoming
 
 
@@ -35,8 +33,9 @@ class Rejected:
     reason: str
 
 
-def validate(data: bytes, now: datetime) -> Event | Rejected:
-    """Check one message payload against the schema; `now` bounds future timestamps."""
+def validate(data: bytes, now: datetime, plan: TrackingPlan) -> Event | Rejected:
+    """Check one message payload against the envelope and `plan`; `now` bounds future
+    timestamps."""
     if not data:
         return Rejected("empty payload (attributes only?)")
     if len(data) > MAX_MESSAGE_BYTES:
@@ -51,10 +50,10 @@ def validate(data: bytes, now: datetime) -> Event | Rejected:
         return Rejected(f"not JSON: {error}")
     if not isinstance(body, dict):
         return Rejected(f"not a JSON object but {type(body).__name__}")
-    return _validate_body(body, now)
+    return _validate_body(body, now, plan)
 
 
-def _validate_body(body: dict, now: datetime) -> Event | Rejected:
+def _validate_body(body: dict, now: datetime, plan: TrackingPlan) -> Event | Rejected:
     missing = [f for f in REQUIRED_FIELDS if f not in body]
     if missing:
         return Rejected(f"missing field(s): {', '.join(missing)}")
@@ -67,8 +66,6 @@ def _validate_body(body: dict, now: datetime) -> Event | Rejected:
             return Rejected(f"{field} must be a non-empty string, got {_describe(value)}")
         if len(value) > MAX_ID_LENGTH:
             return Rejected(f"{field} longer than {MAX_ID_LENGTH} characters")
-    if body["event_type"] not in EVENT_TYPES:
-        return Rejected(f"unknown event_type {body['event_type']!r}")
     occurred_at = _timestamp(body["occurred_at"])
     if isinstance(occurred_at, Rejected):
         return occurred_at
@@ -77,15 +74,18 @@ def _validate_body(body: dict, now: datetime) -> Event | Rejected:
     if occurred_at < EARLIEST:
         return Rejected(f"occurred_at {body['occurred_at']} is before {EARLIEST.year}")
     properties = body.get("properties") or {}
-    problem = _properties_problem(body["event_type"], properties)
-    if problem:
-        return Rejected(problem)
+    if not isinstance(properties, dict):
+        return Rejected(f"properties must be an object, got {_describe(properties)}")
+    violations = _violations(body["event_type"], properties, plan)
+    if violations and _blocked(body["event_type"], plan):
+        return Rejected(violations[0][1])
     return Event(
         event_id=body["event_id"],
         customer_id=body["customer_id"],
         event_type=body["event_type"],
         occurred_at=occurred_at,
         properties=json.dumps(properties, separators=(",", ":"), sort_keys=True),
+        violations=tuple(violations),
     )
 
 
@@ -99,29 +99,51 @@ def _timestamp(text: str, field: str = "occurred_at") -> datetime | Rejected:
         return Rejected(f"{field} {text[:40]!r} is not a valid RFC 3339 timestamp")
 
 
-def _properties_problem(event_type: str, properties: object) -> str | None:
-    if not isinstance(properties, dict):
-        return f"properties must be an object, got {_describe(properties)}"
-    for key in EVENT_TYPES[event_type].required:
-        if key not in properties:
-            return f"{event_type} event needs properties.{key}"
-    for key, kind in PROPERTY_TYPES.items():
-        value = properties.get(key)
+def _blocked(event_type: str, plan: TrackingPlan) -> bool:
+    if event_type not in plan.events:
+        return plan.unplanned_events == "block"
+    return plan.blocks_violations_of(event_type)
+
+
+def _violations(event_type: str, properties: dict, plan: TrackingPlan
+                ) -> list[tuple[str, str]]:
+    """(kind, detail) of each way the event breaks the plan."""
+    if event_type not in plan.events:
+        return [("unplanned_event", f"unplanned event_type {event_type!r}")]
+    found = []
+    for name, prop in plan.events[event_type].properties.items():
+        value = properties.get(name)
         if value is None:
+            if prop.required:
+                found.append(("missing_property", f"{event_type} event needs properties.{name}"))
             continue
-        if kind == NUMBER and (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-            or value < 0
-        ):
-            return f"properties.{key} must be a non-negative number, got {_describe(value)}"
-        if kind in (STRING, TIMESTAMP) and not isinstance(value, str):
-            return f"properties.{key} must be a string, got {_describe(value)}"
-        if kind == TIMESTAMP and isinstance(
-                problem := _timestamp(value, f"properties.{key}"), Rejected):
-            return problem.reason
-    return None
+        if not _is_a(value, prop):
+            found.append(("wrong_type", f"properties.{name} must be {_article(prop.type)}, "
+                                        f"got {_describe(value)}"))
+        elif prop.values is not None and value not in prop.values:
+            found.append(("value_not_allowed",
+                          f"properties.{name} {_describe(value)} is not one of "
+                          f"{', '.join(map(str, prop.values))}"))
+    return found
+
+
+def _is_a(value: object, prop: Property) -> bool:
+    kind = prop.type
+    if kind == "number":
+        return (isinstance(value, int | float) and not isinstance(value, bool)
+                and math.isfinite(value) and value >= 0)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "timestamp":
+        return isinstance(value, str) and not isinstance(_timestamp(value), Rejected)
+    expected = {"string": str, "boolean": bool, "object": dict, "array": list}[kind]
+    return isinstance(value, expected)
+
+
+def _article(kind: str) -> str:
+    return {"number": "a non-negative number", "integer": "an integer",
+            "timestamp": "an RFC 3339 timestamp with a time zone", "object": "an object",
+            "array": "an array", "boolean": "a boolean"}.get(kind, f"a {kind}")
 
 
 def _describe(value: object) -> str:
@@ -130,12 +152,12 @@ def _describe(value: object) -> str:
 
 
 def validate_all(
-    messages: Sequence[Incoming], now: datetime
+    messages: Sequence[Incoming], now: datetime, plan: TrackingPlan
 ) -> tuple[list[Event], list[tuple[Incoming, str]]]:
     """The valid events of a batch, and each invalid message with the reason."""
     events, rejected = [], []
     for message in messages:
-        result = validate(message.data, now)
+        result = validate(message.data, now, plan)
         if isinstance(result, Rejected):
             rejected.append((message, result.reason))
         else:

@@ -181,7 +181,8 @@ def fuzzed_bad_messages(count: int, seed: int) -> list[bytes]:
             body[rng.choice(["customer_id", "occurred_at", "event_type"])] = rng.choice(
                 [42, None, [], {"a": 1}, 3.5, True])
         elif kind == 5:
-            body["event_type"] = rng.choice(["teleport", "PURCHASE", "drop table raw.events"])
+            body["event_type"] = "purchase"  # a planned type breaking the plan: blocked
+            body["properties"] = rng.choice([{}, {"order_value": "12"}, {"order_value": -1}])
         elif kind == 6:
             body["occurred_at"] = rng.choice(["1899-12-31T00:00:00Z", "1970-01-01T00:00:00Z"])
         elif kind == 7:

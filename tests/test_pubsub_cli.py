@@ -10,6 +10,7 @@ from google.cloud import pubsub_v1
 from segops.clock import utc_now
 from segops.events import Event
 from segops.pubsub import ensure_pubsub, subscription_path
+from segops.tracking_plan import load_plan
 from segops_cli.main import main
 from streaming.validation import validate
 
@@ -48,7 +49,7 @@ def test_produce_publishes_valid_shop_traffic(pubsub, capsys):
     assert 100 <= published <= 220
     messages = pull_all(pubsub, published)
     assert len(messages) == published
-    events = [validate(m, utc_now()) for m in messages]
+    events = [validate(m, utc_now(), load_plan()) for m in messages]
     assert all(isinstance(e, Event) for e in events)
     types = {e.event_type for e in events}
     assert {"session_start", "product_view"} <= types

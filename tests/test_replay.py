@@ -27,7 +27,7 @@ def history(tmp_path):
         *(json.dumps(event("bob", "product_view", NOW - timedelta(minutes=m), category="books",
                            price=12.0)) for m in (30, 20, 10)),
         "not json at all",
-        json.dumps({"event_id": "x1", "customer_id": "cy", "event_type": "teleport",
+        json.dumps({"event_id": "x1", "customer_id": "cy", "event_type": "purchase",
                     "occurred_at": NOW.isoformat() + "Z", "properties": {}}),
         "",
     ]
@@ -51,7 +51,7 @@ def test_replay_stores_dead_letters_and_evaluates_like_the_stream(warehouse, his
     assert "8 lines: 5 events stored, 1 already stored, 2 dead-lettered" in out
     assert scalar(warehouse, "select count(*) from raw.events") == 5
     reasons = scalar(warehouse, "select list(reason order by message_id) from raw.dead_letters")
-    assert len(reasons) == 2 and any("event_type" in r for r in reasons)
+    assert len(reasons) == 2 and any("needs properties.order_value" in r for r in reasons)
     assert set(members(warehouse, "recent_purchasers")) == {"ann"}
     assert set(members(warehouse, "high_intent_browsers")) == {"bob"}
     assert "reconciling every segment with the nightly job" in out

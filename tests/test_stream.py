@@ -73,8 +73,8 @@ MALFORMED = {
     b'{"event_id": "x"}': "missing field(s)",
     b'{"event_id": 7, "customer_id": "c", "event_type": "page_view", '
     b'"occurred_at": "2026-01-01T00:00:00Z"}': "event_id must be a non-empty string",
-    b'{"event_id": "u", "customer_id": "c", "event_type": "teleport", '
-    b'"occurred_at": "2026-01-01T00:00:00Z"}': "unknown event_type",
+    b'{"event_id": "u", "customer_id": "c", "event_type": "purchase", '
+    b'"occurred_at": "2026-01-01T00:00:00Z"}': "purchase event needs properties.order_value",
     b'{"event_id": "t", "customer_id": "c", "event_type": "page_view", '
     b'"occurred_at": "last tuesday"}': "not RFC 3339",
     b"{" + b" " * 70_000 + b"}": "oversized",

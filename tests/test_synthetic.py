@@ -7,7 +7,8 @@ from datetime import datetime, timedelta
 import pytest
 
 from demo.synthetic import generate
-from segops.events import EVENT_TYPES, IDENTIFY, Event
+from segops.events import IDENTIFY, Event
+from segops.tracking_plan import load_plan
 from segops.warehouse import connect
 from streaming.validation import validate
 
@@ -108,7 +109,7 @@ def test_rows_are_valid_stream_messages(shop):
         from raw.events using sample 300 rows
         """
     ).fetchall()
-    results = [validate(row[0].encode(), NOW) for row in rows]
+    results = [validate(row[0].encode(), NOW, load_plan()) for row in rows]
     assert all(isinstance(r, Event) for r in results), [r for r in results if not isinstance(
         r, Event)][:3]
 
@@ -142,9 +143,9 @@ def test_each_event_type_carries_the_properties_the_contract_declares(shop):
         "select event_type, list(distinct key) from (select event_type, "
         "unnest(json_keys(properties)) as key from raw.events) group by event_type"
     ).fetchall()
-    assert {event_type for event_type, _ in keys} == set(EVENT_TYPES) - {IDENTIFY}, (
+    assert {event_type for event_type, _ in keys} == set(load_plan().events) - {IDENTIFY}, (
         "the shop's profiles are loaded into raw.customers, not sent as identify events")
     for event_type, properties in keys:
-        declared = EVENT_TYPES[event_type]
+        declared = load_plan().events[event_type]
         assert set(declared.required) <= set(properties) <= {*declared.required,
                                                              *declared.optional}, event_type

@@ -15,7 +15,8 @@ typed as (
         try_cast(properties ->> 'price' as decimal(18, 2)) as price,
         try_cast(properties ->> 'quantity' as integer) as quantity,
         properties ->> 'order_id' as order_id,
-        try_cast(properties ->> 'order_value' as decimal(18, 2)) as order_value
+        try_cast(properties ->> 'order_value' as decimal(18, 2)) as order_value,
+        properties
     from source
 )
 
