@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 from google.cloud import pubsub_v1
@@ -97,20 +98,30 @@ def receive(path: str, expected_ids: set[int]) -> list[tuple[dict, str]]:
     return received
 
 
-def consume_until(settings: Settings, condition: Callable[[], bool], timeout: float = 60.0,
-                  **config) -> Consumer:
-    """Run the real consumer on the real subscription until `condition()` holds (polled)."""
+@contextmanager
+def consumer_running(settings: Settings, **config) -> Iterator[Consumer]:
+    """The real consumer on the real subscription, in a thread, for the `with` block."""
     consumer = Consumer(settings, ConsumerConfig(**config))
     worker = threading.Thread(target=consumer.run,
                               args=(PubSubSource(subscription_path(settings)),), daemon=True)
     worker.start()
-    deadline = time.monotonic() + timeout
     try:
-        while not condition():
-            assert time.monotonic() < deadline, "the condition never held"
-            assert worker.is_alive(), "the consumer stopped"
-            time.sleep(0.05)
+        yield consumer
     finally:
         consumer.stop()
         worker.join(timeout=30)
-    return consumer
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll `condition()` until it holds; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.05)
+
+
+def consume_until(settings: Settings, condition: Callable[[], bool], timeout: float = 60.0,
+                  **config) -> None:
+    """Run the real consumer on the real subscription until `condition()` holds."""
+    with consumer_running(settings, **config):
+        wait_for(condition, timeout)

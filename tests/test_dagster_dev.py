@@ -137,7 +137,8 @@ def test_dagster_dev_serves_segments_membership_schedule_and_sensor(warehouse, t
     schedules = {s["name"]: s["scheduleState"]["status"] for s in repository["schedules"]}
     assert schedules == {"nightly_segments_schedule": "RUNNING"}
     sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}
-    assert sensors == {"realtime_segments_sensor": "RUNNING", "batch_changes_sensor": "RUNNING"}
+    assert sensors == {"realtime_segments_sensor": "RUNNING", "batch_changes_sensor": "RUNNING",
+                       "event_types_sensor": "RUNNING"}
     assert "activation/segment_changes" in keys
     assert exit_code in (0, -signal.SIGTERM), (tmp_path / "dagster-dev.log").read_text()[-3000:]
     assert nightly == "SUCCESS", (tmp_path / "dagster-dev.log").read_text()[-3000:]

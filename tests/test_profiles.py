@@ -21,12 +21,12 @@ from streaming.consumer import Consumer, ConsumerConfig
 from tests.projects import project_with_segments, realtime_yml
 from tests.shop import add_customer
 from tests.stream_helpers import (
-    consume_until,
-    consume_until_idle,
+    consumer_running,
     incoming,
     members,
     publish_all,
     scalar,
+    wait_for,
 )
 
 DUTCH = "select customer_id, city from {{ ref('stg_customers') }} where country = 'NL'"
@@ -55,23 +55,29 @@ def profile(settings, customer: str) -> tuple:
 
 def test_identify_events_set_traits_and_move_segments_in_the_same_batch(pubsub, project):
     now = utc_now().replace(microsecond=0)
-    publish_all(project, [
-        identify("newcomer", now - timedelta(minutes=5), email="n@example.com", country="nl",
-                 city="Utrecht", signed_up_at="2026-01-02T03:04:05+01:00", plan="pro"),
-    ])
-    consume_until_idle(project, publish_changes=False)
-    assert profile(project, "newcomer") == (
-        "n@example.com", "nl", "Utrecht", datetime(2026, 1, 2, 2, 4, 5), '{"plan":"pro"}')
-    assert set(members(project, "dutch")) == {"newcomer"}
-    assert set(members(project, "on_pro_plan")) == {"newcomer"}
 
-    publish_all(project, [
-        identify("newcomer", now - timedelta(minutes=1), country="DE", plan="free"),
-        # older than what is held: it never overwrites the newer traits
-        identify("newcomer", now - timedelta(minutes=3), country="FR", email="old@example.com"),
-    ])
-    consume_until(project, lambda: scalar(project, "select count(*) from raw.events") == 3,
-                  publish_changes=False)
+    def stored(count: int):
+        return lambda: scalar(project, "select count(*) from raw.events") == count
+
+    with consumer_running(project, publish_changes=False):
+        publish_all(project, [
+            identify("newcomer", now - timedelta(minutes=5), email="n@example.com",
+                     country="nl", city="Utrecht", signed_up_at="2026-01-02T03:04:05+01:00",
+                     plan="pro"),
+        ])
+        wait_for(stored(1))
+        assert profile(project, "newcomer") == (
+            "n@example.com", "nl", "Utrecht", datetime(2026, 1, 2, 2, 4, 5), '{"plan":"pro"}')
+        assert set(members(project, "dutch")) == {"newcomer"}
+        assert set(members(project, "on_pro_plan")) == {"newcomer"}
+
+        publish_all(project, [
+            identify("newcomer", now - timedelta(minutes=1), country="DE", plan="free"),
+            # older than what is held: it never overwrites the newer traits
+            identify("newcomer", now - timedelta(minutes=3), country="FR",
+                     email="old@example.com"),
+        ])
+        wait_for(stored(3))
     email, country, city, _, extra = profile(project, "newcomer")
     assert (email, country, city, extra) == ("old@example.com", "DE", "Utrecht",
                                              '{"plan":"free"}')
