@@ -203,9 +203,10 @@ def apply_membership(
 
 
 def changed_customers(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """The customers who entered or left in the last `apply_membership` on this connection."""
+    """The customers who entered, left, or whose attributes changed in the last
+    `apply_membership` on this connection."""
     return [row[0] for row in con.execute(
-        "select distinct customer_id from _delta where change <> 'update' order by 1"
+        "select distinct customer_id from _delta order by 1"
     ).fetchall()]
 
 
