@@ -51,8 +51,10 @@ chaos: manifest
 	SEGOPS_CHAOS_SCALE=full SEGOPS_CHAOS_RESULTS=bench/results/chaos.json \
 		$(BIN)/pytest -q -m chaos -p no:cacheprovider --timeout 3600 tests/test_chaos.py
 
+# Python by ruff; the dbt models by sqlfluff (.sqlfluff: DuckDB, lowercase, CTEs, explicit aliases).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/sqlfluff lint dbt_project/models
 
 clean:
 	rm -rf data dbt_project/target

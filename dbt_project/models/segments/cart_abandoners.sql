@@ -2,8 +2,9 @@
 -- before the window cannot be after a cart inside it
 with events as (
     select * from {{ ref('stg_events') }}
-    where occurred_at >= {{ segops_now() }} - interval '24 hours'
-      and occurred_at <= {{ segops_now() }}
+    where
+        occurred_at >= {{ segops_now() }} - interval '24 hours'
+        and occurred_at <= {{ segops_now() }}
 ),
 
 latest_cart as (
@@ -20,7 +21,9 @@ latest_cart as (
 ),
 
 purchases as (
-    select customer_id, max(occurred_at) as last_purchase_at
+    select
+        customer_id,
+        max(occurred_at) as last_purchase_at
     from events
     where event_type = 'purchase'
     group by customer_id
@@ -34,10 +37,13 @@ final as (
         latest_cart.cart_value
     from latest_cart
     left join purchases on latest_cart.customer_id = purchases.customer_id
-    where latest_cart.last_cart_at >= {{ segops_now() }} - interval '24 hours'
-      and latest_cart.last_cart_at <= {{ segops_now() }} - interval '30 minutes'
-      and (purchases.last_purchase_at is null
-           or purchases.last_purchase_at < latest_cart.last_cart_at)
+    where
+        latest_cart.last_cart_at >= {{ segops_now() }} - interval '24 hours'
+        and latest_cart.last_cart_at <= {{ segops_now() }} - interval '30 minutes'
+        and (
+            purchases.last_purchase_at is null
+            or purchases.last_purchase_at < latest_cart.last_cart_at
+        )
 )
 
 select * from final

@@ -18,8 +18,9 @@ final as (
         purchases,
         last_seen_at
     from activity
-    where purchases >= 2
-      and last_seen_at < {{ segops_now() }} - interval '30 days'
+    where
+        purchases >= 2
+        and last_seen_at < {{ segops_now() }} - interval '30 days'
 )
 
 select * from final

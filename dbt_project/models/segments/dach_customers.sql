@@ -3,7 +3,10 @@ with customers as (
 ),
 
 final as (
-    select customer_id, country, city
+    select
+        customer_id,
+        country,
+        city
     from customers
     where country in ('DE', 'AT', 'CH')
 )

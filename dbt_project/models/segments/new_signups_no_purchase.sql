@@ -24,8 +24,9 @@ final as (
         signups.signed_up_at
     from signups
     left join buyers on signups.customer_id = buyers.customer_id
-    where signups.signed_up_at >= {{ segops_now() }} - interval '7 days'
-      and buyers.customer_id is null
+    where
+        signups.signed_up_at >= {{ segops_now() }} - interval '7 days'
+        and buyers.customer_id is null
 )
 
 select * from final

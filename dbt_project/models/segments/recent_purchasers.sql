@@ -1,8 +1,9 @@
 with purchases as (
     select * from {{ ref('stg_events') }}
-    where event_type = 'purchase'
-      and occurred_at >= {{ segops_now() }} - interval '3 days'
-      and occurred_at <= {{ segops_now() }}
+    where
+        event_type = 'purchase'
+        and occurred_at >= {{ segops_now() }} - interval '3 days'
+        and occurred_at <= {{ segops_now() }}
 ),
 
 final as (
