@@ -172,6 +172,21 @@ def run_nightly(settings: Settings) -> None:
                   highlight=False)
 
 
+def cmd_diff(args: argparse.Namespace, settings: Settings) -> None:
+    from rich.markdown import Markdown
+
+    from segops_cli.diff import as_json, as_markdown, diff_segments, merge_base
+
+    at = parse_timestamp(args.at) if args.at else utc_now()
+    diffs = diff_segments(settings, args.base or merge_base(settings), at)
+    if args.format == "json":
+        print(as_json(diffs))
+    elif args.format == "markdown":
+        print(as_markdown(diffs, at))
+    else:
+        console.print(Markdown(as_markdown(diffs, at)))
+
+
 def cmd_events(args: argparse.Namespace, settings: Settings) -> None:
     from segops.event_report import event_types
     from segops.tracking_plan import load_plan
@@ -232,6 +247,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], None]] = {
     "preview": cmd_preview,
     "replay": cmd_replay,
     "nightly": cmd_nightly,
+    "diff": cmd_diff,
     "events": cmd_events,
     "load-customers": cmd_load_customers,
     "members": cmd_members,
@@ -286,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="skip the nightly job that reconciles afterwards")
 
     sub.add_parser("nightly", help="rebuild every segment now, as the nightly schedule does")
+
+    diff = sub.add_parser("diff", help="what changed segments would do to membership, "
+                                       "for a pull request")
+    diff.add_argument("--base", help="Git ref to compare with (default: the merge base with main)")
+    diff.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    diff.add_argument("--at", help="evaluate at this time (RFC 3339) instead of now")
 
     events = sub.add_parser("events", help="every event type seen or planned: volume, last "
                                            "seen, what the tracking plan found wrong")

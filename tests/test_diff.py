@@ -1,0 +1,88 @@
+"""`segops diff` on a real Git repository made here: what a pull request's segment changes do to
+membership, in text, markdown and JSON."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from datetime import timedelta
+
+import pytest
+
+from segops.clock import utc_now
+from segops.settings import DBT_PROJECT_DIR, load_settings
+from segops.warehouse import connect
+from segops_cli.main import main
+from streaming.consumer import Consumer, ConsumerConfig
+from tests.shop import add_customer, add_event
+
+RANKED = """
+select customer_id from (
+    select customer_id, rank() over (order by count(*) desc) as position
+    from {{ ref('stg_events') }} group by customer_id
+) where position = 1
+"""
+REALTIME = ("models:\n  - name: top_browser\n    config:\n      materialized: view\n"
+            "      meta:\n        segment:\n          refresh: realtime\n")
+
+
+def git(folder, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True)
+
+
+@pytest.fixture
+def repository(warehouse, tmp_path, monkeypatch):
+    """The project committed on `main`, a shop with carts of every age, and live membership."""
+    repo = tmp_path / "repo"
+    shutil.copytree(DBT_PROJECT_DIR, repo / "dbt_project",
+                    ignore=shutil.ignore_patterns("target", "logs"))
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.name=analyst", "-c", "user.email=a@example.com", "commit", "-qm", "x")
+    monkeypatch.setenv("SEGOPS_DBT_PROJECT_DIR", str(repo / "dbt_project"))
+    settings = load_settings()
+    now = utc_now()
+    with connect(settings.warehouse) as con:
+        for name, minutes in (("fresh", 5), ("twenty", 20), ("forty", 40)):
+            add_customer(con, name, signed_up_at=now - timedelta(days=9))
+            add_event(con, name, "add_to_cart", now - timedelta(minutes=minutes),
+                      category="home", price=12.5, quantity=2)
+    Consumer(settings, ConsumerConfig(publish_changes=False)).start()
+    return repo / "dbt_project" / "models" / "segments"
+
+
+def test_diff_shows_who_a_change_would_move(repository, capsys):
+    cart = repository / "cart_abandoners.sql"
+    cart.write_text(cart.read_text().replace("interval '30 minutes'", "interval '15 minutes'"))
+    (repository / "top_browser.sql").write_text(RANKED)
+    (repository / "top_browser.yml").write_text(REALTIME)
+
+    main(["diff", "--base", "main", "--format", "json"])
+    diffs = {d["segment"]: d for d in json.loads(capsys.readouterr().out)}
+    assert set(diffs) == {"cart_abandoners", "top_browser"}
+    carts = diffs["cart_abandoners"]
+    assert (carts["status"], carts["before"]["reach"], carts["after"]["reach"]) == (
+        "changed", 1, 2)
+    assert (carts["enters"], carts["exits"]) == (1, 0)
+    assert carts["enter_sample"][0]["customer_id"] == "twenty"
+    assert carts["enter_sample"][0]["attributes"]["cart_value"] == 25.0
+    assert carts["after"]["overlap"] == {}, "no other segment holds these shoppers"
+    added = diffs["top_browser"]
+    assert added["status"] == "added" and added["before"] is None
+    assert "ranks or compares customers" in added["after"]["refused"]
+
+    main(["diff", "--base", "main", "--format", "markdown"])
+    markdown = capsys.readouterr().out
+    assert "#### `cart_abandoners` (changed)" in markdown
+    assert "| reach | 1 | 2 |" in markdown and "`twenty`" in markdown
+    assert "**Refused as real-time:**" in markdown
+
+
+def test_a_segment_that_does_not_compile_fails_the_diff_with_dbt_s_words(repository, capsys):
+    (repository / "cart_abandoners.sql").write_text("select * from {{ ref('no_such_model') }}")
+    with pytest.raises(SystemExit) as exit_code:
+        main(["diff", "--base", "main"])
+    assert exit_code.value.code == 1
+    said = capsys.readouterr().out
+    assert "cart_abandoners.sql" in said and "no_such_model" in said
