@@ -1,4 +1,8 @@
-"""Run dbt in-process against the configured warehouse and surface its errors readably."""
+"""Run dbt in-process against the configured warehouse and surface its errors readably.
+
+dbt is imported when first run, not with this module: its imports take over a second, and a
+preview of a shipped segment (compiled SQL already in the manifest) never runs it.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,14 @@ import json
 import os
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
-
-from dbt.adapters.duckdb.connections import DuckDBConnectionManager
-from dbt.cli.main import dbtRunner, dbtRunnerResult
-from dbt_common.events.base_types import EventMsg
+from typing import TYPE_CHECKING, Any
 
 from segops.errors import SegOpsError
 from segops.settings import Settings
+
+if TYPE_CHECKING:
+    from dbt.cli.main import dbtRunnerResult
+    from dbt_common.events.base_types import EventMsg
 
 _LOG_PREFIX = re.compile(r"^(\x1b\[[0-9;]*m)*\d\d:\d\d:\d\d\s+")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -58,6 +62,9 @@ def invoke(args: list[str], callbacks: list[Callable[[EventMsg], None]] | None =
            ) -> dbtRunnerResult:
     """dbt in this process, letting go of the warehouse afterwards: dbt-duckdb keeps its
     database open, and so locked against every other process, until this process exits."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    from dbt.cli.main import dbtRunner
+
     try:
         return dbtRunner(callbacks=callbacks).invoke(args)
     finally:

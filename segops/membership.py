@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import duckdb
-import pandas as pd
 
 from segops.errors import SegOpsError
 from segops.sql import quote
+
+if TYPE_CHECKING:  # pandas is loaded by DuckDB when a frame is asked for
+    import pandas as pd
 
 SOURCES = ("batch", "realtime")
 

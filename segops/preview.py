@@ -13,7 +13,6 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 
 from segops.catalog import Catalog, Segment
 from segops.clock import set_session_now
@@ -40,7 +39,7 @@ class PreviewResult:
     evaluated_at: datetime
     reach: int
     customers: int
-    sample: pd.DataFrame
+    sample: list[tuple[str, str | None]]  # (customer_id, attributes as JSON text)
     overlap: list[tuple[str, int]]
     enters: int | None = None
     exits: int | None = None
@@ -59,7 +58,8 @@ class PreviewResult:
             "reach": self.reach,
             "customers": self.customers,
             "share": round(self.share, 6),
-            "sample": self.sample.to_dict(orient="records"),
+            "sample": [{"customer_id": customer_id, "attributes": attributes}
+                       for customer_id, attributes in self.sample],
             "overlap": {name: count for name, count in self.overlap},
             "enters": self.enters,
             "exits": self.exits,
@@ -90,11 +90,11 @@ class PreviewResult:
                 for name, shared in self.overlap
             ]
             lines.append("")
-        if not self.sample.empty:
+        if self.sample:
             lines += ["| sample member | attributes |", "|---|---|"]
             lines += [
                 f"| {customer_id} | `{attributes or ''}` |"
-                for customer_id, attributes in self.sample.itertuples(index=False)
+                for customer_id, attributes in self.sample
             ]
         return "\n".join(lines)
 
@@ -161,8 +161,9 @@ def _summarise(con: duckdb.DuckDBPyConnection, target: Target, at: datetime) -> 
         )
     customers = con.execute("select count(*) from raw.customers").fetchone()[0]
     sample = con.execute(
-        f"select customer_id, attributes from _preview order by customer_id limit {SAMPLE}"
-    ).df()
+        f"select customer_id, attributes::varchar from _preview order by customer_id "
+        f"limit {SAMPLE}"
+    ).fetchall()
     overlap = con.execute(
         """
         select m.segment, count(*) from segops.segment_membership as m

@@ -105,11 +105,11 @@ def print_preview(result: PreviewResult, console: Console) -> None:
             f" {', '.join(result.enter_sample)}  [red]-{result.exits:,} would exit[/red]"
             f" {', '.join(result.exit_sample)}"
         )
-    if not result.sample.empty:
+    if result.sample:
         table = Table(title="sample")
         table.add_column("customer_id")
         table.add_column("attributes")
-        for customer_id, attributes in result.sample.itertuples(index=False):
+        for customer_id, attributes in result.sample:
             table.add_row(customer_id, attributes or "")
         console.print(table)
     if result.overlap:

@@ -67,8 +67,8 @@ def test_an_unshipped_sql_file_previews_its_hand_computed_reach(shop, tmp_path):
     assert result.name == "busy_shoppers"
     assert (result.reach, result.customers) == (1, 5)
     assert result.share == pytest.approx(0.2)
-    assert list(result.sample["customer_id"]) == ["ann"]
-    assert json.loads(result.sample["attributes"][0]) == {"recent_events": 4}
+    assert [customer_id for customer_id, _ in result.sample] == ["ann"]
+    assert json.loads(result.sample[0][1]) == {"recent_events": 4}
     assert dict(result.overlap) == {"high_intent_browsers": 1}
     assert result.enters is None, "an unshipped segment has no membership to compare with"
     assert checksum(shop.warehouse) == before, "preview never writes"
