@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -22,6 +23,9 @@ from segops.membership import members_query
 from segops.settings import Settings
 from segops.sql import without_database
 from segops.warehouse import connect
+
+if TYPE_CHECKING:
+    from dbt.contracts.graph.manifest import Manifest
 
 SAMPLE = 10
 
@@ -46,6 +50,7 @@ class PreviewResult:
     enter_sample: list[str] = field(default_factory=list)
     exit_sample: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    members: frozenset[str] | None = None  # every member, when asked for (`--watch` diffs saves)
 
     @property
     def share(self) -> float:
@@ -118,21 +123,32 @@ def resolve_target(settings: Settings, target: str | None, sql: str | None) -> T
     return Target(segment.name, without_database(compiled), segment)
 
 
-def compile_inline(settings: Settings, sql: str, *, where: str) -> str:
-    """Compile dbt SQL with the in-memory target; dbt's error names `where` on failure."""
+COMPILE_TARGET = ["--target", "compile"]
+
+
+def compile_inline(settings: Settings, sql: str, *, where: str,
+                   manifest: Manifest | None = None) -> str:
+    """Compile dbt SQL with the in-memory target; dbt's error names `where` on failure. With a
+    `manifest` from `parse_project`, dbt does not parse the project again."""
     try:
-        result = run_dbt(
-            settings,
-            ["compile", "--inline", sql],
-            extra=["--target", "compile", "--target-path",
-                   str(settings.dbt_target_dir / "preview")],
-        )
+        result = run_dbt(settings, ["compile", "--inline", sql], extra=_compile_args(settings),
+                         manifest=manifest)
     except DbtError as error:
         raise DbtError(f"{where}: {error}") from None
     return without_database(result.result.results[0].node.compiled_code)
 
 
-def run_preview(settings: Settings, target: Target, at: datetime) -> PreviewResult:
+def parse_project(settings: Settings) -> Manifest:
+    """The project parsed once, for a process that compiles again and again (`--watch`)."""
+    return run_dbt(settings, ["parse"], extra=_compile_args(settings)).result
+
+
+def _compile_args(settings: Settings) -> list[str]:
+    return [*COMPILE_TARGET, "--target-path", str(settings.dbt_target_dir / "preview")]
+
+
+def run_preview(settings: Settings, target: Target, at: datetime, *,
+                keep_members: bool = False) -> PreviewResult:
     """Evaluate the target read-only at `at`: reach, sample, overlaps and, for a shipped
     segment, who would enter and exit compared with its current membership."""
     started = time.monotonic()
@@ -146,6 +162,9 @@ def run_preview(settings: Settings, target: Target, at: datetime) -> PreviewResu
         except duckdb.Error as error:
             raise SegOpsError(f"{target.name}: the SQL failed in the warehouse: {error}") from None
         result = _summarise(con, target, at)
+        if keep_members:
+            result.members = frozenset(
+                row[0] for row in con.execute("select customer_id from _preview").fetchall())
     result.seconds = time.monotonic() - started
     return result
 

@@ -116,12 +116,44 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> None:
 
     if (args.target is None) == (args.sql is None):
         raise SegOpsError("give a segment name or a .sql file, or --sql, but not both")
+    if args.watch:
+        watch_preview(args, settings)
+        return
     target = resolve_target(settings, args.target, args.sql)
     result = run_preview(settings, target, parse_timestamp(args.at) if args.at else utc_now())
     if args.json:
         print(json.dumps(result.to_dict(), default=str, indent=1))
     else:
         print_preview(result, console)
+
+
+def watch_preview(args: argparse.Namespace, settings: Settings) -> None:
+    import threading
+
+    from segops_cli.reports import print_preview
+    from segops_cli.watch import Save, watch
+
+    path = Path(args.target or "")
+    if path.suffix != ".sql" or not path.is_file():
+        raise SegOpsError("--watch follows a .sql file: give its path")
+
+    def saved(save: Save) -> None:
+        print_preview(save.result, console)
+        if save.entered is not None:
+            console.print(
+                f"since the last save: [green]+{len(save.entered):,} entered[/green] "
+                f"{', '.join(sorted(save.entered)[:5])}  [red]-{len(save.left):,} left[/red] "
+                f"{', '.join(sorted(save.left)[:5])}", highlight=False)
+        console.print(f"[dim]watching {path}; Ctrl-C stops[/dim]")
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        watch(settings, path, on_save=saved, stop=stop,
+              on_error=lambda why: console.print(f"[red]error:[/red] {why}", highlight=False),
+              clock=(lambda: parse_timestamp(args.at)) if args.at else utc_now)
+    except KeyboardInterrupt:
+        stop.set()
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> None:
@@ -294,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--sql", help="inline SQL (dbt Jinja allowed)")
     preview.add_argument("--at", help="evaluate at this time (RFC 3339) instead of now")
     preview.add_argument("--json", action="store_true", help="machine-readable output")
+    preview.add_argument("--watch", action="store_true",
+                         help="preview a .sql file again on every save, with who moved")
 
     replay = sub.add_parser("replay", help="backfill historical events from NDJSON (.gz ok)")
     replay.add_argument("file", type=Path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from datetime import timedelta
 
 import dagster as dg
@@ -15,8 +16,10 @@ from segops.dbt import DbtError
 from segops.preview import resolve_target, run_preview
 from segops.warehouse import connect
 from segops_cli.main import main
+from segops_cli.watch import Save, watch
 from streaming.consumer import Consumer, ConsumerConfig
 from tests.shop import add_customer, add_event, ago
+from tests.stream_helpers import wait_for
 
 NOW = utc_now().replace(microsecond=0)
 
@@ -126,3 +129,33 @@ def test_the_preview_job_shows_the_result_as_run_metadata(shop):
     table = metadata["preview"].value
     assert "| would enter | 0 |" in table and "| would exit | 0 |" in table
     assert "| ann |" in table and "| bob |" in table
+
+
+def test_watch_previews_every_save_and_says_who_moved(warehouse, tmp_path):
+    now = utc_now()
+    with connect(warehouse.warehouse) as con:
+        for name, views in (("ann", 4), ("bob", 2)):
+            for _ in range(views):
+                con.execute("insert into raw.events (event_id, customer_id, event_type, "
+                            "occurred_at, properties) values (uuid()::varchar, ?, "
+                            "'product_view', ?, '{}')", [name, now - timedelta(minutes=5)])
+    draft = tmp_path / "keen.sql"
+    at_least = ("select customer_id from {{{{ ref('stg_events') }}}} group by customer_id "
+                "having count(*) >= {}")
+    draft.write_text(at_least.format(3))
+    saves: list[Save] = []
+    stop = threading.Event()
+    worker = threading.Thread(target=watch, kwargs={
+        "settings": warehouse, "path": draft, "on_save": saves.append, "stop": stop,
+        "on_error": lambda why: saves.append(why)}, daemon=True)
+    worker.start()
+    try:
+        wait_for(lambda: len(saves) == 1)
+        draft.write_text(at_least.format(2))  # the analyst loosens the rule and saves
+        wait_for(lambda: len(saves) == 2)
+    finally:
+        stop.set()
+        worker.join(timeout=30)
+    first, second = saves
+    assert first.result.reach == 1 and first.entered is None
+    assert (second.result.reach, second.entered, second.left) == (2, {"bob"}, frozenset())
