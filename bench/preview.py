@@ -1,21 +1,22 @@
-"""B6: `segops preview` of a windowed segment on the big shop answers within a second.
+"""B6: `segops preview` of a windowed segment on the big shop answers within a second, as the
+analyst sees it: the whole command, from its start to its answer.
 
 On a copy of the big shop the nightly job has run on (so membership is full, as in production),
-each windowed real-time segment below is previewed as `segops preview <segment>` does it:
-resolved once (the manifest's compiled SQL), then `run_preview` (evaluate read-only at now,
-reach, sample, overlaps, would-enter/exit) once to warm up and several times timed. The figure is
-the slowest segment's median.
+each windowed real-time segment below is previewed by running `segops preview <segment>
+--json` as a process of its own: the first run is reported as the cold one, the median of the
+next ones is the figure (the slowest segment's).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
+import subprocess
+import sys
 import time
 
 from bench.harness import Lab, figure
 from bench.nightly import built
-from segops.clock import utc_now
-from segops.preview import resolve_target, run_preview
 
 FIGURES = ("B6",)
 SEGMENTS = ("high_intent_browsers", "cart_abandoners")
@@ -25,32 +26,32 @@ GOAL_SECONDS = 1.0
 def measure(lab: Lab) -> dict[str, dict]:
     scale = lab.scale
     shop = lab.shop(scale.history_customers)
-    medians, runs, resolve_seconds, reach = {}, {}, {}, {}
-    with lab.workspace("preview", built(lab, shop.customers)) as settings:
+    medians, runs, cold, reach = {}, {}, {}, {}
+    # The workspace points the environment, and so each command, at its copy of the shop.
+    with lab.workspace("preview", built(lab, shop.customers)):
         for segment in SEGMENTS:
-            started = time.monotonic()
-            target = resolve_target(settings, segment, None)
-            resolve_seconds[segment] = round(time.monotonic() - started, 2)
-            run_preview(settings, target, utc_now())
             seconds = []
-            for _ in range(scale.preview_runs):
+            for _ in range(scale.preview_runs + 1):
                 started = time.monotonic()
-                result = run_preview(settings, target, utc_now())
+                done = subprocess.run([sys.executable, "-m", "segops_cli", "preview", segment,
+                                       "--json"], check=True, capture_output=True)
                 seconds.append(time.monotonic() - started)
-            medians[segment] = statistics.median(seconds)
-            runs[segment] = [round(s, 3) for s in seconds]
-            reach[segment] = result.reach
+            cold[segment], warm = round(seconds[0], 3), seconds[1:]
+            medians[segment] = statistics.median(warm)
+            runs[segment] = [round(s, 3) for s in warm]
+            reach[segment] = json.loads(done.stdout)["reach"]
     slowest = max(medians, key=medians.get)
     worst = medians[slowest]
-    print("  " + ", ".join(f"{s} {m:.2f}s" for s, m in medians.items()), flush=True)
+    print("  " + ", ".join(f"{s} {m:.2f}s (cold {cold[s]:.2f}s)" for s, m in medians.items()),
+          flush=True)
     return {
         "B6": figure(
-            what=f"`segops preview` of a windowed segment at {shop.label}",
-            value=round(worst, 3), unit=f"s median ({slowest})", goal="<= 1 s",
+            what=f"`segops preview` of a windowed segment at {shop.label}, the whole command",
+            value=round(worst, 3), unit=f"s median warm ({slowest})", goal="<= 1 s",
             met=worst <= GOAL_SECONDS, baseline=None,
-            summary=", ".join(f"{s} {m:.2f} s" for s, m in medians.items()),
-            median_s={s: round(m, 3) for s, m in medians.items()}, runs_s=runs,
-            resolve_s=resolve_seconds, reach=reach,
-            history_customers=shop.customers, history_events=shop.events,
+            summary=", ".join(f"{s} {m:.2f} s (cold {cold[s]:.2f} s)"
+                              for s, m in medians.items()),
+            median_s={s: round(m, 3) for s, m in medians.items()}, runs_s=runs, cold_s=cold,
+            reach=reach, history_customers=shop.customers, history_events=shop.events,
         ),
     }
