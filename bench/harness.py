@@ -24,7 +24,7 @@ from demo.emulator import PubSubEmulator
 from demo.synthetic import generate
 from demo.traffic import ShopTraffic, known_customers
 from segops.clock import utc_now
-from segops.dbt import run_dbt
+from segops.dbt import compile_segments
 from segops.settings import Settings, load_settings
 from segops.warehouse import connect
 
@@ -135,8 +135,7 @@ class Lab:
             directory = self.root / "compile"
             with environment(directory):
                 settings = load_settings()
-                run_dbt(settings, ["compile", "--select", "+path:models/segments"],
-                        extra=["--target", "compile"])
+                compile_segments(settings)
             self._manifest = settings.manifest_path
         return self._manifest
 

@@ -6,13 +6,14 @@ from pathlib import Path
 import dagster as dg
 
 from orchestration.build import build_definitions
-from segops.dbt import run_dbt
+from segops.dbt import compile_segments
 from segops.settings import Settings
 
 
 def load_job(settings: Settings, job_name: str) -> dg.JobDefinition:
-    """`job_name` from the project as it is on disk: dbt parses it first, as a deploy would."""
-    run_dbt(settings, ["parse"])
+    """`job_name` from the project as it is on disk: dbt compiles the segments first, as a deploy
+    would, so the manifest keeps the compiled SQL the stream and preview read."""
+    compile_segments(settings)
     return build_definitions(settings).resolve_job_def(job_name)
 
 

@@ -62,6 +62,13 @@ def run_dbt(
     return result
 
 
+def compile_segments(settings: Settings) -> dbtRunnerResult:
+    """The manifest with every segment's compiled SQL (and what they read), compiled against an
+    in-memory database so it never waits for the warehouse: what the stream and preview read."""
+    return run_dbt(settings, ["compile", "--select", "+path:models/segments"],
+                   extra=["--target", "compile"])
+
+
 def invoke(args: list[str], callbacks: list[Callable[[EventMsg], None]] | None = None,
            manifest: Manifest | None = None) -> dbtRunnerResult:
     """dbt in this process, letting go of the warehouse afterwards: dbt-duckdb keeps its

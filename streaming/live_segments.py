@@ -14,7 +14,7 @@ import time
 from datetime import datetime
 
 from segops.catalog import Catalog
-from segops.dbt import DbtError, run_dbt
+from segops.dbt import DbtError, compile_segments
 from segops.errors import SegOpsError
 from segops.files import file_version
 from segops.membership import SegmentFailed
@@ -96,8 +96,7 @@ class LiveSegments:
             # The in-memory target: dbt-duckdb keeps its connection open for the life of the
             # process, which would hold the warehouse's lock against every other process.
             try:
-                run_dbt(self.settings, ["compile", "--select", "+path:models/segments"],
-                        extra=["--target", "compile"])
+                compile_segments(self.settings)
             except DbtError:
                 # dbt rewrites the manifest as its compile fails: that version has been tried.
                 self._manifest_version = file_version(self.settings.manifest_path)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from segops.dbt import run_dbt
+from segops.dbt import compile_segments
 from segops.settings import DBT_PROJECT_DIR, Settings, load_settings
 
 
@@ -27,6 +27,5 @@ def project_with_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         (copy / "models" / "segments" / f"{name}.yml").write_text(yml)
     monkeypatch.setenv("SEGOPS_DBT_PROJECT_DIR", str(copy))
     settings = load_settings()
-    run_dbt(settings, ["compile", "--select", "+path:models/segments"],
-            extra=["--target", "compile"])
+    compile_segments(settings)
     return settings

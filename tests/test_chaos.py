@@ -29,7 +29,7 @@ from demo.traffic import ShopTraffic
 from orchestration.realtime import build_realtime_sensor
 from orchestration.resources import WarehouseResource
 from segops.clock import utc_now
-from segops.dbt import run_dbt
+from segops.dbt import compile_segments, run_dbt
 from segops.heartbeat import latest_heartbeat
 from segops.pubsub import ensure_pubsub, topic_path
 from segops.settings import DBT_PROJECT_DIR, load_settings
@@ -425,8 +425,7 @@ def test_f8_a_segment_that_fails_at_run_time_is_isolated(warehouse, tmp_path, mo
     )
     monkeypatch.setenv("SEGOPS_DBT_PROJECT_DIR", str(project))
     settings = load_settings()
-    run_dbt(settings, ["compile", "--select", "+path:models/segments"],
-            extra=["--target", "compile"])
+    compile_segments(settings)
     consumer = Consumer(settings, ConsumerConfig(publish_changes=False,
                                                  retry_failed_seconds=0))
     consumer.start()
@@ -444,8 +443,7 @@ def test_f8_a_segment_that_fails_at_run_time_is_isolated(warehouse, tmp_path, mo
     assert healthy, "the other segments kept evaluating"
 
     model.write_text(FIXED_SEGMENT)  # the analyst ships the fix
-    run_dbt(settings, ["compile", "--select", "+path:models/segments"],
-            extra=["--target", "compile"])
+    compile_segments(settings)
     consumer.maintain()  # what the loop does between batches: it sees the new manifest
     customers = {e["customer_id"] for e in events}
     fixed = set(members(settings, "every_active_customer"))
