@@ -62,11 +62,15 @@ def run_dbt(
     return result
 
 
+# The profile's in-memory target: compiling never opens (or waits for) the warehouse.
+COMPILE_TARGET = ["--target", "compile"]
+
+
 def compile_segments(settings: Settings) -> dbtRunnerResult:
     """The manifest with every segment's compiled SQL (and what they read), compiled against an
     in-memory database so it never waits for the warehouse: what the stream and preview read."""
     return run_dbt(settings, ["compile", "--select", "+path:models/segments"],
-                   extra=["--target", "compile"])
+                   extra=COMPILE_TARGET)
 
 
 def invoke(args: list[str], callbacks: list[Callable[[EventMsg], None]] | None = None,

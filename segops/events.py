@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from segops.tracking_plan import TrackingPlan
+from segops.tracking_plan import TrackingPlan, load_plan
 
 # A profile update, not a behaviour: it sets the customer's traits (segops/customers.py), and
 # any property the plan does not name is kept as an extra trait.
@@ -58,6 +58,4 @@ def _described(prop) -> str:
 
 
 if __name__ == "__main__":
-    from segops.tracking_plan import load_plan
-
     print(reference_markdown(load_plan()))

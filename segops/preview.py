@@ -17,7 +17,7 @@ import duckdb
 
 from segops.catalog import Catalog, Segment
 from segops.clock import set_session_now
-from segops.dbt import DbtError, run_dbt
+from segops.dbt import COMPILE_TARGET, DbtError, run_dbt
 from segops.errors import SegOpsError
 from segops.membership import members_query
 from segops.settings import Settings
@@ -121,9 +121,6 @@ def resolve_target(settings: Settings, target: str | None, sql: str | None) -> T
         where=segment.original_file,
     )
     return Target(segment.name, without_database(compiled), segment)
-
-
-COMPILE_TARGET = ["--target", "compile"]
 
 
 def compile_inline(settings: Settings, sql: str, *, where: str,

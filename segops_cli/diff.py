@@ -70,13 +70,13 @@ def diff_segments(settings: Settings, base: str, at: datetime) -> list[SegmentDi
     catalog = Catalog.load(settings.manifest_path)
     diffs = []
     for name, status in changed_segments(settings, base).items():
-        old = None if status == "added" else _source(folder, name, base)
-        new = None if status == "deleted" else _source(folder, name, None)
-        compiled = {
-            label: compile_inline(settings, source[0], where=source[1])
-            for label, source in (("before", old), ("after", new)) if source is not None
-        }
-        diffs.append(_evaluate(settings, catalog, name, status, old, new, compiled, at))
+        versions = {}
+        for label, ref, absent in (("before", base, "added"), ("after", None, "deleted")):
+            source = None if status == absent else _source(folder, name, ref)
+            if source is not None:
+                sql, where, meta = source
+                versions[label] = (compile_inline(settings, sql, where=where), where, meta)
+        diffs.append(_evaluate(settings, catalog, name, status, versions, at))
     return diffs
 
 
@@ -105,23 +105,22 @@ def _segment_meta(yml: str) -> dict:
     return {"segment": {}, "materialized": "table"}
 
 
-def _evaluate(settings, catalog, name, status, old, new, compiled, at) -> SegmentDiff:
+def _evaluate(settings: Settings, catalog: Catalog, name: str, status: str,
+              sources: dict[str, tuple[str, str, dict]], at: datetime) -> SegmentDiff:
+    """`sources`: label -> (compiled SQL, where it comes from, its YAML's settings)."""
     with connect(settings.warehouse, read_only=True) as con:
         set_session_now(con, at)
         versions = {}
-        for label, source in (("before", old), ("after", new)):
-            if source is None:
-                continue
-            _, where, meta = source
+        for label, (compiled, where, meta) in sources.items():
             try:
                 con.execute(f"create or replace temp table _{label} as "
-                            f"{members_query(con, name, '(' + compiled[label] + ')')}")
+                            f"{members_query(con, name, '(' + compiled + ')')}")
             except (duckdb.Error, SegmentContractError) as error:
                 raise SegOpsError(f"{where}: the SQL failed in the warehouse: {error}") from None
             versions[label] = Version(
                 refresh=meta["segment"].get("refresh"),
                 reach=con.execute(f"select count(*) from _{label}").fetchone()[0],
-                refused=_refusal(catalog, name, compiled[label], meta),
+                refused=_refusal(catalog, name, compiled, meta),
                 overlap=dict(con.execute(
                     f"select m.segment, count(*) from segops.segment_membership as m "
                     f"join _{label} using (customer_id) where m.segment <> ? group by 1 "
@@ -138,12 +137,12 @@ def _evaluate(settings, catalog, name, status, old, new, compiled, at) -> Segmen
 
 
 def _moved(con: duckdb.DuckDBPyConnection, into: str, out_of: str) -> tuple[int, list[dict]]:
-    rows = con.execute(
-        f"select customer_id, attributes::varchar from {into} "
-        f"where customer_id not in (select customer_id from {out_of}) order by customer_id"
-    ).fetchall()
-    return len(rows), [{"customer_id": c, "attributes": json.loads(a) if a else None}
-                       for c, a in rows[:SAMPLE]]
+    moved = f"from {into} where customer_id not in (select customer_id from {out_of})"
+    (count,) = con.execute(f"select count(*) {moved}").fetchone()
+    sample = con.execute(f"select customer_id, attributes::varchar {moved} "
+                         f"order by customer_id limit {SAMPLE}").fetchall()
+    return count, [{"customer_id": c, "attributes": json.loads(a) if a else None}
+                   for c, a in sample]
 
 
 def _refusal(catalog: Catalog, name: str, compiled: str, meta: dict) -> str | None:

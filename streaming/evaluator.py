@@ -118,7 +118,7 @@ class RealtimeEvaluator:
                 for relation in [*set(self._sources().values()), "segops.segment_membership"]
             )
             params = {}
-        elif since is not None and crossed:
+        elif crossed:
             scope_sql = " union ".join([touched_sql, *crossed])
             params = {"touched": touched, "since": since, "now": now}
         else:
