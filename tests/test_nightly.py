@@ -135,6 +135,11 @@ def test_dbt_runs_in_process_reports_every_model_and_test_and_lets_the_warehouse
               for check in result.get_asset_check_evaluations()}
     assert ("marts/customer_profiles", True) in checks, "dbt's tests arrive as asset checks"
     assert ("raw/events", True) in checks, "so do the tests of its sources"
+    unit_tested = {check.asset_key.path[-1]: check.passed
+                   for check in result.get_asset_check_evaluations()
+                   if check.check_name == "unit_tests"}
+    assert unit_tested == dict.fromkeys(Catalog.load(load_settings().manifest_path).segments,
+                                        True), "each segment's unit tests are a check of its own"
     run_folders = list(load_settings().dbt_target_dir.glob("segops_dbt_models-*/run_results.json"))
     assert len(run_folders) == 1, "each run keeps dbt's artifacts in a folder of its own"
 
@@ -203,7 +208,23 @@ FAILS_IN_DBT = {
         "from {{ ref('stg_customers') }}",
         "nightly",
     ),
+    "fails_its_unit_test": (
+        "select customer_id from {{ ref('stg_customers') }} where country = 'DE'",
+        "nightly",
+    ),
 }
+WRONG_UNIT_TEST = """
+unit_tests:
+  - name: expects_the_wrong_customer
+    model: fails_its_unit_test
+    given:
+      - input: ref('stg_customers')
+        rows:
+          - {customer_id: berlin, country: DE}
+    expect:
+      rows:
+        - {customer_id: paris}
+"""
 
 
 def test_a_broken_segment_fails_alone_with_a_message_naming_it(shop, monkeypatch, capsys):
@@ -215,6 +236,7 @@ def test_a_broken_segment_fails_alone_with_a_message_naming_it(shop, monkeypatch
             f"models:\n  - name: {name}\n    config:\n      materialized: table\n"
             f"      meta:\n        segment:\n          refresh: {refresh}\n"
         )
+    (project / "models" / "segments" / "_wrong_unit_test.yml").write_text(WRONG_UNIT_TEST)
     monkeypatch.setenv("SEGOPS_DBT_PROJECT_DIR", str(project))
 
     instance = dg.DagsterInstance.ephemeral()
@@ -233,6 +255,11 @@ def test_a_broken_segment_fails_alone_with_a_message_naming_it(shop, monkeypatch
     assert members("dach_customers") == ["berlin"], "healthy segments still ran"
     skipped = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"}
     assert skipped == {f"membership__{name}" for name in FAILS_IN_DBT}
+    unit_tests = {check.asset_key.path[-1]: (check.passed, check.metadata["failed"].data)
+                  for check in result.get_asset_check_evaluations()
+                  if check.check_name == "unit_tests"}
+    assert unit_tests["fails_its_unit_test"] == (False, {"expects_the_wrong_customer": "fail"})
+    assert unit_tests["dach_customers"] == (True, {})
     dbt_errors = [entry.user_message for entry in instance.all_logs(result.run_id)
                   if entry.step_key == "segops_dbt_models" and entry.level >= logging.ERROR]
     assert any("fails_in_dbt" in said and "Conversion Error" in said for said in dbt_errors), (

@@ -1,5 +1,10 @@
-"""dbt models as Dagster assets: raw → staging → marts → segments, with dbt tests as checks."""
+"""dbt models as Dagster assets: raw → staging → marts → segments, with dbt tests as checks.
 
+dagster-dbt makes dbt's data tests asset checks but leaves its unit tests out; each model with
+unit tests gets one more check, `unit_tests`, reported by the same `dbt build` that runs them.
+"""
+
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,7 +16,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 
-from orchestration.nightly.dbt_runner import DbtResource
+from orchestration.nightly.dbt_runner import UNIT_TESTS_CHECK, DbtResource
 
 
 class SegOpsTranslator(DagsterDbtTranslator):
@@ -32,7 +37,6 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
         settings=DagsterDbtTranslatorSettings(enable_source_tests_as_checks=True)
     )
 
-    @dbt_assets(manifest=project.manifest_path, dagster_dbt_translator=translator)
     def segops_dbt_models(context: dg.AssetExecutionContext, dbt: DbtResource):
         """Build and test every model; a failing segment fails on its own, not the whole run.
 
@@ -40,4 +44,32 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
         """
         yield from dbt.build(context)
 
-    return segops_dbt_models
+    from_dbt = dbt_assets(manifest=project.manifest_path,
+                          dagster_dbt_translator=translator)(segops_dbt_models)
+    manifest = json.loads(project.manifest_path.read_text())
+    # dagster-dbt's own op, with the unit-test checks beside its data-test checks (which may
+    # target sources outside the op, hence arbitrary check specs, as dagster-dbt allows them).
+    return dg.multi_asset(
+        name=from_dbt.op.name,
+        specs=list(from_dbt.specs),
+        check_specs=[*from_dbt.check_specs, *unit_test_checks(manifest, translator)],
+        can_subset=True,
+        op_tags=from_dbt.op.tags,
+        allow_arbitrary_check_specs=True,
+    )(segops_dbt_models)
+
+
+def unit_test_checks(manifest: Mapping[str, Any],
+                     translator: DagsterDbtTranslator) -> list[dg.AssetCheckSpec]:
+    """A `unit_tests` check for every model that has dbt unit tests."""
+    models = sorted({model for unit_test in manifest.get("unit_tests", {}).values()
+                     for model in unit_test["depends_on"]["nodes"]})
+    return [
+        dg.AssetCheckSpec(
+            UNIT_TESTS_CHECK,
+            asset=translator.get_asset_key(manifest["nodes"][model]),
+            description="The model's dbt unit tests: given input rows and a pinned now, the "
+                        "expected rows.",
+        )
+        for model in models
+    ]

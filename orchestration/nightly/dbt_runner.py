@@ -30,6 +30,8 @@ from segops.dbt import describe_failure, invoke
 RESULT_EVENTS = frozenset({"LogModelResult", "LogTestResult", "LogSeedResult",
                            "LogSnapshotResult"})
 PARTIAL_PARSE = "partial_parse.msgpack"
+# The check that reports a model's dbt unit tests (dagster-dbt reports only its data tests).
+UNIT_TESTS_CHECK = "unit_tests"
 # Run folders kept per step: enough to compare recent runs, bounded for a schedule that runs for
 # years (each folder holds dbt's manifest, results and compiled SQL, over a megabyte).
 RUN_FOLDERS_KEPT = 10
@@ -56,7 +58,14 @@ class DbtResource(dg.ConfigurableResource):
                 "--target-path", str(target), "--log-path", str(target)]
         if params.indirect_selection:
             args += ["--indirect-selection", params.indirect_selection]
+        unit_tests: dict[str, dict[str, str]] = {}  # model -> unit test -> status
         for raw in _results_as_they_come(args, context.log):
+            node = raw["data"]["node_info"]
+            if node["resource_type"] == "unit_test":
+                unit_test = params.manifest["unit_tests"][node["unique_id"]]
+                for model in unit_test["depends_on"]["nodes"]:
+                    unit_tests.setdefault(model, {})[unit_test["name"]] = raw["data"]["status"]
+                continue
             event = DbtCoreCliEventMessage(raw_event=raw, event_history_metadata={})
             yield from event.to_default_asset_events(
                 manifest=params.manifest,
@@ -65,6 +74,17 @@ class DbtResource(dg.ConfigurableResource):
                 target_path=target,
                 project=params.dbt_project,
             )
+        for model, statuses in unit_tests.items():
+            key = dg.AssetCheckKey(
+                params.dagster_dbt_translator.get_asset_key(params.manifest["nodes"][model]),
+                UNIT_TESTS_CHECK,
+            )
+            if key in context.selected_asset_check_keys:
+                failed = {name: status for name, status in statuses.items() if status != "pass"}
+                yield dg.AssetCheckResult(
+                    asset_key=key.asset_key, check_name=key.name, passed=not failed,
+                    metadata={"unit tests": len(statuses), "failed": failed},
+                )
 
     def _run_target(self, context: dg.AssetExecutionContext) -> Path:
         """A fresh target folder, seeded with the project's partial-parse state so dbt parses
