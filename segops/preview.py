@@ -2,7 +2,8 @@
 
 The target is an existing segment, a .sql file not yet in the project, or inline SQL; all may
 use dbt Jinja (`ref`, `source`, `segops_now()`). Compilation uses an in-memory dbt target, so
-it never touches the warehouse; evaluation opens the warehouse read-only.
+it never touches the warehouse, and is kept for the next call; evaluation opens the warehouse
+read-only.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import duckdb
 
 from segops.catalog import Catalog, Segment
 from segops.clock import set_session_now
+from segops.compiled_cache import CompiledCache
 from segops.dbt import COMPILE_TARGET, DbtError, run_dbt
 from segops.errors import SegOpsError
 from segops.membership import members_query
@@ -113,26 +115,33 @@ def resolve_target(settings: Settings, target: str | None, sql: str | None) -> T
     if target.endswith(".sql") or path.exists():
         if not path.exists():
             raise FileNotFoundError(f"no such SQL file: {target}")
-        return Target(path.stem, compile_inline(settings, path.read_text(), where=str(path)),
-                      None)
+        return Target(path.stem, compile_inline(settings, path.read_text(), where=str(path),
+                                                own_file=path), None)
     segment = Catalog.load(settings.manifest_path).segment(target)
+    own_file = settings.dbt_project_dir / segment.original_file
     compiled = segment.compiled_sql or compile_inline(
-        settings, (settings.dbt_project_dir / segment.original_file).read_text(),
-        where=segment.original_file,
+        settings, own_file.read_text(), where=segment.original_file, own_file=own_file,
     )
     return Target(segment.name, without_database(compiled), segment)
 
 
-def compile_inline(settings: Settings, sql: str, *, where: str,
+def compile_inline(settings: Settings, sql: str, *, where: str, own_file: Path | None = None,
                    manifest: Manifest | None = None) -> str:
-    """Compile dbt SQL with the in-memory target; dbt's error names `where` on failure. With a
+    """Compile dbt SQL with the in-memory target; dbt's error names `where` on failure. A
+    compilation is kept (`CompiledCache`), so the same SQL in the same project compiles once;
+    `own_file` is the file the SQL comes from, which the cache's key leaves out. With a
     `manifest` from `parse_project`, dbt does not parse the project again."""
+    cache = CompiledCache(settings, own_file)
+    if (compiled := cache.get(sql)) is not None:
+        return compiled
     try:
         result = run_dbt(settings, ["compile", "--inline", sql], extra=_compile_args(settings),
                          manifest=manifest)
     except DbtError as error:
         raise DbtError(f"{where}: {error}") from None
-    return without_database(result.result.results[0].node.compiled_code)
+    compiled = without_database(result.result.results[0].node.compiled_code)
+    cache.put(sql, compiled)
+    return compiled
 
 
 def parse_project(settings: Settings) -> Manifest:

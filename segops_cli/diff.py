@@ -75,7 +75,9 @@ def diff_segments(settings: Settings, base: str, at: datetime) -> list[SegmentDi
             source = None if status == absent else _source(folder, name, ref)
             if source is not None:
                 sql, where, meta = source
-                versions[label] = (compile_inline(settings, sql, where=where), where, meta)
+                compiled = compile_inline(settings, sql, where=where,
+                                          own_file=folder / f"{name}.sql")
+                versions[label] = (compiled, where, meta)
         diffs.append(_evaluate(settings, catalog, name, status, versions, at))
     return diffs
 

@@ -40,7 +40,7 @@ def watch(settings: Settings, path: Path, *, on_save: Callable[[Save], None],
             seen = version
             try:
                 sql = compile_inline(settings, path.read_text(), where=str(path),
-                                     manifest=manifest)
+                                     own_file=path, manifest=manifest)
                 result = run_preview(settings, Target(path.stem, sql, None), clock(),
                                      keep_members=True)
             except (SegOpsError, OSError) as error:

@@ -149,22 +149,21 @@ def _check_now_side(now_side: exp.Expression) -> None:
 @cache
 def _never_runs_backwards(now_sql: str) -> bool:
     """Whether `f(now)` is a time (or number) that never decreases over the sample times;
-    raises Unbounded with DuckDB's words when it cannot be evaluated at all."""
-    con = _scratch()
-    values = []
-    for sample in SAMPLES:
-        try:
-            (value,) = con.execute(
-                f"select {now_sql.replace(f'{MARKER}()', '$now::timestamp')}",
-                {"now": sample},
-            ).fetchone()
-        except duckdb.Error as error:
-            shown = now_sql.replace(f"{MARKER}()", "segops_now()")
-            raise Unbounded(f"{shown} cannot be evaluated ({str(error).splitlines()[0]})"
-                            ) from None
-        if value is None or isinstance(value, bool | str):
-            return False
-        values.append(value)
+    raises Unbounded with DuckDB's words when it cannot be evaluated at all. One query
+    evaluates it at every sample."""
+    try:
+        rows = _scratch().execute(
+            f"select {now_sql.replace(f'{MARKER}()', 'sample')} "
+            "from unnest($samples::timestamp[]) as samples (sample) order by sample",
+            {"samples": SAMPLES},
+        ).fetchall()
+    except duckdb.Error as error:
+        shown = now_sql.replace(f"{MARKER}()", "segops_now()")
+        raise Unbounded(f"{shown} cannot be evaluated ({str(error).splitlines()[0]})"
+                        ) from None
+    values = [value for (value,) in rows]
+    if any(value is None or isinstance(value, bool | str) for value in values):
+        return False
     return all(a <= b for a, b in itertools.pairwise(values))
 
 

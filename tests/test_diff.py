@@ -10,7 +10,9 @@ from datetime import timedelta
 
 import pytest
 
+from segops import preview
 from segops.clock import utc_now
+from segops.dbt import run_dbt
 from segops.settings import DBT_PROJECT_DIR, load_settings
 from segops.warehouse import connect
 from segops_cli.main import main
@@ -52,7 +54,7 @@ def repository(warehouse, tmp_path, monkeypatch):
     return repo / "dbt_project" / "models" / "segments"
 
 
-def test_diff_shows_who_a_change_would_move(repository, capsys):
+def test_diff_shows_who_a_change_would_move(repository, capsys, monkeypatch):
     cart = repository / "cart_abandoners.sql"
     cart.write_text(cart.read_text().replace("interval '30 minutes'", "interval '15 minutes'"))
     (repository / "top_browser.sql").write_text(RANKED)
@@ -72,11 +74,22 @@ def test_diff_shows_who_a_change_would_move(repository, capsys):
     assert added["status"] == "added" and added["before"] is None
     assert "ranks or compares customers" in added["after"]["refused"]
 
+    compiled = []
+    monkeypatch.setattr(preview, "run_dbt", lambda *args, **kwargs: compiled.append(args[1])
+                        or run_dbt(*args, **kwargs))
     main(["diff", "--base", "main", "--format", "markdown"])
     markdown = capsys.readouterr().out
     assert "#### `cart_abandoners` (changed)" in markdown
     assert "| reach | 1 | 2 |" in markdown and "`twenty`" in markdown
     assert "**Refused as real-time:**" in markdown
+    assert compiled == [], "the same sources a second time: nothing goes through dbt"
+
+    cart.write_text(cart.read_text().replace("interval '15 minutes'", "interval '45 minutes'"))
+    main(["diff", "--base", "main", "--format", "json"])
+    carts = {d["segment"]: d for d in json.loads(capsys.readouterr().out)}["cart_abandoners"]
+    assert (carts["after"]["reach"], carts["exits"]) == (0, 1), "the edit is what is evaluated"
+    assert [command[2] for command in compiled] == [cart.read_text(), RANKED], (
+        "an edit compiles the working tree again, never the base version")
 
 
 def test_a_segment_that_does_not_compile_fails_the_diff_with_dbt_s_words(repository, capsys):
