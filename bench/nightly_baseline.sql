@@ -74,7 +74,7 @@ from raw.events
 where event_type = 'product_view'
   and occurred_at > getvariable('bench_now') - interval '1 hour'
   and occurred_at <= getvariable('bench_now')
-  and properties ->> 'category' is not null
+  and (properties ->> 'category') is not null
 group by customer_id, category
 having count(*) >= 3
 qualify row_number() over (partition by customer_id order by product_views desc, category) = 1;

@@ -8,7 +8,7 @@ advisory lock per customer of the batch (sorted, so two writers never deadlock),
 events (`on conflict do nothing returning`, the deduplication), read those customers' histories
 into DuckDB (Arrow), evaluate a windowed segment there, and write the membership changes and
 their log, all in one transaction. A reader looks up "is customer X in segment Y" throughout.
-It starts its own PostgreSQL (the server on PATH) on a free port under a temporary folder.
+It starts its own PostgreSQL (`demo.postgres`) on a free port under a temporary folder.
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import os
 import random
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from datetime import datetime, timedelta
@@ -31,7 +29,7 @@ import psycopg
 import pyarrow as pa
 
 from bench.machine import describe_machine
-from demo.emulator import free_port
+from demo.postgres import LocalPostgres
 
 SCHEMA = """
 create table events (
@@ -56,29 +54,6 @@ group by customer_id having count(*) >= 3
 """
 NOW = datetime(2026, 6, 1, 12, 0)
 CUSTOMERS = 100_000
-
-
-def start_postgres(folder: Path) -> tuple[subprocess.Popen, str]:
-    """PostgreSQL refuses to run as root: as root, the server runs as the `postgres` user."""
-    as_owner = []
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres", "postgres")
-        as_owner = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_owner, "initdb", "-D", str(folder / "data"), "-U", "segops",
-                    "--auth=trust"], check=True, capture_output=True)
-    port = free_port()
-    server = subprocess.Popen(
-        [*as_owner, "postgres", "-D", str(folder / "data"), "-p", str(port), "-k", str(folder),
-         "-c", "listen_addresses=", "-c", "fsync=on", "-c", "synchronous_commit=on"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    dsn = f"host={folder} port={port} user=segops dbname=postgres"
-    for _ in range(200):
-        try:
-            psycopg.connect(dsn).close()
-            return server, dsn
-        except psycopg.OperationalError:
-            time.sleep(0.05)
-    raise RuntimeError("PostgreSQL did not start")
 
 
 def load_history(dsn: str, events: int) -> None:
@@ -193,13 +168,12 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=1_000_000)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="segops-pg-"))
-    server, dsn = start_postgres(folder)
+    folder.chmod(0o755)  # as root the server runs as `postgres`, which must reach its folder
     try:
-        load_history(dsn, args.history)
-        runs = [run(dsn, int(n), args.batches) for n in args.writers.split(",")]
+        with LocalPostgres(folder / "postgres") as server:
+            load_history(server.dsn, args.history)
+            runs = [run(server.dsn, int(n), args.batches) for n in args.writers.split(",")]
     finally:
-        server.terminate()
-        server.wait()
         shutil.rmtree(folder, ignore_errors=True)
     print(json.dumps({"machine": describe_machine(), "history_events": args.history,
                       "batches_per_writer": args.batches, "runs": runs}, indent=1, default=str))

@@ -90,7 +90,7 @@ def test_properties_match_each_event_type(shop):
             count(*) filter (where event_type = 'purchase'
                              and not (properties->>'order_value')::double > 0),
             count(*) filter (where event_type in ('product_view', 'add_to_cart')
-                             and properties->>'category' is null),
+                             and (properties->>'category') is null),
             count(*) filter (where event_type = 'add_to_cart'
                              and (properties->>'quantity')::int < 1)
         from raw.events

@@ -83,7 +83,7 @@ def test_policies_decide_what_happens_to_unplanned_and_invalid_events(tmp_path):
 
 PRO_SUBSCRIBERS = """
 select distinct customer_id from {{ ref('stg_events') }}
-where event_type = 'subscription_started' and properties ->> 'plan' = 'pro'
+where event_type = 'subscription_started' and (properties ->> 'plan') = 'pro'
 """
 
 
