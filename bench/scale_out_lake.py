@@ -4,8 +4,8 @@ throughout; and how the size of a history flush's commit costs.
 
     python -m bench.scale_out_lake [--customers 100000]
 
-It needs DuckDB 1.5.5 and the `duckdb-extension-ducklake` / `-postgres` wheels (the last DuckDB
-with extension wheels); it starts its own PostgreSQL (`demo.postgres`).
+The extensions load from their wheels (`segops.extensions`); it starts its own PostgreSQL
+(`demo.postgres`).
 """
 
 from __future__ import annotations
@@ -28,23 +28,10 @@ import yaml
 from bench.machine import describe_machine
 from bench.scale_out import percentiles
 from demo.postgres import LocalPostgres
+from segops.extensions import extension_directory
 from segops.settings import DBT_PROJECT_DIR
 
-EXTENSIONS = {"ducklake": "ducklake", "postgres": "postgres_scanner"}  # wheel → name it loads as
 FLUSH_SIZES = (1_000, 10_000, 100_000)
-
-
-def extension_directory(folder: Path) -> Path:
-    """DuckDB's extension folder layout, pointing at the wheels' files: nothing downloaded."""
-    version = f"v{duckdb.__version__}"
-    platform = duckdb.connect().execute("pragma platform").fetchone()[0]
-    target = folder / version / platform
-    target.mkdir(parents=True)
-    for wheel, name in EXTENSIONS.items():
-        module = __import__(f"duckdb_extension_{wheel}")
-        found = Path(module.__file__).parent / "extensions" / version / f"{wheel}.duckdb_extension"
-        (target / f"{name}.duckdb_extension").symlink_to(found)
-    return folder
 
 
 def lake_uri(dsn: str, database: str) -> str:
@@ -116,7 +103,7 @@ def main() -> None:
 
 
 def measure(folder: Path, customers: int) -> dict:
-    extensions = str(extension_directory(folder / "extensions"))
+    extensions = str(extension_directory())
     warehouse = folder / "warehouse.duckdb"
     env = {**os.environ, "SEGOPS_WAREHOUSE": str(warehouse), "SEGOPS_NOW": "",
            "SEGOPS_DBT_TARGET_DIR": str(folder / "target")}

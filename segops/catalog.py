@@ -16,7 +16,7 @@ from typing import Any
 from sqlglot import exp
 
 from segops.errors import SegOpsError
-from segops.sql import quote
+from segops.sql import misread_json_arrows, quote
 
 REFRESH_MODES = ("realtime", "nightly")
 LIVE_MATERIALIZATIONS = ("view", "ephemeral")
@@ -195,6 +195,8 @@ def _with_problems(segment: Segment, catalog: Catalog) -> Segment:
             f"{where}: meta.segment.refresh is {segment.refresh!r}; "
             f"expected one of {', '.join(REFRESH_MODES)}"
         )
+    problems += [f"{where}: {misread}"
+                 for misread in misread_json_arrows(segment.compiled_sql or "")]
     if segment.refresh == "realtime":
         if segment.materialized not in LIVE_MATERIALIZATIONS:
             problems.append(

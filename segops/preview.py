@@ -23,7 +23,7 @@ from segops.dbt import COMPILE_TARGET, DbtError, run_dbt
 from segops.errors import SegOpsError
 from segops.membership import members_query
 from segops.settings import Settings
-from segops.sql import without_database
+from segops.sql import misread_json_arrows, without_database
 from segops.warehouse import connect
 
 if TYPE_CHECKING:
@@ -132,15 +132,17 @@ def compile_inline(settings: Settings, sql: str, *, where: str, own_file: Path |
     `own_file` is the file the SQL comes from, which the cache's key leaves out. With a
     `manifest` from `parse_project`, dbt does not parse the project again."""
     cache = CompiledCache(settings, own_file)
-    if (compiled := cache.get(sql)) is not None:
-        return compiled
-    try:
-        result = run_dbt(settings, ["compile", "--inline", sql], extra=_compile_args(settings),
-                         manifest=manifest)
-    except DbtError as error:
-        raise DbtError(f"{where}: {error}") from None
-    compiled = without_database(result.result.results[0].node.compiled_code)
-    cache.put(sql, compiled)
+    compiled = cache.get(sql)
+    if compiled is None:
+        try:
+            result = run_dbt(settings, ["compile", "--inline", sql],
+                             extra=_compile_args(settings), manifest=manifest)
+        except DbtError as error:
+            raise DbtError(f"{where}: {error}") from None
+        compiled = without_database(result.result.results[0].node.compiled_code)
+        cache.put(sql, compiled)
+    if misread := misread_json_arrows(compiled):
+        raise SegOpsError(f"{where}: " + "; ".join(misread))
     return compiled
 
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from functools import cache
+
+import duckdb
 import sqlglot
 from sqlglot import exp
 
 DIALECT = "duckdb"
+JSON_ARROWS = frozenset({"->", "->>"})
+# What `and`, `or`, `not`, comparisons, `is null` and `in` parse to in DuckDB's syntax tree
+BOOLEAN_NODES = frozenset({"CONJUNCTION", "COMPARISON", "OPERATOR"})
 
 
 def quote(identifier: str) -> str:
@@ -20,3 +28,45 @@ def without_database(sql: str) -> str:
     for table in tree.find_all(exp.Table):
         table.set("catalog", None)
     return tree.sql(dialect=DIALECT)
+
+
+def misread_json_arrows(sql: str) -> list[str]:
+    """Each JSON arrow that DuckDB 1.5 reads other than as written, with what to write instead.
+
+    DuckDB 1.5 binds `->` and `->>` more loosely than `and`, `or` and `not`: `where a = 1 and
+    properties ->> 'plan' = 'pro'` is read as `((a = 1 and properties) ->> 'plan') = 'pro'`,
+    which fails on the data ("Failed to cast value to numerical") or, worse, selects nothing.
+    DuckDB's own parser finds them: an arrow whose operand is a condition.
+    """
+    (tree,) = _parser().execute("select json_serialize_sql($sql)", {"sql": sql}).fetchone()
+    tree = json.loads(tree)
+    if tree.get("error"):
+        return []  # not a query this check reads; running it says what is wrong
+    lines = sql.splitlines()
+    found = []
+    for arrow in _arrows(tree):
+        if any(child.get("class") in BOOLEAN_NODES for child in arrow.get("children", [])):
+            line = sql.count("\n", 0, arrow["query_location"])
+            found.append(
+                f"`{lines[line].strip()}`: DuckDB reads `{arrow['function_name']}` more loosely "
+                "than `and`, `or` and `not`, so this JSON lookup takes the condition before it as "
+                f"its input; put it in parentheses: `(properties {arrow['function_name']} "
+                "'key') = 'value'`"
+            )
+    return found
+
+
+def _arrows(node: object) -> Iterator[dict]:
+    if isinstance(node, dict):
+        if node.get("class") == "FUNCTION" and node.get("function_name") in JSON_ARROWS:
+            yield node
+        for value in node.values():
+            yield from _arrows(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _arrows(value)
+
+
+@cache
+def _parser() -> duckdb.DuckDBPyConnection:
+    return duckdb.connect()

@@ -84,6 +84,10 @@ class WarehouseMissing(SegOpsError):
     """There is no warehouse file yet."""
 
 
+class WarehouseIncompatible(SegOpsError):
+    """The warehouse file's storage version is newer than this DuckDB reads."""
+
+
 class WarehouseBusy(SegOpsError):
     """Another process held the warehouse for longer than we were willing to wait."""
 
@@ -126,6 +130,12 @@ def connect(
                 con = duckdb.connect(str(path), read_only=read_only)
                 break
             except duckdb.IOException as error:
+                if "newer version of DuckDB" in str(error):
+                    raise WarehouseIncompatible(
+                        f"{path} was written by a newer DuckDB than this SegOps runs "
+                        f"({duckdb.__version__}); move it aside, then `make demo` (or `segops "
+                        "generate` and `make nightly`) builds a new one"
+                    ) from None
                 waited = time.monotonic() - started
                 if not is_lock_error(error) or waited > timeout:
                     if is_lock_error(error):

@@ -56,7 +56,7 @@ predicates = st.one_of(
         f"and e.event_type = 'add_to_cart' and e.occurred_at <= {NOW_SQL}))"), windows),
     st.builds(lambda w: f"c.signed_up_at > {NOW_SQL} - interval '{w}'", windows),
     st.builds(lambda w: f"c.signed_up_at + interval '{w}' <= {NOW_SQL}", windows),
-    st.sampled_from(("c.country = 'NL'", "c.traits ->> 'plan' = 'pro'")),
+    st.sampled_from(("c.country = 'NL'", "(c.traits ->> 'plan') = 'pro'")),
     st.just(f"c.customer_id in (select customer_id from {CART_ABANDONERS})"),
 )
 segments = st.lists(predicates, min_size=1, max_size=3).map(

@@ -25,6 +25,7 @@ from segops.schema import ensure_schema
 from segops.settings import Settings, load_settings
 from segops.warehouse import connect
 from streaming.scoping import ranking_problem
+from tests.projects import project_with_segments
 
 NOW = datetime(2026, 6, 1, 12, 0, 0)
 SEGMENTS_DIR = Path(__file__).resolve().parents[1] / "dbt_project" / "models" / "segments"
@@ -252,6 +253,23 @@ def test_segments_keep_the_contract(built):
     assert ranking_problem(
         sqlglot.parse_one(catalog.segments["vip_quarterly"].compiled_sql, read="duckdb")
     ), "vip_quarterly ranks customers against each other"
+
+
+def test_a_json_lookup_duckdb_would_misread_is_refused_with_the_fix(tmp_path, monkeypatch):
+    """DuckDB 1.5 reads `a and traits ->> 'plan' = 'pro'` as `((a and traits) ->> 'plan') =
+    'pro'`: refused, naming the line and the parentheses that fix it."""
+    nightly = "models:\n  - name: {}\n    config:\n      meta:\n        segment:\n" \
+              "          refresh: nightly\n"
+    where = "select customer_id from {{{{ ref('stg_customers') }}}} where country = 'DE' and {}"
+    settings = project_with_segments(tmp_path, monkeypatch, {
+        "misread": (where.format("traits ->> 'plan' = 'pro'"), nightly.format("misread")),
+        "as_written": (where.format("(traits ->> 'plan') = 'pro'"), nightly.format("as_written")),
+    })
+    segments = Catalog.load(settings.manifest_path).segments
+    assert segments["as_written"].problems == ()
+    [problem] = segments["misread"].problems
+    assert "segment 'misread' (models/segments/misread.sql)" in problem
+    assert "and traits ->> 'plan' = 'pro'`" in problem and "put it in parentheses" in problem
 
 
 def test_realtime_segments_are_views_and_nightly_ones_tables(built):
