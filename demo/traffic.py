@@ -7,9 +7,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from statistics import NormalDist
 
 from demo.shop import CATEGORIES, CHANNELS, DEVICES, PATHS
 from demo.synthetic import customer_id
+
+# sigma of the customers' lognormal activity (see known_customers)
+ACTIVITY_SPREAD = 1.0
 
 
 def rfc3339(moment: datetime) -> str:
@@ -100,13 +104,25 @@ def _product(rng: random.Random, category: str) -> dict:
     }
 
 
-def known_customers(count: int, new_share: float = 0.01) -> Callable[[random.Random], str]:
-    """Pick ids of the generated shop's customers, a few much more often than the rest, and
-    now and then a customer the warehouse has never seen."""
+def known_customers(count: int, new_share: float = 0.01,
+                    spread: float = ACTIVITY_SPREAD) -> Callable[[random.Random], str]:
+    """Pick ids of the generated shop's customers for new sessions, busy customers more often,
+    and now and then a customer the warehouse has never seen.
+
+    A customer's activity is lognormal with sigma = `spread`, and a session picks its customer
+    in proportion to it: with customers ranked by activity, the picked rank's quantile is then
+    cdf(z - sigma) for a standard normal z. At sigma 1 the busiest fifth of customers start
+    about 56 % of sessions and the busiest hundredth 9 %, while no single customer starts more
+    than 0.2 % at 20,000 customers (0.01 % at a million): busy regulars, not the several per
+    cent a power law gives one account, which in a real shop is a bot that tracking filters
+    out.
+    """
+    quantile = NormalDist().cdf
 
     def pick(rng: random.Random) -> str:
         if rng.random() < new_share:
             return f"n{rng.getrandbits(48):012x}"
-        return customer_id(1 + int(count * rng.random() ** 3), count)
+        rank = int(count * quantile(rng.gauss(0.0, 1.0) - spread))
+        return customer_id(1 + min(rank, count - 1), count)
 
     return pick
