@@ -166,14 +166,19 @@ class PubSubSource:
             trouble = (f"subscription {self.subscription} does not exist on "
                        f"{describe_target()} (create it with `segops init`)")
         else:
-            if self._trouble:
-                log.warning("Pub/Sub is back; streaming from %s again", self.subscription)
-            self._trouble = None
+            self._back()
             return
         if trouble != self._trouble:
             log.warning("%s; nothing is lost, the stream resumes by itself when it is back",
                         trouble)
         self._trouble = trouble
+
+    def _back(self) -> None:
+        """Say once that an outage is over: at the next health check, or as soon as messages
+        flow again, whichever comes first."""
+        if self._trouble:
+            log.warning("Pub/Sub is back; streaming from %s again", self.subscription)
+        self._trouble = None
 
     def _arrived(self, message: Message) -> None:
         self._queue.put((time.monotonic(), message))
@@ -192,6 +197,7 @@ class PubSubSource:
         except queue.Empty:
             return []
         self._reconnect_delay = 0.5  # messages flow again
+        self._back()
         batch = [first]
         deadline = arrived + max_wait
         while len(batch) < max_size:
