@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from segops.errors import SegOpsError
-from segops.sql import quote
+from segops.sql import literal, quote
 
 if TYPE_CHECKING:  # pandas is loaded by DuckDB when a frame is asked for
     import pandas as pd
@@ -70,9 +70,8 @@ def members_query(con: duckdb.DuckDBPyConnection, segment: str, members: str) ->
         if attributes
         else "null::json"
     )
-    literal = "'" + segment.replace("'", "''") + "'"
     return (
-        f"select {literal} as segment, cast(customer_id as varchar) as customer_id, "
+        f"select {literal(segment)} as segment, cast(customer_id as varchar) as customer_id, "
         f"{attributes_json} as attributes from {members}"
     )
 

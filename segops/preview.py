@@ -23,7 +23,7 @@ from segops.dbt import COMPILE_TARGET, DbtError, run_dbt
 from segops.errors import SegOpsError
 from segops.membership import members_query
 from segops.settings import Settings
-from segops.sql import misread_json_arrows, without_database
+from segops.sql import literal, misread_json_arrows, without_database
 from segops.warehouse import connect
 
 if TYPE_CHECKING:
@@ -201,9 +201,10 @@ def _summarise(con: duckdb.DuckDBPyConnection, target: Target, at: datetime) -> 
     result = PreviewResult(target.name, at, reach, customers, sample, overlap)
     if target.segment is not None:
         diff = con.execute(
-            """
+            f"""
             with current as (
-                select customer_id from segops.segment_membership where segment = ?
+                select customer_id from segops.segment_membership
+                where segment = {literal(target.name)}
             ),
             enters as (select customer_id from _preview except select customer_id from current),
             exits as (select customer_id from current except select customer_id from _preview)
@@ -212,8 +213,7 @@ def _summarise(con: duckdb.DuckDBPyConnection, target: Target, at: datetime) -> 
                     from enters),
                    (select coalesce(list(customer_id order by customer_id)[:5], [])
                     from exits)
-            """,
-            [target.name],
+            """
         ).fetchone()
         result.enters, result.exits, result.enter_sample, result.exit_sample = diff
     return result

@@ -23,6 +23,7 @@ from segops.errors import SegOpsError
 from segops.membership import SegmentContractError, members_query
 from segops.preview import compile_inline
 from segops.settings import Settings
+from segops.sql import literal
 from segops.warehouse import connect
 from streaming.scoping import scoped_query
 
@@ -125,8 +126,8 @@ def _evaluate(settings: Settings, catalog: Catalog, name: str, status: str,
                 refused=_refusal(catalog, name, compiled, meta),
                 overlap=dict(con.execute(
                     f"select m.segment, count(*) from segops.segment_membership as m "
-                    f"join _{label} using (customer_id) where m.segment <> ? group by 1 "
-                    "order by 1", [name]).fetchall()),
+                    f"join _{label} using (customer_id) where m.segment <> {literal(name)} "
+                    "group by 1 order by 1").fetchall()),
             )
         for label in ("before", "after"):
             if label not in versions:

@@ -26,7 +26,7 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
-from segops.sql import DIALECT
+from segops.sql import DIALECT, literal
 
 MARKER = "__SEGOPS_NOW__"
 COMPARISONS = (exp.LT, exp.LTE, exp.GT, exp.GTE, exp.EQ, exp.NEQ)
@@ -45,6 +45,7 @@ SAMPLES = sorted({
     for d, s in itertools.product(range(0, 1500, 29), (0, 1, 43_199, 86_399))
 } | {datetime(2032, 2, 28, 23, 59, 59), datetime(2032, 2, 29), datetime(2032, 3, 1),
       datetime(2031, 12, 31, 23, 59, 59, 999_999), datetime(2032, 1, 1)})
+SAMPLES_SQL = "[" + ", ".join(f"timestamp '{at.isoformat(sep=' ')}'" for at in SAMPLES) + "]"
 
 
 @dataclass(frozen=True)
@@ -154,8 +155,7 @@ def _never_runs_backwards(now_sql: str) -> bool:
     try:
         rows = _scratch().execute(
             f"select {now_sql.replace(f'{MARKER}()', 'sample')} "
-            "from unnest($samples::timestamp[]) as samples (sample) order by sample",
-            {"samples": SAMPLES},
+            f"from unnest({SAMPLES_SQL}) as samples (sample) order by sample"
         ).fetchall()
     except duckdb.Error as error:
         shown = now_sql.replace(f"{MARKER}()", "segops_now()")
@@ -170,8 +170,8 @@ def _never_runs_backwards(now_sql: str) -> bool:
 def interval(text: str) -> timedelta | None:
     """An interval as DuckDB reads it ('5 minutes', '1 hour 30 minutes'), or None."""
     try:
-        (seconds,) = _scratch().execute("select epoch(cast($text as interval))",
-                                        {"text": text}).fetchone()
+        (seconds,) = _scratch().execute(
+            f"select epoch(cast({literal(text)} as interval))").fetchone()
     except duckdb.Error:
         return None
     return timedelta(seconds=seconds)
