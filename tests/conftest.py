@@ -10,10 +10,13 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from demo.emulator import EmulatorUnavailable, PubSubEmulator
+from demo.postgres import LocalPostgres
 from segops.dbt import run_dbt
+from segops.live_schema import ensure_live_schema
 from segops.schema import ensure_schema
 from segops.settings import PROJECT_ROOT, Settings, load_settings
 from segops.warehouse import connect
@@ -71,6 +74,36 @@ def pubsub_emulator() -> Iterator[str]:
         yield host
     finally:
         emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The project's own PostgreSQL for the session, with a template database holding the live
+    tables; its DSN. Not under pytest's folders: as root the server runs as `postgres`."""
+    folder = Path(tempfile.mkdtemp(prefix="segops-tests-postgres-"))
+    folder.chmod(0o755)
+    try:
+        with LocalPostgres(folder) as server:
+            with psycopg.connect(server.dsn, autocommit=True) as con:
+                con.execute("create database live_template")
+            with psycopg.connect(database_dsn(server.dsn, "live_template")) as con:
+                ensure_live_schema(con)
+            yield server.dsn
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def live_dsn(postgres_server: str) -> str:
+    """A database of this test's own, made from the template (tens of milliseconds)."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server, autocommit=True) as con:
+        con.execute(f"create database {name} template live_template")
+    return database_dsn(postgres_server, name)
+
+
+def database_dsn(dsn: str, database: str) -> str:
+    return dsn.replace("dbname=postgres", f"dbname={database}")
 
 
 @pytest.fixture

@@ -1,0 +1,118 @@
+"""The live tables in PostgreSQL: what many processes change row by row and read at any moment.
+
+Every key leads with `customer_id`, so one customer's rows are one index range and the tables
+could be distributed by customer (Citus). `raw.events`' key is also the deduplication: a
+redelivered event inserts nothing. The outbox is the change log's unpublished rows, taken with
+`for update skip locked` so several publishers never send one change twice.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+LIVE_DDL = """
+create schema if not exists raw;
+create schema if not exists segops;
+
+create table if not exists raw.events (
+    customer_id text not null,
+    event_id text not null,
+    event_type text not null,
+    occurred_at timestamp not null,
+    properties jsonb,
+    ingested_at timestamp not null default (now() at time zone 'UTC'),
+    primary key (customer_id, event_id)
+);
+create index if not exists events_by_time on raw.events (customer_id, occurred_at);
+
+create table if not exists raw.customers (
+    customer_id text primary key,
+    email text,
+    country text,
+    city text,
+    acquisition_channel text,
+    signed_up_at timestamp not null,
+    traits jsonb
+);
+
+create table if not exists raw.customer_traits (
+    customer_id text not null,
+    trait text not null,
+    set_at timestamp not null,
+    value jsonb,
+    source text not null,
+    recorded_at timestamp not null default (now() at time zone 'UTC'),
+    primary key (customer_id, trait, set_at, source)
+);
+
+create table if not exists raw.event_violations (
+    customer_id text not null,
+    event_id text not null,
+    event_type text not null,
+    occurred_at timestamp not null,
+    kind text not null,
+    detail text not null,
+    recorded_at timestamp not null default (now() at time zone 'UTC'),
+    primary key (customer_id, event_id, kind, detail)
+);
+
+create table if not exists raw.dead_letters (
+    dead_letter_id bigserial primary key,
+    received_at timestamp not null default (now() at time zone 'UTC'),
+    message_id text,
+    reason text not null,
+    payload bytea,
+    attributes jsonb
+);
+
+create table if not exists segops.segment_membership (
+    customer_id text not null,
+    segment text not null,
+    entered_at timestamp not null,
+    source text not null check (source in ('batch', 'realtime')),
+    attributes jsonb,
+    primary key (customer_id, segment)
+);
+create index if not exists membership_by_segment on segops.segment_membership (segment);
+
+create table if not exists segops.segment_membership_changes (
+    customer_id text not null,
+    change_id bigserial,
+    segment text not null,
+    change text not null check (change in ('enter', 'exit')),
+    changed_at timestamp not null,
+    source text not null check (source in ('batch', 'realtime')),
+    attributes jsonb,
+    recorded_at timestamp not null default (now() at time zone 'UTC'),
+    published_at timestamp,
+    primary key (customer_id, change_id)
+);
+create index if not exists changes_unpublished on segops.segment_membership_changes (change_id)
+    where published_at is null;
+
+create table if not exists segops.consumer_heartbeat (
+    consumer_id text primary key,
+    started_at timestamp not null,
+    beat_at timestamp not null,
+    evaluated_at timestamp not null,
+    last_batch_at timestamp,
+    lag_ms double precision,
+    batches bigint not null default 0,
+    events bigint not null default 0,
+    duplicates bigint not null default 0,
+    dead_letters bigint not null default 0,
+    failed_segments jsonb
+);
+
+create table if not exists segops.reevaluate_queue (
+    customer_id text not null,
+    queued_at timestamp not null default (now() at time zone 'UTC'),
+    reason text not null,
+    primary key (customer_id, queued_at, reason)
+);
+"""
+
+
+def ensure_live_schema(con: psycopg.Connection) -> None:
+    """Create the live tables if missing (idempotent)."""
+    con.execute(LIVE_DDL)
