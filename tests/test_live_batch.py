@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import psycopg
 
 from segops.events import Event
-from streaming.live_batch import histories, lock_customers, store_events
+from streaming.live_batch import apply_found, histories, lock_customers, store_events
 from tests.stream_helpers import wait_for
 
 NOW = datetime(2026, 6, 1, 12, 0)
@@ -62,3 +62,47 @@ def test_histories_come_back_from_the_bound_on(live_dsn):
     assert recent.column("event_id").to_pylist() == ["new"]
     assert recent.column("properties").to_pylist() == ['{"category": "home"}']
     assert str(recent.schema.field("occurred_at").type) == "timestamp[us]"
+
+
+def test_membership_follows_what_was_found_and_a_repeat_changes_nothing(live_dsn):
+    def apply(found, customers=("ann", "bob", "cy")):
+        return apply_found(con, found, segments=["browsers"], customers=customers,
+                           source="realtime", changed_at=NOW)
+
+    with psycopg.connect(live_dsn) as con:
+        assert apply([("browsers", "ann", '{"views": 3}'), ("browsers", "bob", None)]) == {
+            ("browsers", "enter"): 2}
+        assert apply([("browsers", "ann", '{"views": 3}'), ("browsers", "bob", None)]) == {}, (
+            "a redelivered batch records nothing twice")
+        assert apply([("browsers", "ann", '{"views": 4}')]) == {("browsers", "exit"): 1}
+        assert apply([], customers=["cy"]) == {}, "customers out of scope keep their membership"
+        members = con.execute("select customer_id, attributes from segops.segment_membership"
+                              ).fetchall()
+        changes = con.execute("select customer_id, change from "
+                              "segops.segment_membership_changes order by change_id").fetchall()
+    assert members == [("ann", {"views": 4})], "attributes stay current"
+    assert changes == [("ann", "enter"), ("bob", "enter"), ("bob", "exit")]
+
+
+def test_concurrent_batches_for_one_customer_record_one_enter(live_dsn):
+    errors = []
+
+    def consumer() -> None:
+        with psycopg.connect(live_dsn) as con:
+            for _ in range(30):
+                try:
+                    with con.transaction():
+                        lock_customers(con, ["ann"])
+                        apply_found(con, [("browsers", "ann", None)], segments=["browsers"],
+                                    customers=["ann"], source="realtime", changed_at=NOW)
+                except psycopg.Error as error:
+                    errors.append(error)
+
+    workers = [threading.Thread(target=consumer) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    with psycopg.connect(live_dsn) as con:
+        changes = con.execute("select change from segops.segment_membership_changes").fetchall()
+    assert errors == [] and changes == [("enter",)]
