@@ -24,6 +24,8 @@ create table if not exists raw.events (
     primary key (customer_id, event_id)
 );
 create index if not exists events_by_time on raw.events (customer_id, occurred_at);
+-- the time sweeps ask which customers' events a boundary passed, across customers
+create index if not exists events_by_occurrence on raw.events (occurred_at);
 
 create table if not exists raw.customers (
     customer_id text primary key,
