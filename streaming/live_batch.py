@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+import duckdb
 import psycopg
 import pyarrow as pa
 
@@ -58,6 +59,25 @@ def histories(con: psycopg.Connection, customers: Iterable[str],
     columns = list(zip(*rows, strict=True)) if rows else [[] for _ in HISTORY]
     return pa.table([pa.array(column, type=field.type)
                      for column, field in zip(columns, HISTORY, strict=True)], schema=HISTORY)
+
+
+def copy_histories(pg: psycopg.Connection, con: duckdb.DuckDBPyConnection, table: str,
+                   scope: str, since: datetime | None = None) -> None:
+    """Create DuckDB temp table `table` as the events of the customers in temp table `scope`,
+    read from PostgreSQL: the copy of `raw.events` the scoped segment SQL reads."""
+    customers = [row[0] for row in con.execute(f"select customer_id from {scope}").fetchall()]
+    con.register("_histories", histories(pg, customers, since))
+    try:
+        con.execute(
+            f"""
+            create or replace temp table {table} as
+            select event_id, customer_id, event_type, occurred_at,
+                properties::json as properties, ingested_at
+            from _histories
+            """
+        )
+    finally:
+        con.unregister("_histories")
 
 
 def apply_found(con: psycopg.Connection, found: Sequence[tuple[str, str, str | None]], *,

@@ -6,10 +6,17 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta
 
+import duckdb
 import psycopg
 
 from segops.events import Event
-from streaming.live_batch import apply_found, histories, lock_customers, store_events
+from streaming.live_batch import (
+    apply_found,
+    copy_histories,
+    histories,
+    lock_customers,
+    store_events,
+)
 from tests.stream_helpers import wait_for
 
 NOW = datetime(2026, 6, 1, 12, 0)
@@ -106,3 +113,14 @@ def test_concurrent_batches_for_one_customer_record_one_enter(live_dsn):
     with psycopg.connect(live_dsn) as con:
         changes = con.execute("select change from segops.segment_membership_changes").fetchall()
     assert errors == [] and changes == [("enter",)]
+
+
+def test_the_scope_s_histories_become_the_copy_the_segment_sql_reads(live_dsn):
+    engine = duckdb.connect()
+    engine.execute("create temp table _scope as select unnest(['ann', 'cy']) as customer_id")
+    with psycopg.connect(live_dsn) as con:
+        store_events(con, [event("a1", "ann", 5), event("b1", "bob", 5)], NOW)
+        copy_histories(con, engine, "_events", "_scope")
+    rows = engine.execute("select event_id, properties ->> 'category', typeof(occurred_at), "
+                          "typeof(properties) from _events").fetchall()
+    assert rows == [("a1", "home", "TIMESTAMP", "JSON")]
