@@ -84,14 +84,14 @@ class RealtimeEvaluator:
         self._stage_scope(con, names, list(touched), now, since, everyone, by_customer)
         set_session_now(con, now)
         try:
-            stage_found(con, {name: self._members_query(con, name) for name in names},
+            stage_found(con, {name: self.members_query(con, name) for name in names},
                         together=together)
             return apply_membership(con, segments=names, scope="_scope", source="realtime",
                                     changed_at=now, sizes=everyone)
         except SegmentContractError as error:
             raise SegmentFailed(error.segment, error) from error
 
-    def _members_query(self, con: duckdb.DuckDBPyConnection, name: str) -> str:
+    def members_query(self, con: duckdb.DuckDBPyConnection, name: str) -> str:
         """The segment's scoped SQL shaped for the membership writer (built once)."""
         if name not in self._shaped:
             try:
@@ -115,7 +115,7 @@ class RealtimeEvaluator:
         if everyone:
             scope_sql = " union ".join(
                 f"select customer_id from {relation}"
-                for relation in [*set(self._sources().values()), "segops.segment_membership"]
+                for relation in [*set(self.sources().values()), "segops.segment_membership"]
             )
             params = {}
         elif crossed:
@@ -124,7 +124,7 @@ class RealtimeEvaluator:
         else:
             scope_sql, params = touched_sql, {"touched": touched}
         con.execute(f"create or replace temp table _scope as {scope_sql}", params)
-        for copy, relation in self._sources().items():
+        for copy, relation in self.sources().items():
             if relation == EVENTS_RELATION and by_customer is not None and not everyone:
                 by_customer.copy_into(con, copy, "_scope")
                 continue
@@ -167,5 +167,5 @@ class RealtimeEvaluator:
                 row[0].lower() for row in con.execute(f"describe {relation}").fetchall())
         return self._columns[relation]
 
-    def _sources(self) -> dict[str, str]:
+    def sources(self) -> dict[str, str]:
         return {copy: rel for q in self.queries.values() for copy, rel in q.sources.items()}

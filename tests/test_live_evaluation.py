@@ -1,0 +1,57 @@
+"""The shipped real-time segments evaluated against PostgreSQL: a batch's events move its
+customers in and out, with the segment SQL as dbt compiled it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import psycopg
+
+from segops.catalog import Catalog
+from segops.events import Event
+from segops.settings import load_settings
+from streaming.evaluator import RealtimeEvaluator
+from streaming.live_batch import lock_customers, store_events
+from streaming.live_evaluation import evaluate_batch
+
+NOW = datetime(2026, 6, 1, 12, 0)
+
+
+def shop_event(event_id: str, customer_id: str, event_type: str, minutes_ago: int,
+               properties: str) -> Event:
+    return Event(event_id, customer_id, event_type, NOW - timedelta(minutes=minutes_ago),
+                 properties)
+
+
+def batch(con: psycopg.Connection, evaluator: RealtimeEvaluator, events: list[Event],
+          now: datetime) -> dict:
+    with con.transaction():
+        customers = [e.customer_id for e in events]
+        lock_customers(con, customers)
+        store_events(con, events, now)
+        return dict(evaluate_batch(con, evaluator, customers, now))
+
+
+def members(con: psycopg.Connection) -> set[tuple[str, str]]:
+    return set(con.execute("select segment, customer_id from segops.segment_membership"
+                           ).fetchall())
+
+
+def test_a_batch_moves_its_customers_through_the_shipped_segments(live_dsn):
+    evaluator = RealtimeEvaluator.from_catalog(Catalog.load(load_settings().manifest_path))
+    cart = '{"product_id": "hom-0001", "category": "home", "price": 10.0, "quantity": 1}'
+    with psycopg.connect(live_dsn) as con:
+        changes = batch(con, evaluator, [
+            shop_event("a1", "ann", "add_to_cart", 40, cart),
+            *(shop_event(f"b{i}", "bob", "product_view", 10 + i, cart) for i in range(3)),
+        ], NOW)
+        assert changes == {("cart_abandoners", "enter"): 1,
+                           ("high_intent_browsers", "enter"): 1}
+        assert members(con) == {("cart_abandoners", "ann"), ("high_intent_browsers", "bob")}
+
+        later = NOW + timedelta(minutes=1)
+        changes = batch(con, evaluator, [
+            shop_event("a2", "ann", "purchase", -1, '{"order_id": "o1", "order_value": 10.0}'),
+        ], later)
+        assert changes == {("cart_abandoners", "exit"): 1, ("recent_purchasers", "enter"): 1}
+        assert members(con) == {("recent_purchasers", "ann"), ("high_intent_browsers", "bob")}
