@@ -59,6 +59,10 @@ class Boundary:
         """`f(now)` with now bound to the named query parameter."""
         return self.now_sql.replace(f"{MARKER}()", f"cast(${parameter} as timestamp)")
 
+    def now_at_time(self, moment: datetime) -> str:
+        """`f(now)` with now as the timestamp `moment`, for SQL bound to no parameters."""
+        return self.now_sql.replace(f"{MARKER}()", f"timestamp '{moment.isoformat(sep=' ')}'")
+
     @property
     def columns(self) -> frozenset[str]:
         return frozenset(c.name.lower() for c in _parse(self.value_sql).find_all(exp.Column))

@@ -12,7 +12,7 @@ from segops.events import Event
 from segops.settings import load_settings
 from streaming.evaluator import RealtimeEvaluator
 from streaming.live_batch import lock_customers, store_events
-from streaming.live_evaluation import evaluate_batch
+from streaming.live_evaluation import crossed_customers, evaluate_batch
 
 NOW = datetime(2026, 6, 1, 12, 0)
 
@@ -55,3 +55,19 @@ def test_a_batch_moves_its_customers_through_the_shipped_segments(live_dsn):
         ], later)
         assert changes == {("cart_abandoners", "exit"): 1, ("recent_purchasers", "enter"): 1}
         assert members(con) == {("recent_purchasers", "ann"), ("high_intent_browsers", "bob")}
+
+
+def test_time_alone_moves_a_customer_once_postgres_finds_the_boundary_passed(live_dsn):
+    evaluator = RealtimeEvaluator.from_catalog(Catalog.load(load_settings().manifest_path))
+    cart = '{"product_id": "hom-0001", "category": "home", "price": 10.0, "quantity": 1}'
+    with psycopg.connect(live_dsn) as con:
+        batch(con, evaluator, [shop_event("a1", "ann", "add_to_cart", 29, cart),
+                               shop_event("b1", "bob", "product_view", 10, cart)], NOW)
+        assert members(con) == set(), "ann's cart is 29 minutes old"
+        later = NOW + timedelta(minutes=2)
+        crossed = crossed_customers(con, evaluator, NOW, later)
+        assert crossed == {"ann"}, "the cart passed 30 minutes; bob's views pass no boundary yet"
+        with con.transaction():
+            lock_customers(con, crossed)
+            assert dict(evaluate_batch(con, evaluator, sorted(crossed), later)) == {
+                ("cart_abandoners", "enter"): 1}
