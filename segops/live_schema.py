@@ -66,6 +66,9 @@ create table if not exists raw.dead_letters (
     payload bytea,
     attributes jsonb
 );
+-- a bad message delivered (or replayed) again is stored once
+create unique index if not exists dead_letters_once on raw.dead_letters (message_id)
+    where message_id is not null;
 
 create table if not exists segops.segment_membership (
     customer_id text not null,
