@@ -24,6 +24,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_group(process: subprocess.Popen | None, first: signal.Signals, timeout: float) -> None:
+    """Send `first` to the process group of a server we started, then SIGKILL after `timeout`
+    seconds; the group, so the signal reaches a server started through a wrapper (gcloud's
+    script, `runuser`)."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, first)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def is_serving(host: str) -> bool:
     try:
         with urllib.request.urlopen(f"http://{host}/", timeout=1) as response:
@@ -66,14 +80,7 @@ class PubSubEmulator:
         return self.host
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_group(self.process, signal.SIGTERM, timeout=15)
 
     def __enter__(self) -> PubSubEmulator:
         self.start()

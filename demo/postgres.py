@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from demo.emulator import free_port
+from demo.emulator import free_port, stop_group
 from segops.errors import SegOpsError
 
 USER = "segops"
@@ -95,16 +95,8 @@ class LocalPostgres:
         return self.dsn
 
     def stop(self) -> None:
-        """A fast shutdown (SIGINT to the group, so it reaches the server under `runuser`):
-        open transactions roll back, the data stays."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGINT)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        """A fast shutdown (SIGINT): open transactions roll back, the data stays."""
+        stop_group(self.process, signal.SIGINT, timeout=30)
 
     def _as_owner(self) -> list[str]:
         if os.geteuid() != 0:

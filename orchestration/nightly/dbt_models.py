@@ -4,7 +4,6 @@ dagster-dbt makes dbt's data tests asset checks but leaves its unit tests out; e
 unit tests gets one more check, `unit_tests`, reported by the same `dbt build` that runs them.
 """
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +14,7 @@ from dagster_dbt import (
     DbtProject,
     dbt_assets,
 )
+from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
 
 from orchestration.nightly.dbt_runner import UNIT_TESTS_CHECK, DbtResource
 
@@ -46,7 +46,7 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
 
     from_dbt = dbt_assets(manifest=project.manifest_path,
                           dagster_dbt_translator=translator)(segops_dbt_models)
-    manifest = json.loads(project.manifest_path.read_text())
+    manifest, _, _ = get_manifest_and_translator_from_dbt_assets([from_dbt])
     # dagster-dbt's own op, with the unit-test checks beside its data-test checks (which may
     # target sources outside the op, hence arbitrary check specs, as dagster-dbt allows them).
     return dg.multi_asset(
