@@ -1,7 +1,7 @@
 """A micro-batch's reads and writes on the live tables, inside the caller's transaction.
 
 Concurrent consumers serialize per customer through PostgreSQL itself: each batch first takes a
-transaction-scoped advisory lock per customer, in sorted order, so two batches that share
+transaction-scoped advisory lock per customer, in the order of the locks' keys, so two batches that share
 customers run one after the other and never deadlock, and membership for a customer is only
 ever decided while its lock is held. The locks go with the commit (or the rollback of a
 consumer that died).
@@ -13,21 +13,16 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-import duckdb
 import psycopg
-import pyarrow as pa
 
 from segops.events import Event
-
-HISTORY = pa.schema([("event_id", pa.string()), ("customer_id", pa.string()),
-                     ("event_type", pa.string()), ("occurred_at", pa.timestamp("us")),
-                     ("properties", pa.string()), ("ingested_at", pa.timestamp("us"))])
 
 
 def lock_customers(con: psycopg.Connection, customers: Iterable[str]) -> None:
     """Wait for, then hold until commit, the lock of every customer of the batch."""
-    con.execute("select pg_advisory_xact_lock(hashtextextended(customer_id, 0)) "
-                "from unnest(%s::text[]) as batch (customer_id) order by customer_id",
+    con.execute("select pg_advisory_xact_lock(key) from (select distinct "
+                "hashtextextended(customer_id, 0) as key from unnest(%s::text[]) as batch "
+                "(customer_id)) as keys order by key",
                 [sorted(set(customers))])
 
 
@@ -45,39 +40,6 @@ def store_events(con: psycopg.Connection, events: list[Event], now: datetime) ->
          [e.properties for e in events], [now] * len(events)],
     ).fetchall()
     return {event_id for (event_id,) in rows}
-
-
-def histories(con: psycopg.Connection, customers: Iterable[str],
-              since: datetime | None = None) -> pa.Table:
-    """The customers' events (from `since` on, when the segments read no further back), as the
-    Arrow table the scoped segment SQL reads in DuckDB."""
-    rows = con.execute(
-        "select event_id, customer_id, event_type, occurred_at, properties::text, ingested_at "
-        "from raw.events where customer_id = any(%s) and occurred_at >= %s",
-        [sorted(set(customers)), since or datetime.min],
-    ).fetchall()
-    columns = list(zip(*rows, strict=True)) if rows else [[] for _ in HISTORY]
-    return pa.table([pa.array(column, type=field.type)
-                     for column, field in zip(columns, HISTORY, strict=True)], schema=HISTORY)
-
-
-def copy_histories(pg: psycopg.Connection, con: duckdb.DuckDBPyConnection, table: str,
-                   scope: str, since: datetime | None = None) -> None:
-    """Create DuckDB temp table `table` as the events of the customers in temp table `scope`,
-    read from PostgreSQL: the copy of `raw.events` the scoped segment SQL reads."""
-    customers = [row[0] for row in con.execute(f"select customer_id from {scope}").fetchall()]
-    con.register("_histories", histories(pg, customers, since))
-    try:
-        con.execute(
-            f"""
-            create or replace temp table {table} as
-            select event_id, customer_id, event_type, occurred_at,
-                properties::json as properties, ingested_at
-            from _histories
-            """
-        )
-    finally:
-        con.unregister("_histories")
 
 
 def apply_found(con: psycopg.Connection, found: Sequence[tuple[str, str, str | None]], *,

@@ -1,8 +1,8 @@
 """A micro-batch's real-time segments evaluated against the live tables in PostgreSQL.
 
-The batch's customers' rows are read through the batch's own PostgreSQL transaction (so they
-include the events it just stored, under its customer locks) into an in-memory DuckDB, where
-the scoped segment SQL runs unchanged; what it finds is applied to membership in PostgreSQL.
+The batch's customers' rows are in the batch's ScopeEngine (read through its own transaction),
+where the scoped segment SQL runs unchanged; what it finds is applied to membership in
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -11,38 +11,40 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
-import duckdb
 import psycopg
 import sqlglot
 
 from segops.clock import set_session_now
 from segops.errors import SegOpsError
-from segops.membership import stage_found
-from segops.sql import DIALECT, literal
-from streaming.evaluator import EVENTS_RELATION, RealtimeEvaluator
-from streaming.live_batch import apply_found, copy_histories
+from segops.membership import SegmentContractError, SegmentFailed, stage_found
+from segops.sql import DIALECT
+from streaming.evaluator import RealtimeEvaluator
+from streaming.live_batch import apply_found
+from streaming.live_scope import SCOPED_TABLES, ScopeEngine
 
 
-def evaluate_batch(pg: psycopg.Connection, evaluator: RealtimeEvaluator,
-                   customers: Sequence[str], now: datetime) -> Counter[tuple[str, str]]:
-    """Evaluate every real-time segment for `customers` at `now` and apply the result; run it
-    in the batch's transaction, under the customers' locks. Returns (segment, change) counts."""
-    names = list(evaluator.queries)
-    engine = duckdb.connect()
-    scope = ", ".join(literal(customer) for customer in sorted(set(customers)))
-    engine.execute("create temp table _scope (customer_id varchar)")
-    if scope:
-        engine.execute(f"insert into _scope select unnest([{scope}])")
+def evaluate_batch(pg: psycopg.Connection, evaluator: RealtimeEvaluator, engine: ScopeEngine,
+                   segments: Sequence[str], customers: Sequence[str], now: datetime, *,
+                   together: bool = False) -> Counter[tuple[str, str]]:
+    """Evaluate `segments` at `now` for `customers`, whose rows `engine` holds (`load`), and
+    apply the result; run it in the batch's transaction, under the customers' locks. Returns
+    (segment, change) counts. A failing segment raises SegmentFailed (SegmentsFailed when they
+    ran `together`, as for the warehouse)."""
     for copy, relation in evaluator.sources().items():
-        if relation != EVENTS_RELATION:
+        table = relation.replace('"', "")
+        if table not in SCOPED_TABLES:
             raise SegOpsError(f"{relation} is not read from PostgreSQL yet")
-        copy_histories(pg, engine, copy, "_scope")
-    set_session_now(engine, now)
-    stage_found(engine, {name: evaluator.members_query(engine, name) for name in names})
-    found = engine.execute("select segment, customer_id, attributes::varchar from _found"
-                           ).fetchall()
-    return apply_found(pg, found, segments=names, customers=customers, source="realtime",
-                       changed_at=now)
+        engine.con.execute(f"create or replace temp table {copy} as select * from {table}")
+    set_session_now(engine.con, now)
+    queries = {name: evaluator.members_query(engine.con, name) for name in segments}
+    try:
+        stage_found(engine.con, queries, together=together)
+    except SegmentContractError as error:
+        raise SegmentFailed(error.segment, error) from error
+    found = engine.con.execute("select segment, customer_id, attributes::varchar from _found"
+                               ).fetchall()
+    return apply_found(pg, found, segments=list(segments), customers=customers,
+                       source="realtime", changed_at=now)
 
 
 def crossed_customers(pg: psycopg.Connection, evaluator: RealtimeEvaluator, since: datetime,

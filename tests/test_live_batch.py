@@ -1,19 +1,16 @@
 """A micro-batch on the live tables: redeliveries store nothing, two batches that share a
-customer take turns, and a customer's history comes back as Arrow from a time bound on."""
+customer take turns, and membership follows what a batch found, once."""
 
 from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta
 
-import duckdb
 import psycopg
 
 from segops.events import Event
 from streaming.live_batch import (
     apply_found,
-    copy_histories,
-    histories,
     lock_customers,
     store_events,
 )
@@ -59,18 +56,6 @@ def test_two_batches_that_share_a_customer_take_turns(live_dsn):
         assert done.is_set(), "and goes on once the first batch commits"
 
 
-def test_histories_come_back_from_the_bound_on(live_dsn):
-    with psycopg.connect(live_dsn) as con:
-        store_events(con, [event("old", "ann", 120), event("new", "ann", 10),
-                           event("other", "bob", 10)], NOW)
-        everything = histories(con, ["ann"])
-        recent = histories(con, ["ann"], since=NOW - timedelta(hours=1))
-    assert sorted(everything.column("event_id").to_pylist()) == ["new", "old"]
-    assert recent.column("event_id").to_pylist() == ["new"]
-    assert recent.column("properties").to_pylist() == ['{"category": "home"}']
-    assert str(recent.schema.field("occurred_at").type) == "timestamp[us]"
-
-
 def test_membership_follows_what_was_found_and_a_repeat_changes_nothing(live_dsn):
     def apply(found, customers=("ann", "bob", "cy")):
         return apply_found(con, found, segments=["browsers"], customers=customers,
@@ -113,14 +98,3 @@ def test_concurrent_batches_for_one_customer_record_one_enter(live_dsn):
     with psycopg.connect(live_dsn) as con:
         changes = con.execute("select change from segops.segment_membership_changes").fetchall()
     assert errors == [] and changes == [("enter",)]
-
-
-def test_the_scope_s_histories_become_the_copy_the_segment_sql_reads(live_dsn):
-    engine = duckdb.connect()
-    engine.execute("create temp table _scope as select unnest(['ann', 'cy']) as customer_id")
-    with psycopg.connect(live_dsn) as con:
-        store_events(con, [event("a1", "ann", 5), event("b1", "bob", 5)], NOW)
-        copy_histories(con, engine, "_events", "_scope")
-    rows = engine.execute("select event_id, properties ->> 'category', typeof(occurred_at), "
-                          "typeof(properties) from _events").fetchall()
-    assert rows == [("a1", "home", "TIMESTAMP", "JSON")]

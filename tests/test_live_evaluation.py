@@ -13,6 +13,7 @@ from segops.settings import load_settings
 from streaming.evaluator import RealtimeEvaluator
 from streaming.live_batch import lock_customers, store_events
 from streaming.live_evaluation import crossed_customers, evaluate_batch
+from streaming.live_scope import ScopeEngine
 
 NOW = datetime(2026, 6, 1, 12, 0)
 
@@ -29,7 +30,15 @@ def batch(con: psycopg.Connection, evaluator: RealtimeEvaluator, events: list[Ev
         customers = [e.customer_id for e in events]
         lock_customers(con, customers)
         store_events(con, events, now)
-        return dict(evaluate_batch(con, evaluator, customers, now))
+        return evaluate(con, evaluator, customers, now)
+
+
+def evaluate(con: psycopg.Connection, evaluator: RealtimeEvaluator, customers: list[str],
+             now: datetime) -> dict:
+    engine = ScopeEngine()
+    engine.load(con, customers)
+    return dict(evaluate_batch(con, evaluator, engine, list(evaluator.queries), customers,
+                               now))
 
 
 def members(con: psycopg.Connection) -> set[tuple[str, str]]:
@@ -69,5 +78,5 @@ def test_time_alone_moves_a_customer_once_postgres_finds_the_boundary_passed(liv
         assert crossed == {"ann"}, "the cart passed 30 minutes; bob's views pass no boundary yet"
         with con.transaction():
             lock_customers(con, crossed)
-            assert dict(evaluate_batch(con, evaluator, sorted(crossed), later)) == {
+            assert evaluate(con, evaluator, sorted(crossed), later) == {
                 ("cart_abandoners", "enter"): 1}

@@ -1,0 +1,90 @@
+"""A batch's customers' rows, read from PostgreSQL into an in-memory DuckDB that has the
+warehouse's raw tables, so the compiled segment SQL and the trait rules run there unchanged.
+
+The rows are read through the batch's own transaction: they include what it just stored, and
+its customer locks keep anyone else from changing them until it commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import duckdb
+import psycopg
+import pyarrow as pa
+
+from segops.customers import TraitChange, apply_trait_changes
+from segops.schema import ensure_schema
+
+SCOPED_TABLES = ("raw.events", "raw.customers", "raw.customer_traits")
+# DuckDB types of the raw tables' columns, and how each travels from PostgreSQL.
+_ARROW_TYPES = {"VARCHAR": pa.string(), "JSON": pa.string(), "TIMESTAMP": pa.timestamp("us")}
+
+
+class ScopeEngine:
+    """One consumer's DuckDB for its batches: emptied and filled again for each one."""
+
+    def __init__(self, threads: int = 1, memory_limit: str = "256MB"):
+        self.con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit})
+        ensure_schema(self.con)
+        self.columns = {table: [(name, kind) for name, kind, *_ in
+                                self.con.execute(f"describe {table}").fetchall()]
+                        for table in SCOPED_TABLES}
+
+    def load(self, pg: psycopg.Connection, customers: Iterable[str],
+             since: datetime | None = None) -> None:
+        """Replace the raw tables' rows by the customers' rows in PostgreSQL (their events
+        from `since` on, when the segments read no further back)."""
+        scope = sorted(set(customers))
+        for table in SCOPED_TABLES:
+            self.con.execute(f"delete from {table}")
+            where = "customer_id = any(%s)"
+            params: list = [scope]
+            if table == "raw.events" and since is not None:
+                where, params = where + " and occurred_at >= %s", [scope, since]
+            self._copy(pg, table, where, params)
+
+    def _copy(self, pg: psycopg.Connection, table: str, where: str, params: list) -> None:
+        columns = self.columns[table]
+        selected = ", ".join(f"{name}::text" if kind == "JSON" else name
+                             for name, kind in columns)
+        rows = pg.execute(f"select {selected} from {table} where {where}", params).fetchall()
+        if not rows:
+            return
+        arrays = [pa.array(values, type=_ARROW_TYPES[kind])
+                  for values, (_, kind) in zip(zip(*rows, strict=True), columns, strict=True)]
+        self.con.register("_rows", pa.table(arrays, names=[name for name, _ in columns]))
+        try:
+            self.con.execute(f"insert into {table} by name select * from _rows")
+        finally:
+            self.con.unregister("_rows")
+
+    def apply_traits(self, pg: psycopg.Connection, changes: list[TraitChange]) -> list[str]:
+        """Apply trait changes by the warehouse's rules here, then write what they recorded and
+        the profiles they changed to PostgreSQL; the customers whose profile changed."""
+        if not any(change.traits for change in changes):
+            return []
+        changed = apply_trait_changes(self.con, changes)
+        traits = self.con.execute(
+            "select customer_id, trait, set_at, value::varchar, source from raw.customer_traits "
+            "where customer_id in (select customer_id from _traits_of)").fetchall()
+        with pg.cursor() as cursor:
+            cursor.executemany(
+                "insert into raw.customer_traits (customer_id, trait, set_at, value, source) "
+                "values (%s, %s, %s, %s::jsonb, %s) on conflict do nothing", traits)
+            profiles = self.con.execute(
+                "select customer_id, email, country, city, acquisition_channel, signed_up_at, "
+                "traits::varchar from raw.customers where customer_id in (select unnest($ids))",
+                {"ids": changed}).fetchall()
+            cursor.executemany(
+                """
+                insert into raw.customers (customer_id, email, country, city,
+                    acquisition_channel, signed_up_at, traits)
+                values (%s, %s, %s, %s, %s, %s, %s::jsonb)
+                on conflict (customer_id) do update set email = excluded.email,
+                    country = excluded.country, city = excluded.city,
+                    acquisition_channel = excluded.acquisition_channel,
+                    signed_up_at = excluded.signed_up_at, traits = excluded.traits
+                """, profiles)
+        return changed
