@@ -82,7 +82,7 @@ class ChangeFeed:
 
     def mark_accepted(self, con: duckdb.DuckDBPyConnection, wait: float = 0) -> None:
         """Mark, in the caller's transaction, what Pub/Sub accepted; `committed()` after it."""
-        self.confirmed.extend(self._collect(wait))
+        self.confirmed.extend(self.accepted(wait))
         if self.confirmed:
             con.execute(
                 """
@@ -97,7 +97,7 @@ class ChangeFeed:
         """The marks are durable; a rolled-back transaction keeps them for the next one."""
         self.confirmed.clear()
 
-    def _collect(self, wait: float) -> list[int]:
+    def accepted(self, wait: float = 0) -> list[int]:
         """Change ids Pub/Sub has accepted since the last call; failures are re-read later."""
         if wait:
             futures.wait([f for _, f in self.in_flight.values()], timeout=wait)

@@ -109,6 +109,19 @@ create table if not exists segops.consumer_heartbeat (
     failed_segments jsonb
 );
 
+-- what the stream as a whole has done, whichever consumer did it: where the time sweep got to
+create table if not exists segops.stream_state (
+    name text primary key,
+    at timestamp not null
+);
+
+-- each real-time segment's definition as last evaluated for every customer, and when
+create table if not exists segops.realtime_segments (
+    segment text primary key,
+    definition text not null,
+    evaluated_at timestamp not null
+);
+
 create table if not exists segops.reevaluate_queue (
     customer_id text not null,
     queued_at timestamp not null default (now() at time zone 'UTC'),
@@ -118,6 +131,12 @@ create table if not exists segops.reevaluate_queue (
 """
 
 
+# Creating the tables is serialized: concurrent `create ... if not exists` can still collide.
+SCHEMA_LOCK = 0x5E60_5C4E
+
+
 def ensure_live_schema(con: psycopg.Connection) -> None:
-    """Create the live tables if missing (idempotent)."""
-    con.execute(LIVE_DDL)
+    """Create the live tables if missing (idempotent, safe for processes starting together)."""
+    with con.transaction():
+        con.execute("select pg_advisory_xact_lock(%s)", [SCHEMA_LOCK])
+        con.execute(LIVE_DDL)

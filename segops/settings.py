@@ -20,6 +20,8 @@ class Settings:
     events_topic: str
     subscription: str
     changes_topic: str
+    # The live state's PostgreSQL (libpq DSN); when set, the stream keeps it there.
+    postgres_dsn: str | None = None
 
     @property
     def manifest_path(self) -> Path:
@@ -44,4 +46,5 @@ def load_settings() -> Settings:
         events_topic=os.environ.get("SEGOPS_EVENTS_TOPIC", "events"),
         subscription=os.environ.get("SEGOPS_SUBSCRIPTION", "segops-stream"),
         changes_topic=os.environ.get("SEGOPS_CHANGES_TOPIC", "segment-changes"),
+        postgres_dsn=os.environ.get("SEGOPS_POSTGRES_DSN") or None,
     )

@@ -70,7 +70,15 @@ def cmd_stream(args: argparse.Namespace, settings: Settings) -> None:
     for topic in (settings.events_topic, settings.changes_topic):
         check_topic(settings, topic)  # fail fast, and readably, when Pub/Sub is not there
     config = ConsumerConfig(batch_size=args.batch_size, batch_wait_seconds=args.batch_wait)
-    consumer = Consumer(settings, config)
+    if settings.postgres_dsn:
+        from streaming.live_consumer import LiveConsumer, default_consumer_id
+
+        config.consumer_id = args.consumer_id or default_consumer_id()
+        consumer = LiveConsumer(settings, config)
+    else:
+        if args.consumer_id:
+            config.consumer_id = args.consumer_id
+        consumer = Consumer(settings, config)
     # SIGTERM and Ctrl-C drain: finish the batch, commit, ack, exit 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: consumer.stop())
@@ -308,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--until-idle", type=float, help="exit after this many idle seconds")
     stream.add_argument("--batch-size", type=int, default=1000)
     stream.add_argument("--batch-wait", type=float, default=0.1, help="seconds per batch")
+    stream.add_argument("--consumer-id", help="this consumer's name in the heartbeats "
+                        "(default: host-pid with SEGOPS_POSTGRES_DSN, else segops-stream)")
 
     produce = sub.add_parser("produce", help="publish live synthetic shop traffic")
     produce.add_argument("--rate", type=float, default=50.0, help="events per second")

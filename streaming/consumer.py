@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
 
 import duckdb
@@ -24,71 +23,27 @@ from segops.change_feed import ChangeFeed
 from segops.clock import utc_now
 from segops.customers import take_reevaluation_queue
 from segops.heartbeat import BatchCounts, record_beat, watermark
-from segops.membership import MembershipDelta, SegmentFailed, SegmentsFailed
+from segops.membership import SegmentFailed, SegmentsFailed
 from segops.schema import ensure_schema
 from segops.settings import Settings
 from segops.warehouse import HeldConnection, transaction
 from streaming.customer_events import CustomerEvents
 from streaming.live_plan import LivePlan
 from streaming.live_segments import LiveSegments
-from streaming.source import Incoming, MessageSource
+from streaming.source import Incoming
 from streaming.storage import (
     store_dead_letters,
     store_events,
     store_traits,
     store_violations,
 )
+from streaming.stream_loop import BatchOutcome, ConsumerConfig, Laps, StreamLoop, lag_ms
 from streaming.validation import validate_all
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class BatchOutcome:
-    received: int
-    stored: int
-    duplicates: int
-    dead_lettered: int
-    deltas: tuple[MembershipDelta, ...]
-    evaluated_at: datetime
-    seconds: float
-    # Where the seconds went (the last attempt): open (none while held), store, evaluate, commit.
-    steps: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class ConsumerConfig:
-    consumer_id: str = "segops-stream"
-    batch_size: int = 1000
-    batch_wait_seconds: float = 0.1
-    tick_seconds: float = 1.0
-    retry_failed_seconds: float = 30.0
-    lock_timeout_seconds: float = 3600.0
-    publish_changes: bool = True  # the change feed (outbox) to the segment-changes topic
-    # DuckDB's threads for micro-batches. Their statements are small: a second worker mostly
-    # waits for a core the Pub/Sub client (and, locally, the emulator) is using. Evaluating
-    # everyone, one large query, gets every core.
-    batch_threads: int = 1
-    # DuckDB's memory for micro-batches. At DuckDB's default (80 % of the machine) it keeps
-    # every table block the batches wrote, so a consumer that never idles grows for as long as
-    # it runs; a batch needs tens of MB, and past the limit DuckDB evicts blocks and spills to
-    # disk rather than fail. Evaluating everyone gets DuckDB's default, as do batches with None.
-    batch_memory_limit: str | None = "64MB"
-
-
-class Laps:
-    """Seconds between successive marks, by name: where a batch's time went."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-        self._last = time.monotonic()
-
-    def mark(self, name: str) -> None:
-        now = time.monotonic()
-        self.seconds[name], self._last = now - self._last, now
-
-
-class Consumer:
+class Consumer(StreamLoop):
     def __init__(
         self,
         settings: Settings,
@@ -146,44 +101,16 @@ class Consumer:
 
     # -- the loop --------------------------------------------------------------------------
 
-    def run(self, source: MessageSource, *, until_idle: float | None = None) -> None:
-        """Consume until `stop()` or until idle for `until_idle` seconds.
-
-        The warehouse stays open while messages keep coming and is given up on an idle round
-        and whenever another process waits for it.
-        """
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """The warehouse stays open while messages keep coming and is given up on an idle round
+        (`idle`) and whenever another process waits for it."""
         with self.warehouse.held():
-            self.start()
-            source.start()
-            try:
-                self._loop(source, until_idle)
-            finally:
-                source.stop()
-                self.flush_changes()
+            yield
         self.by_customer.close()
-        log.info("consumer stopped cleanly")
 
-    def _loop(self, source: MessageSource, until_idle: float | None) -> None:
-        idle_since = last_eval = time.monotonic()
-        while not self.stopping.is_set():
-            messages = source.next_batch(self.config.batch_size, self.config.batch_wait_seconds)
-            now_mono = time.monotonic()
-            if messages:
-                idle_since = now_mono
-            elif until_idle is not None and now_mono - idle_since >= until_idle:
-                log.info("no messages for %.0fs; exiting", until_idle)
-                break
-            if messages or now_mono - last_eval >= self.config.tick_seconds:
-                batch = [Incoming.of(m) for m in messages]
-                outcome = self.process(batch)
-                if self.on_commit:
-                    self.on_commit(batch, outcome)
-                for message in messages:
-                    message.ack()
-                last_eval = time.monotonic()
-                self.maintain()
-            if not messages:
-                self.warehouse.release()
+    def idle(self) -> None:
+        self.warehouse.release()
 
     def flush_changes(self) -> None:
         """Wait for the changes in flight and mark those Pub/Sub accepted."""
@@ -191,9 +118,6 @@ class Consumer:
             with self._connect() as con, transaction(con):
                 self.feed.mark_accepted(con, wait=10)
             self.feed.committed()
-
-    def stop(self) -> None:
-        self.stopping.set()
 
     def maintain(self) -> None:
         """Between batches: pick up a changed tracking plan and manifest, retry failed
@@ -243,7 +167,7 @@ class Consumer:
                     self._beat(con, now, BatchCounts(
                         messages=len(messages), stored=len(stored),
                         duplicates=len(events) - len(stored), dead_letters=len(rejected),
-                        lag_ms=_lag_ms(messages)))
+                        lag_ms=lag_ms(messages)))
                     changes = self.feed.unpublished(con) if self.feed else []
                     laps.mark("evaluate")
                 laps.mark("commit")
@@ -314,10 +238,3 @@ def _whole_machine(con: duckdb.DuckDBPyConnection, config: ConsumerConfig) -> It
         yield
     finally:
         _for_batches(con, config)
-
-
-def _lag_ms(messages: Sequence[Incoming]) -> float | None:
-    published = [m.publish_time for m in messages if m.publish_time]
-    if not published:
-        return None
-    return (utc_now() - min(published)).total_seconds() * 1000

@@ -1,9 +1,9 @@
 """A micro-batch's reads and writes on the live tables, inside the caller's transaction.
 
 Concurrent consumers serialize per customer through PostgreSQL itself: each batch first takes a
-transaction-scoped advisory lock per customer, in the order of the locks' keys, so two batches that share
-customers run one after the other and never deadlock, and membership for a customer is only
-ever decided while its lock is held. The locks go with the commit (or the rollback of a
+transaction-scoped advisory lock per customer, in the order of the locks' keys, so two batches
+that share customers run one after the other and never deadlock, and membership for a customer
+is only ever decided while its lock is held. The locks go with the commit (or the rollback of a
 consumer that died).
 """
 

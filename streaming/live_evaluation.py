@@ -30,11 +30,17 @@ def evaluate_batch(pg: psycopg.Connection, evaluator: RealtimeEvaluator, engine:
     apply the result; run it in the batch's transaction, under the customers' locks. Returns
     (segment, change) counts. A failing segment raises SegmentFailed (SegmentsFailed when they
     ran `together`, as for the warehouse)."""
-    for copy, relation in evaluator.sources().items():
-        table = relation.replace('"', "")
-        if table not in SCOPED_TABLES:
-            raise SegOpsError(f"{relation} is not read from PostgreSQL yet")
-        engine.con.execute(f"create or replace temp table {copy} as select * from {table}")
+    for name in segments:
+        query = evaluator.queries[name]
+        unsupported = [relation for relation in (*query.sources.values(), *query.tables)
+                       if relation.replace('"', "") not in SCOPED_TABLES]
+        if unsupported:
+            raise SegmentFailed(name, SegOpsError(
+                f"it reads {', '.join(unsupported)}, which the stream on PostgreSQL does not "
+                f"keep (it keeps {', '.join(SCOPED_TABLES)})"))
+        for copy, relation in query.sources.items():
+            engine.con.execute(f"create or replace temp table {copy} as "
+                               f"select * from {relation}")
     set_session_now(engine.con, now)
     queries = {name: evaluator.members_query(engine.con, name) for name in segments}
     try:

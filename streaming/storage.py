@@ -62,11 +62,14 @@ def store_violations(con: duckdb.DuckDBPyConnection, events: list[Event]) -> Non
 
 def store_traits(con: duckdb.DuckDBPyConnection, events: list[Event]) -> list[str]:
     """Apply the traits of the batch's identify events; the customers whose profile changed."""
-    return apply_trait_changes(con, [
-        TraitChange(e.customer_id, json.loads(e.properties), e.occurred_at,
-                    f"{IDENTIFY}:{e.event_id}")
-        for e in events if e.event_type == IDENTIFY
-    ])
+    return apply_trait_changes(con, trait_changes(events))
+
+
+def trait_changes(events: list[Event]) -> list[TraitChange]:
+    """What the identify events among `events` set."""
+    return [TraitChange(e.customer_id, json.loads(e.properties), e.occurred_at,
+                        f"{IDENTIFY}:{e.event_id}")
+            for e in events if e.event_type == IDENTIFY]
 
 
 def store_dead_letters(

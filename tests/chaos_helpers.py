@@ -14,9 +14,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
+
+from segops.catalog import Catalog
+from segops.clock import set_session_now
 from segops.heartbeat import latest_heartbeat
+from segops.membership import stage_found
 from segops.parity import measure_drift
 from segops.warehouse import connect
+from streaming.evaluator import RealtimeEvaluator
+from streaming.live_scope import ScopeEngine
 from tests.stream_helpers import realtime_segments
 
 SCALE = os.environ.get("SEGOPS_CHAOS_SCALE", "small")
@@ -153,3 +160,67 @@ def report(write: Callable[[str], None]) -> None:
         Path(target).write_text(json.dumps(
             {"machine": describe_machine(), "scale": SCALE, "scenarios": RESULTS}, indent=2
         ) + "\n")
+
+
+def live_count(dsn: str) -> int:
+    """Events stored in PostgreSQL (its key makes each one distinct)."""
+    with psycopg.connect(dsn) as con:
+        return con.execute("select count(*) from raw.events").fetchone()[0]
+
+
+def live_tally(dsn: str, published: set[str]) -> dict[str, int]:
+    """`tally` for the stream on PostgreSQL; a duplicate there is one event id stored twice
+    (for two customers), since the key refuses the same event twice."""
+    with psycopg.connect(dsn) as con:
+        ids = [row[0] for row in con.execute("select event_id from raw.events").fetchall()]
+        dead = con.execute("select count(*) from raw.dead_letters").fetchone()[0]
+    stored = set(ids)
+    return {"published": len(published), "stored": len(stored & published),
+            "duplicates": len(ids) - len(stored), "dead_lettered": dead,
+            "lost": len(published - stored)}
+
+
+def live_drift(settings) -> dict[str, int]:
+    """Each real-time segment's difference, in PostgreSQL, from the segment evaluated over every
+    stored row at the stream's sweep time (run it once the consumers stopped)."""
+    evaluator = RealtimeEvaluator.from_catalog(Catalog.load(settings.manifest_path))
+    with psycopg.connect(settings.postgres_dsn) as con:
+        (at,) = con.execute("select at from segops.stream_state where name = 'sweep'"
+                            ).fetchone()
+        customers = [row[0] for row in con.execute(
+            "select customer_id from raw.events union select customer_id from raw.customers"
+        ).fetchall()]
+        engine = ScopeEngine(memory_limit="2GB")
+        engine.load(con, customers)
+        members = set(con.execute("select segment, customer_id from segops.segment_membership"
+                                  ).fetchall())
+    for copy, relation in evaluator.sources().items():
+        engine.con.execute(f"create temp table {copy} as select * from {relation}")
+    set_session_now(engine.con, at)
+    stage_found(engine.con, {name: evaluator.members_query(engine.con, name)
+                             for name in evaluator.queries})
+    found = set(engine.con.execute("select segment, customer_id from _found").fetchall())
+    return {name: sum(1 for pair in found ^ members if pair[0] == name)
+            for name in evaluator.queries}
+
+
+def live_changes_alternate(dsn: str) -> int:
+    """Customer-segment pairs whose recorded changes do not alternate enter, exit, enter, …
+    ending where membership is: a duplicate enter or a lost exit shows here."""
+    with psycopg.connect(dsn) as con:
+        return con.execute(
+            """
+            with ordered as (
+                select customer_id, segment, change,
+                    lag(change) over (partition by customer_id, segment order by change_id)
+                        as previous,
+                    row_number() over (partition by customer_id, segment
+                                       order by change_id desc) as from_last
+                from segops.segment_membership_changes
+            )
+            select count(*) from ordered as o
+            where change = previous or (previous is null and change <> 'enter')
+               or (from_last = 1 and (change = 'enter') <> exists (
+                   select from segops.segment_membership as m
+                   where (m.customer_id, m.segment) = (o.customer_id, o.segment)))
+            """).fetchone()[0]

@@ -114,6 +114,15 @@ def pubsub(pubsub_emulator: str, settings: Settings, monkeypatch: pytest.MonkeyP
     return load_settings()
 
 
+@pytest.fixture
+def live(warehouse: Settings, pubsub: Settings, live_dsn: str,
+         monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings for the stream on PostgreSQL: this test's database, Pub/Sub project and
+    manifest; consumer processes it starts inherit them."""
+    monkeypatch.setenv("SEGOPS_POSTGRES_DSN", live_dsn)
+    return load_settings()
+
+
 @pytest.fixture(scope="session")
 def built_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A warehouse with empty raw tables and every dbt model built, plus its manifest."""

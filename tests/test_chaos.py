@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import psycopg
 import pytest
 from google.cloud import pubsub_v1
 
@@ -40,6 +41,10 @@ from tests.chaos_helpers import (
     ConsumerProcess,
     dead_letters,
     drift,
+    live_changes_alternate,
+    live_count,
+    live_drift,
+    live_tally,
     record,
     sized,
     stored_count,
@@ -508,3 +513,49 @@ def test_f9_a_manifest_changing_under_the_consumer_never_stops_it(
     passed = counts["lost"] == counts["duplicates"] == 0
     record("F9", counts, passed, bad_manifests_survived=2)
     assert passed, counts
+
+
+def test_f10_three_consumers_one_killed_at_random_again_and_again(live, tmp_path):
+    kills = sized(4, 20)
+    events = shop_events(sized(9_000, 200_000), seed=10)
+    published = {e["event_id"] for e in events}
+    producer = Producer(live, events, rate=sized(1_500, 2_500))
+    rng = random.Random(10)
+    started = itertools.count()
+
+    def consumer() -> ConsumerProcess:
+        return ConsumerProcess(tmp_path / f"f10-{next(started)}.log", "--batch-size", "200")
+
+    consumers = [consumer() for _ in range(3)]
+    try:
+        for _ in range(kills):
+            victim = rng.randrange(3)
+            wait_until(consumers[victim].while_alive(
+                lambda c=consumers[victim]: "committed batch" in c.log()), 120,
+                "a committed batch")
+            time.sleep(rng.uniform(0.05, 1.5))
+            consumers[victim].stop(signal.SIGKILL)
+            consumers[victim] = consumer()
+        assert producer.done() == published
+        wait_for_count(lambda: live_count(live.postgres_dsn), len(published),
+                       f"{len(published)} events stored", stall=REDELIVERY_TIMEOUT,
+                       keep_going=lambda: all(c.alive() for c in consumers))
+    finally:
+        codes = [c.stop(signal.SIGTERM) for c in consumers]
+    assert codes == [0, 0, 0], [c.log()[-3000:] for c in consumers]
+
+    counts = live_tally(live.postgres_dsn, published)
+    off = live_drift(live)
+    disordered = live_changes_alternate(live.postgres_dsn)
+    passed = (counts["lost"] == counts["duplicates"] == disordered == 0
+              and not any(off.values()))
+    record("F10", counts, passed, kills=kills, consumers=3,
+           membership_drift=sum(off.values()), changes_out_of_turn=disordered)
+    assert counts["stored"] == len(published), counts
+    assert counts["duplicates"] == 0
+    assert off == dict.fromkeys(off, 0), "membership equals the batch recomputation"
+    assert disordered == 0, "every enter and exit recorded once, in turn"
+    with psycopg.connect(live.postgres_dsn) as con:
+        segments = {row[0] for row in con.execute(
+            "select distinct segment from segops.segment_membership").fetchall()}
+    assert len(segments) >= 3, f"the traffic fills the segments compared: {segments}"

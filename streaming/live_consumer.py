@@ -1,0 +1,279 @@
+"""The streaming consumer on PostgreSQL: any number of them on one subscription.
+
+A batch is one PostgreSQL transaction, acked after it commits: take the locks of every customer
+in it (sorted, so batches sharing customers take turns and never deadlock), store the events
+(their key deduplicates a redelivery), the violations, the dead letters and the identify traits;
+copy those customers' rows into the consumer's DuckDB and evaluate the real-time segments there,
+the compiled SQL unchanged; apply enters and exits in PostgreSQL; beat. A crash anywhere rolls
+back and redelivers; a redelivered event stores nothing and its customer's evaluation finds
+nothing new, so every enter and exit is recorded once whichever consumer sees it.
+
+What must happen once for the stream as a whole is done by the holder of a lease
+(streaming/live_leases.py): the time sweep (who crossed a time boundary since the last sweep),
+publishing the change feed (so a customer's changes leave in order), and evaluating a new or
+changed segment for every customer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+
+import psycopg
+
+from segops.change_feed import BATCH, ChangeFeed
+from segops.clock import utc_now
+from segops.heartbeat import BatchCounts
+from segops.live_heartbeat import record_beat
+from segops.live_schema import ensure_live_schema
+from segops.membership import MembershipDelta, SegmentFailed, SegmentsFailed
+from segops.settings import Settings
+from streaming.live_batch import lock_customers, store_events
+from streaming.live_evaluation import crossed_customers, evaluate_batch
+from streaming.live_leases import EVERYONE, OUTBOX, SWEEP, release, take_lease, wait_for_lease
+from streaming.live_outbox import mark_published, unpublished
+from streaming.live_plan import LivePlan
+from streaming.live_scope import ScopeEngine
+from streaming.live_segments import LiveSegments
+from streaming.live_storage import store_dead_letters, store_violations
+from streaming.source import Incoming
+from streaming.storage import trait_changes
+from streaming.stream_loop import BatchOutcome, ConsumerConfig, Laps, StreamLoop, lag_ms
+from streaming.validation import validate_all
+
+log = logging.getLogger(__name__)
+
+# Customers per transaction when a segment is evaluated for everyone.
+EVERYONE_CHUNK = 5000
+
+
+def default_consumer_id() -> str:
+    """Unique per process, readable in the heartbeat table (a pod's name is its host name)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class LiveConsumer(StreamLoop):
+    def __init__(
+        self,
+        settings: Settings,
+        config: ConsumerConfig | None = None,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        on_commit: Callable[[Sequence[Incoming], BatchOutcome], None] | None = None,
+    ):
+        if not settings.postgres_dsn:
+            raise ValueError("the live consumer needs settings.postgres_dsn")
+        self.settings = settings
+        self.config = config or ConsumerConfig(consumer_id=default_consumer_id())
+        self.clock = clock
+        self.on_commit = on_commit
+        self.stopping = threading.Event()
+        self.pg: psycopg.Connection | None = None
+        self.engine = ScopeEngine(memory_limit=self.config.batch_memory_limit or "1GB")
+        self.segments = LiveSegments(settings,
+                                     retry_failed_seconds=self.config.retry_failed_seconds)
+        self.tracking_plan = LivePlan(settings.tracking_plan)
+        self.feed = ChangeFeed(settings, "realtime") if self.config.publish_changes else None
+        self.leases: set[int] = set()
+
+    # -- setup -----------------------------------------------------------------------------
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        with psycopg.connect(self.settings.postgres_dsn, autocommit=True) as self.pg:
+            ensure_live_schema(self.pg)
+            yield
+        self.pg = None
+
+    def start(self) -> None:
+        """Evaluate for everyone the segments whose definition no consumer evaluated yet."""
+        self._evaluate_everyone(self.segments.healthy(), due=False)
+
+    def maintain(self) -> None:
+        """Between batches: pick up a changed tracking plan and manifest, retry failed
+        segments now and then, and evaluate for everyone the segments whose `reevaluate_every`
+        is due (once for the stream, by whichever consumer gets there first)."""
+        self.tracking_plan.reload_if_changed()
+        changed = self.segments.reload_if_changed()
+        if changed:
+            self._evaluate_everyone(changed, due=False)
+        retry = self.segments.due_for_retry()
+        if retry:
+            self._evaluate_everyone(retry, due=True)
+        due = self.segments.due_for_reevaluation(self.clock())
+        if due:
+            self._evaluate_everyone(due, due=True)
+
+    def _evaluate_everyone(self, segments: list[str], *, due: bool) -> None:
+        """Evaluate `segments` for every customer, in chunks under the customers' locks, where
+        their recorded definition differs (or, when `due`, also where its `reevaluate_every`
+        passed); one consumer at a time, the others wait and then find it done."""
+        queries = self.segments.evaluator.queries
+        wait_for_lease(self.pg, EVERYONE)
+        try:
+            now = self.clock()
+            recorded = dict.fromkeys(segments)
+            recorded.update({name: (definition, at) for name, definition, at in self.pg.execute(
+                "select segment, definition, evaluated_at from segops.realtime_segments "
+                "where segment = any(%s)", [segments]).fetchall()})
+            todo = [name for name in segments if recorded[name] is None
+                    or recorded[name][0] != _definition(queries[name].sql)
+                    or (due and _is_due(queries[name].reevaluate_every, recorded[name][1], now))]
+            if todo:
+                self._evaluate_for(todo, self._every_customer(todo), now)
+            self.pg.execute("insert into segops.stream_state (name, at) values ('sweep', %s) "
+                            "on conflict do nothing", [now])
+            self.segments.evaluated_everyone(segments, now)
+        finally:
+            release(self.pg, EVERYONE)
+
+    def _every_customer(self, segments: list[str]) -> list[str]:
+        return [row[0] for row in self.pg.execute(
+            "select customer_id from raw.customers union select customer_id from raw.events "
+            "union select customer_id from segops.segment_membership where segment = any(%s)",
+            [segments]).fetchall()]
+
+    def _evaluate_for(self, segments: list[str], customers: list[str], now: datetime) -> None:
+        healthy = list(segments)
+        changes = dict.fromkeys(healthy, 0)
+        for start in range(0, len(customers), EVERYONE_CHUNK):
+            chunk = customers[start:start + EVERYONE_CHUNK]
+            found: Counter[tuple[str, str]] = Counter()
+            while healthy:
+                try:
+                    with self.pg.transaction():
+                        lock_customers(self.pg, chunk)
+                        self.engine.load(self.pg, chunk)
+                        found = evaluate_batch(self.pg, self.segments.evaluator, self.engine,
+                                               healthy, chunk, now)
+                    break
+                except SegmentFailed as failure:
+                    self.segments.mark_failed(failure)
+                    healthy.remove(failure.segment)
+            for (segment, _), count in found.items():
+                changes[segment] += count
+        with self.pg.transaction():
+            for name in healthy:
+                self.segments.recovered(name)
+                self.pg.execute(
+                    "insert into segops.realtime_segments (segment, definition, evaluated_at) "
+                    "values (%s, %s, %s) on conflict (segment) do update set "
+                    "definition = excluded.definition, evaluated_at = excluded.evaluated_at",
+                    [name, _definition(self.segments.evaluator.queries[name].sql), now])
+        for name in healthy:
+            log.info("%s evaluated for %d customers: %d changes", name, len(customers),
+                     changes[name])
+
+    # -- one micro-batch ---------------------------------------------------------------------
+
+    def process(self, messages: Sequence[Incoming]) -> BatchOutcome:
+        """Store, evaluate and commit one micro-batch; the caller acks after this returns."""
+        started = time.monotonic()
+        now = self.clock()
+        events, rejected = validate_all(messages, now, self.tracking_plan.plan)
+        unique = list({(e.customer_id, e.event_id): e for e in reversed(events)}.values())
+        touched = {e.customer_id for e in unique}
+        segments = self.segments.healthy()
+        sweeping = self._holds(SWEEP)
+        together = True
+        while True:
+            laps = Laps()
+            try:
+                with self.pg.transaction():
+                    swept = self._sweep(now) if sweeping else set()
+                    owed = _take_queue(self.pg)
+                    scope = sorted(touched | owed | swept)
+                    lock_customers(self.pg, scope)
+                    laps.mark("open")
+                    new_ids = store_events(self.pg, unique, now)
+                    stored = [e for e in unique if e.event_id in new_ids]
+                    store_violations(self.pg, stored)
+                    store_dead_letters(self.pg, rejected)
+                    self.engine.load(self.pg, scope)
+                    self.engine.apply_traits(self.pg, trait_changes(stored))
+                    laps.mark("store")
+                    found = evaluate_batch(self.pg, self.segments.evaluator, self.engine,
+                                           segments, scope, now, together=together)
+                    record_beat(self.pg, self.config.consumer_id, evaluated_at=now,
+                                wall=utc_now(), failed_segments=self.segments.failed,
+                                counts=BatchCounts(
+                                    messages=len(messages), stored=len(stored),
+                                    duplicates=len(events) - len(stored),
+                                    dead_letters=len(rejected), lag_ms=lag_ms(messages)))
+                    laps.mark("evaluate")
+                laps.mark("commit")
+                break
+            except SegmentsFailed as failure:
+                log.warning("%s; evaluating them one by one to find which", failure)
+                together = False
+            except SegmentFailed as failure:
+                self.segments.mark_failed(failure)
+                segments.remove(failure.segment)
+        self._publish_changes()
+        if messages:
+            log.debug("committed batch: %d messages, %d stored, %d duplicates, %d dead letters",
+                      len(messages), len(stored), len(events) - len(stored), len(rejected))
+        return BatchOutcome(
+            received=len(messages), stored=len(stored), duplicates=len(events) - len(stored),
+            dead_lettered=len(rejected),
+            deltas=tuple(MembershipDelta(segment, found[(segment, "enter")],
+                                         found[(segment, "exit")]) for segment in segments),
+            evaluated_at=now, seconds=time.monotonic() - started, steps=laps.seconds)
+
+    def _sweep(self, now: datetime) -> set[str]:
+        """The customers time alone may have moved since the last sweep (whoever ran it), and
+        the sweep moved on to `now`; in the batch's transaction, so a rollback sweeps again."""
+        row = self.pg.execute("select at from segops.stream_state where name = 'sweep' "
+                              "for update").fetchone()
+        if row is None or row[0] >= now:
+            return set()
+        self.pg.execute("update segops.stream_state set at = %s where name = 'sweep'", [now])
+        return crossed_customers(self.pg, self.segments.evaluator, row[0], now)
+
+    def _holds(self, lease: int) -> bool:
+        """Whether this consumer holds `lease`, asking for it when it does not."""
+        if lease not in self.leases and take_lease(self.pg, lease):
+            log.info("took the %s lease", {SWEEP: "sweep", OUTBOX: "outbox"}[lease])
+            self.leases.add(lease)
+        return lease in self.leases
+
+    # -- the change feed -------------------------------------------------------------------
+
+    def _publish_changes(self, wait: float = 0) -> None:
+        """Mark what Pub/Sub accepted and hand it the next changes, when holding the outbox."""
+        if self.feed is None or not self._holds(OUTBOX):
+            return
+        accepted = self.feed.accepted(wait)
+        if accepted:
+            mark_published(self.pg, accepted, utc_now())
+        if not wait:
+            self.feed.publish(unpublished(self.pg, list(self.feed.in_flight), BATCH))
+
+    def flush_changes(self) -> None:
+        """Wait for the changes in flight and mark those Pub/Sub accepted."""
+        if self.pg is not None and self.feed and self.feed.in_flight:
+            self._publish_changes(wait=10)
+
+
+def _take_queue(con: psycopg.Connection) -> set[str]:
+    """Customers a load asked the stream to re-evaluate; each taken by one consumer."""
+    return {row[0] for row in con.execute(
+        "delete from segops.reevaluate_queue where ctid in (select ctid from "
+        "segops.reevaluate_queue for update skip locked limit 1000) returning customer_id"
+    ).fetchall()}
+
+
+def _definition(sql: str) -> str:
+    return hashlib.sha256(sql.encode()).hexdigest()
+
+
+def _is_due(every, evaluated_at: datetime, now: datetime) -> bool:
+    return every is not None and now - evaluated_at >= every

@@ -1,0 +1,125 @@
+"""What every streaming consumer shares: its settings, what a batch reports, and the loop that
+pulls micro-batches, has them processed and acks them after they commit."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from segops.clock import utc_now
+from segops.membership import MembershipDelta
+from streaming.source import Incoming, MessageSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    received: int
+    stored: int
+    duplicates: int
+    dead_lettered: int
+    deltas: tuple[MembershipDelta, ...]
+    evaluated_at: datetime
+    seconds: float
+    # Where the seconds went (the last attempt): open (none while held), store, evaluate, commit.
+    steps: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class ConsumerConfig:
+    consumer_id: str = "segops-stream"
+    batch_size: int = 1000
+    batch_wait_seconds: float = 0.1
+    tick_seconds: float = 1.0
+    retry_failed_seconds: float = 30.0
+    lock_timeout_seconds: float = 3600.0
+    publish_changes: bool = True  # the change feed (outbox) to the segment-changes topic
+    # DuckDB's threads for micro-batches. Their statements are small: a second worker mostly
+    # waits for a core the Pub/Sub client (and, locally, the emulator) is using. Evaluating
+    # everyone, one large query, gets every core.
+    batch_threads: int = 1
+    # DuckDB's memory for micro-batches. At DuckDB's default (80 % of the machine) it keeps
+    # every table block the batches wrote, so a consumer that never idles grows for as long as
+    # it runs; a batch needs tens of MB, and past the limit DuckDB evicts blocks and spills to
+    # disk rather than fail. Evaluating everyone gets DuckDB's default, as do batches with None.
+    batch_memory_limit: str | None = "64MB"
+
+
+class Laps:
+    """Seconds between successive marks, by name: where a batch's time went."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name], self._last = now - self._last, now
+
+
+class StreamLoop:
+    """Micro-batches in, `process` each (one transaction), ack after it returns; between
+    batches `maintain`. A consumer gives `session`, `start`, `process`, `maintain`,
+    `flush_changes` and what it does when a round brought nothing (`idle`)."""
+
+    config: ConsumerConfig
+    on_commit = None
+    stopping: threading.Event
+
+    def run(self, source: MessageSource, *, until_idle: float | None = None) -> None:
+        """Consume until `stop()` or until idle for `until_idle` seconds."""
+        with self.session():
+            self.start()
+            source.start()
+            try:
+                self._loop(source, until_idle)
+            finally:
+                source.stop()
+                self.flush_changes()
+        log.info("consumer stopped cleanly")
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        yield
+
+    def idle(self) -> None:
+        """A round brought no messages."""
+
+    def _loop(self, source: MessageSource, until_idle: float | None) -> None:
+        idle_since = last_eval = time.monotonic()
+        while not self.stopping.is_set():
+            messages = source.next_batch(self.config.batch_size, self.config.batch_wait_seconds)
+            now_mono = time.monotonic()
+            if messages:
+                idle_since = now_mono
+            elif until_idle is not None and now_mono - idle_since >= until_idle:
+                log.info("no messages for %.0fs; exiting", until_idle)
+                break
+            if messages or now_mono - last_eval >= self.config.tick_seconds:
+                batch = [Incoming.of(m) for m in messages]
+                outcome = self.process(batch)
+                if self.on_commit:
+                    self.on_commit(batch, outcome)
+                for message in messages:
+                    message.ack()
+                last_eval = time.monotonic()
+                self.maintain()
+            if not messages:
+                self.idle()
+
+
+def lag_ms(messages: Sequence[Incoming]) -> float | None:
+    """Milliseconds from the oldest publish time of the batch to now."""
+    published = [m.publish_time for m in messages if m.publish_time]
+    if not published:
+        return None
+    return (utc_now() - min(published)).total_seconds() * 1000
