@@ -13,11 +13,13 @@ from google.cloud import pubsub_v1
 
 from demo.producer import publish
 from segops.catalog import Catalog
+from segops.clock import utc_now
 from segops.pubsub import ensure_pubsub, subscription_path, topic_path
 from segops.settings import Settings
 from segops.warehouse import connect
 from streaming.consumer import Consumer, ConsumerConfig
 from streaming.source import Incoming, PubSubSource
+from streaming.stream_loop import StreamLoop
 
 
 def consume_until_idle(settings: Settings, idle: float = 2.0, **config) -> Consumer:
@@ -99,9 +101,11 @@ def receive(path: str, expected_ids: set[int]) -> list[tuple[dict, str]]:
 
 
 @contextmanager
-def consumer_running(settings: Settings, **config) -> Iterator[Consumer]:
-    """The real consumer on the real subscription, in a thread, for the `with` block."""
-    consumer = Consumer(settings, ConsumerConfig(**config))
+def consumer_running(settings: Settings, kind: type[StreamLoop] = Consumer,
+                     clock: Callable[[], datetime] = utc_now, **config) -> Iterator[StreamLoop]:
+    """The real consumer (of `kind`) on the real subscription, in a thread, for the `with`
+    block."""
+    consumer = kind(settings, ConsumerConfig(**config), clock=clock)
     worker = threading.Thread(target=consumer.run,
                               args=(PubSubSource(subscription_path(settings)),), daemon=True)
     worker.start()

@@ -1,0 +1,105 @@
+"""The stream on PostgreSQL, through the real emulator: identify events set traits that the
+segments read in the same batch, time alone moves a customer (swept by the lease holder), the
+change feed reaches downstream in order, and a segment is evaluated for every customer once for
+the stream, not once per consumer."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from datetime import timedelta
+
+import psycopg
+import pytest
+
+from demo.traffic import event
+from segops.clock import utc_now
+from streaming.live_consumer import LiveConsumer
+from tests.projects import project_with_segments, realtime_yml
+from tests.stream_helpers import (
+    consumer_running,
+    downstream_subscription,
+    publish_all,
+    receive,
+    wait_for,
+)
+
+DUTCH = "select customer_id, city from {{ ref('stg_customers') }} where country = 'NL'"
+
+
+@pytest.fixture
+def project(warehouse, pubsub, live_dsn, tmp_path, monkeypatch):
+    """The shipped segments plus a real-time one on a trait, kept in PostgreSQL."""
+    settings = project_with_segments(tmp_path, monkeypatch, {
+        "dutch": (DUTCH, realtime_yml("dutch")),
+    })
+    return dataclasses.replace(settings, postgres_dsn=live_dsn)
+
+
+def rows(settings, sql: str, *params) -> list[tuple]:
+    with psycopg.connect(settings.postgres_dsn) as con:
+        return con.execute(sql, list(params)).fetchall()
+
+
+def members(settings, segment: str) -> set[str]:
+    return {row[0] for row in rows(
+        settings, "select customer_id from segops.segment_membership where segment = %s",
+        segment)}
+
+
+def test_traits_and_time_move_customers_and_the_feed_follows_in_order(project):
+    start = utc_now().replace(microsecond=0)
+    offset = [timedelta(0)]
+    downstream = downstream_subscription(project)
+    cart = {"product_id": "hom-0001", "category": "home", "price": 10.0, "quantity": 1}
+
+    def stored(count: int):
+        return lambda: rows(project, "select count(*) from raw.events")[0][0] == count
+
+    with consumer_running(project, LiveConsumer, clock=lambda: start + offset[0],
+                          tick_seconds=0.1):
+        publish_all(project, [
+            event("ann", "add_to_cart", start - timedelta(minutes=29), **cart),
+            event("bob", "identify", start - timedelta(minutes=5), country="NL",
+                  city="Utrecht"),
+        ])
+        wait_for(stored(2))
+        assert rows(project, "select country, city from raw.customers") == [("NL", "Utrecht")]
+        assert members(project, "dutch") == {"bob"}, "the trait moved bob in the same batch"
+        assert members(project, "cart_abandoners") == set(), "ann's cart is 29 minutes old"
+
+        offset[0] = timedelta(minutes=2)  # no event: only time passes
+        wait_for(lambda: members(project, "cart_abandoners") == {"ann"})
+        publish_all(project, [
+            event("bob", "identify", start + timedelta(minutes=1), country="DE")])
+        wait_for(lambda: members(project, "dutch") == set())
+
+    changes = rows(project, "select change_id, customer_id, segment, change "
+                            "from segops.segment_membership_changes order by change_id")
+    assert [change[1:] for change in changes] == [
+        ("bob", "dutch", "enter"), ("ann", "cart_abandoners", "enter"),
+        ("bob", "dutch", "exit")]
+    received = receive(downstream, {change[0] for change in changes})
+    by_key = {key: [body["change"] for body, k in received if k == key] for _, key in received}
+    assert by_key == {"bob": ["enter", "exit"], "ann": ["enter"]}, "in order per customer"
+    assert rows(project, "select count(*) from segops.segment_membership_changes "
+                         "where published_at is null") == [(0,)], "marked once accepted"
+
+
+def test_a_segment_is_evaluated_for_everyone_once_for_the_stream(project, caplog):
+    publish_all(project, [event("ann", "identify", utc_now(), country="NL")])
+    caplog.set_level(logging.INFO, logger="streaming.live_consumer")
+    with consumer_running(project, LiveConsumer, publish_changes=False):
+        wait_for(lambda: members(project, "dutch") == {"ann"})
+    first = [r.message for r in caplog.records if "evaluated for" in r.message]
+    assert len(first) == len(rows(project, "select * from segops.realtime_segments")) >= 6
+
+    caplog.clear()
+    with psycopg.connect(project.postgres_dsn) as con:
+        con.execute("update segops.realtime_segments set definition = 'before the deploy' "
+                    "where segment = 'dutch'")
+    with consumer_running(project, LiveConsumer, publish_changes=False) as consumer:
+        wait_for(lambda: consumer.segments.evaluator is not None and any(
+            "evaluated for" in r.message for r in caplog.records))
+    again = [r.message for r in caplog.records if "evaluated for" in r.message]
+    assert len(again) == 1 and again[0].startswith("dutch "), again
