@@ -62,6 +62,16 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
+def cmd_copy_to_postgres(args: argparse.Namespace, settings: Settings) -> None:
+    from segops.live_copy import copy_to_postgres
+
+    if not settings.postgres_dsn:
+        raise SegOpsError("set SEGOPS_POSTGRES_DSN to the PostgreSQL to copy into")
+    copied = copy_to_postgres(settings.warehouse, settings.postgres_dsn)
+    for table, rows in copied.items():
+        console.print(f"{table}: {rows:,} rows")
+
+
 def cmd_stream(args: argparse.Namespace, settings: Settings) -> None:
     from segops.pubsub import check_topic, subscription_path
     from streaming.consumer import Consumer, ConsumerConfig
@@ -281,6 +291,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], None]] = {
     "segments": cmd_segments,
     "init": cmd_init,
     "stream": cmd_stream,
+    "copy-to-postgres": cmd_copy_to_postgres,
     "produce": cmd_produce,
     "story": cmd_story,
     "up": cmd_up,
@@ -311,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     segments.add_argument("--sample", type=int, default=0, help="show N members of each")
 
     sub.add_parser("init", help="create the warehouse tables and the Pub/Sub topics")
+
+    sub.add_parser("copy-to-postgres", help="copy the warehouse's customers, events and "
+                   "membership into SEGOPS_POSTGRES_DSN, where the stream keeps them")
 
     stream = sub.add_parser("stream", help="run the streaming consumer")
     stream.add_argument("--until-idle", type=float, help="exit after this many idle seconds")

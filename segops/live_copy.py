@@ -1,0 +1,60 @@
+"""A warehouse file's live state copied into PostgreSQL: how a shop that ran on the single file
+(or a generated demo shop) starts the stream on PostgreSQL with its history.
+
+DuckDB's postgres extension, from its wheel, writes through PostgreSQL's COPY.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import psycopg
+
+from segops.errors import SegOpsError
+from segops.extensions import duckdb_config
+from segops.live_schema import ensure_live_schema
+from segops.sql import literal
+
+# table -> the columns both stores have
+COPIED = {
+    "raw.customers": ("customer_id", "email", "country", "city", "acquisition_channel",
+                      "signed_up_at", "traits"),
+    "raw.customer_traits": ("customer_id", "trait", "set_at", "value", "source", "recorded_at"),
+    "raw.events": ("customer_id", "event_id", "event_type", "occurred_at", "properties",
+                   "ingested_at"),
+    "segops.segment_membership": ("customer_id", "segment", "entered_at", "source",
+                                  "attributes"),
+    "segops.segment_membership_changes": ("customer_id", "change_id", "segment", "change",
+                                          "changed_at", "source", "attributes", "recorded_at",
+                                          "published_at"),
+}
+
+
+def copy_to_postgres(warehouse: Path, dsn: str) -> dict[str, int]:
+    """Copy the warehouse's customers, traits, events and membership into empty live tables;
+    the rows copied per table. Refuses to copy over rows already there."""
+    with psycopg.connect(dsn) as pg:
+        ensure_live_schema(pg)
+        occupied = [table for table in COPIED
+                    if pg.execute(f"select exists (select from {table})").fetchone()[0]]
+    if occupied:
+        raise SegOpsError(f"PostgreSQL already holds rows in {', '.join(occupied)}")
+    con = duckdb.connect(config=duckdb_config())
+    try:
+        con.execute("load postgres_scanner")
+        con.execute(f"attach {literal(str(warehouse))} as warehouse (read_only)")
+        con.execute(f"attach {literal(dsn)} as live (type postgres)")
+        copied = {}
+        for table, columns in COPIED.items():
+            names = ", ".join(columns)
+            con.execute(f"insert into live.{table} ({names}) "
+                        f"select {names} from warehouse.{table}")
+            copied[table] = con.execute(f"select count(*) from warehouse.{table}").fetchone()[0]
+    finally:
+        con.close()
+    with psycopg.connect(dsn) as pg:  # new changes are numbered after the copied ones
+        pg.execute("select setval(pg_get_serial_sequence('segops.segment_membership_changes', "
+                   "'change_id'), coalesce(max(change_id), 0) + 1, false) "
+                   "from segops.segment_membership_changes")
+    return copied

@@ -1,0 +1,45 @@
+"""A warehouse file's history moves into PostgreSQL whole, once: events, profiles, membership
+and its changes, with new changes numbered after the copied ones."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import psycopg
+import pytest
+
+from segops.errors import SegOpsError
+from segops.live_copy import copy_to_postgres
+from segops.schema import ensure_schema
+from segops.warehouse import connect
+from streaming.live_batch import apply_found
+
+AT = datetime(2026, 6, 1, 12, 0)
+
+
+def test_the_history_arrives_whole_and_only_once(settings, live_dsn):
+    with connect(settings.warehouse) as con:
+        ensure_schema(con)
+        con.execute("insert into raw.events (event_id, customer_id, event_type, occurred_at, "
+                    "properties) values ('e1', 'ann', 'page_view', $at, '{\"path\": \"/\"}')",
+                    {"at": AT})
+        con.execute("insert into raw.customers (customer_id, country, signed_up_at, traits) "
+                    "values ('ann', 'NL', $at, '{\"plan\": \"pro\"}')", {"at": AT})
+        con.execute("insert into segops.segment_membership values "
+                    "('browsers', 'ann', $at, 'realtime', null)", {"at": AT})
+        con.execute("insert into segops.segment_membership_changes (change_id, segment, "
+                    "customer_id, change, changed_at, source) values "
+                    "(41, 'browsers', 'ann', 'enter', $at, 'realtime')", {"at": AT})
+    copied = copy_to_postgres(settings.warehouse, live_dsn)
+    assert copied == {"raw.customers": 1, "raw.customer_traits": 0, "raw.events": 1,
+                      "segops.segment_membership": 1, "segops.segment_membership_changes": 1}
+    with psycopg.connect(live_dsn) as pg:
+        assert pg.execute("select properties, occurred_at from raw.events").fetchall() == [
+            ({"path": "/"}, AT)]
+        assert pg.execute("select traits from raw.customers").fetchall() == [({"plan": "pro"},)]
+        apply_found(pg, [], segments=["browsers"], customers=["ann"], source="realtime",
+                    changed_at=AT)
+        assert pg.execute("select change_id, change from segops.segment_membership_changes "
+                          "order by change_id").fetchall() == [(41, "enter"), (42, "exit")]
+    with pytest.raises(SegOpsError, match="already holds rows"):
+        copy_to_postgres(settings.warehouse, live_dsn)
