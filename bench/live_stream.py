@@ -1,0 +1,188 @@
+"""B1PG, B2PG and B8: the stream on PostgreSQL with one consumer and with three, each a process of
+its own (as replicas run), on the real emulator and the project's own PostgreSQL.
+
+B1PG: events/s stored and evaluated from a backlog, beside the bare pull + ack of the same run.
+B2PG: publish → membership committed latency at 1,000 events/s.
+B8:   one "is customer X in segment Y" lookup, while three consumers take those 1,000 events/s.
+
+    python -m bench --only B1PG,B2PG,B8
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+from bench.harness import Lab, figure, overridden, percentile, traffic, wait_for
+from bench.stream import bare_pull_rate, publish_elsewhere
+from demo.postgres import LocalPostgres
+from demo.producer import publish
+from segops.live_copy import copy_to_postgres
+from segops.pubsub import ensure_pubsub
+from segops.settings import load_settings
+from streaming.stream_loop import ConsumerConfig
+
+FIGURES = ("B1PG", "B2PG", "B8")
+CONSUMERS = (1, 3)
+
+
+class Lookups(threading.Thread):
+    """Asks PostgreSQL whether a random customer is in a random segment, back to back, with the
+    milliseconds each answer took, until stopped."""
+
+    def __init__(self, dsn: str, customers: list[str], segments: list[str]):
+        super().__init__(daemon=True)
+        self.dsn, self.customers, self.segments = dsn, customers, segments
+        self.ms: list[float] = []
+        self.stopping = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        rng = random.Random(8)
+        with psycopg.connect(self.dsn, autocommit=True) as con:
+            while not self.stopping.is_set():
+                asked = time.perf_counter()
+                con.execute("select exists (select from segops.segment_membership "
+                            "where customer_id = %s and segment = %s)",
+                            [rng.choice(self.customers), rng.choice(self.segments)]).fetchone()
+                self.ms.append((time.perf_counter() - asked) * 1000)
+                time.sleep(0.005)
+
+    def finish(self) -> list[float]:
+        self.stopping.set()
+        self.join()
+        return self.ms
+
+
+def stored(dsn: str) -> int:
+    with psycopg.connect(dsn) as con:
+        return con.execute("select count(*) from raw.events").fetchone()[0]
+
+
+def run_consumers(lab: Lab, server: LocalPostgres, settings, count: int) -> dict:
+    """`count` consumers take a backlog, then live traffic at the scale's rate (with lookups
+    alongside); what they and the lookups measured."""
+    scale = lab.scale
+    with psycopg.connect(server.dsn, autocommit=True) as con:
+        con.execute(f"create database live_{count}")
+    dsn = server.dsn.replace("dbname=postgres", f"dbname=live_{count}")
+    copy_to_postgres(settings.warehouse, dsn)
+    history = stored(dsn)
+    names = {"SEGOPS_POSTGRES_DSN": dsn, "SEGOPS_EVENTS_TOPIC": f"live-{count}",
+             "SEGOPS_SUBSCRIPTION": f"live-{count}"}
+    reports = [lab.root / f"live-{count}-{n}.json" for n in range(count)]
+    with overridden(names):
+        live = load_settings()
+        ensure_pubsub(live)
+        publish(live, itertools.islice(traffic(scale.stream_customers, 2),
+                                       scale.throughput_events))
+        logs = [(lab.root / f"live-{count}-{n}.log").open("wb") for n in range(count)]
+        consumers = [subprocess.Popen([sys.executable, "-m", "bench.live_consumer", str(out)],
+                                      stdout=log, stderr=subprocess.STDOUT)
+                     for out, log in zip(reports, logs, strict=True)]
+        try:
+            backlog = history + scale.throughput_events
+            if not wait_for(lambda: stored(dsn) >= backlog, timeout=900, every=0.5):
+                raise RuntimeError(f"{count} consumers stored {stored(dsn) - history} of "
+                                   f"{scale.throughput_events} events in 15 minutes")
+            live_from = time.time()
+            with psycopg.connect(dsn) as con:
+                customers = [row[0] for row in con.execute(
+                    "select customer_id from raw.customers order by random() limit 1000")]
+                segments = [row[0] for row in con.execute(
+                    "select segment from segops.realtime_segments")]
+            lookups = Lookups(dsn, customers, segments)
+            report = publish_elsewhere(scale.stream_customers, 3, scale.rate,
+                                       scale.latency_seconds)
+            committed = wait_for(lambda: stored(dsn) >= backlog + report.published,
+                                 timeout=120, every=0.2)
+            lookup_ms = lookups.finish()
+        finally:
+            for consumer in consumers:
+                consumer.terminate()
+            for consumer in consumers:
+                consumer.wait(timeout=120)
+            for log in logs:
+                log.close()
+    measured = [json.loads(path.read_text()) for path in reports]
+    commits = sorted(c for m in measured for c in m["commits"] if c[0] < live_from)
+    latencies = [ms for m in measured for published, ms in m["latencies"]
+                 if published >= live_from]
+    return {
+        "events_per_second": scale.throughput_events / (commits[-1][0] - commits[0][0]),
+        "latencies_ms": latencies, "lookup_ms": lookup_ms, "committed": committed,
+        "published": report.published, "achieved_rate": report.rate,
+    }
+
+
+def measure(lab: Lab) -> dict[str, dict]:
+    shop = lab.shop(lab.scale.stream_customers)
+    folder = Path(tempfile.mkdtemp(prefix="segops-bench-postgres-"))
+    folder.chmod(0o755)  # as root the server runs as `postgres`, which must reach its folder
+    try:
+        with (LocalPostgres(folder / "postgres") as server,
+              lab.workspace("live", shop.directory, pubsub=True) as settings):
+            ensure_pubsub(settings)
+            bare = bare_pull_rate(settings, lab.scale.throughput_events,
+                                  ConsumerConfig().batch_size * 5)
+            print(f"  bare pull + ack: {bare:,.0f} msg/s", flush=True)
+            runs = {}
+            for count in CONSUMERS:
+                runs[count] = run_consumers(lab, server, settings, count)
+                print(f"  {count} consumer(s): {runs[count]['events_per_second']:,.0f} events/s",
+                      flush=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    rates = {n: run["events_per_second"] for n, run in runs.items()}
+    latency = {n: {q: percentile(run["latencies_ms"], q) for q in (50, 95, 99)}
+               for n, run in runs.items()}
+    lookups = runs[3]["lookup_ms"]
+    p50, p99 = percentile(lookups, 50), percentile(lookups, 99)
+    history = {"history_customers": shop.customers, "history_events": shop.events}
+    return {
+        "B1PG": figure(
+            what="consumer throughput on PostgreSQL, every real-time segment evaluated, "
+                 "1 and 3 consumer processes",
+            value=round(rates[3] / bare, 3), unit="x bare pull+ack (3 consumers)",
+            goal="3 consumers >= 1.5x one", met=rates[3] >= 1.5 * rates[1],
+            baseline=round(bare, 1), baseline_unit="msg/s",
+            summary=f"1: {rates[1]:,.0f} events/s, 3: {rates[3]:,.0f} events/s "
+                    f"({rates[3] / rates[1]:.2f}x one; bare pull {bare:,.0f} msg/s)",
+            events_per_second={str(n): round(r, 1) for n, r in rates.items()},
+            events=lab.scale.throughput_events, **history),
+        "B2PG": figure(
+            what=f"publish → membership committed latency at {lab.scale.rate:,.0f} events/s "
+                 "on PostgreSQL, 1 and 3 consumer processes",
+            value=round(latency[3][50], 1), unit="ms p50 (3 consumers)",
+            goal="p50 <= 250 ms, p99 <= 1000 ms, with 1 and with 3",
+            met=all(q[50] <= 250 and q[99] <= 1000 for q in latency.values())
+            and all(run["committed"] for run in runs.values()),
+            baseline=None,
+            summary="; ".join(f"{n}: p50 {q[50]:,.0f} ms, p95 {q[95]:,.0f}, p99 {q[99]:,.0f}"
+                              for n, q in latency.items()),
+            percentiles_ms={str(n): {f"p{k}": round(v, 1) for k, v in q.items()}
+                            for n, q in latency.items()},
+            samples={str(n): len(run["latencies_ms"]) for n, run in runs.items()},
+            achieved_rate={str(n): round(run["achieved_rate"], 1) for n, run in runs.items()},
+            **history),
+        "B8": figure(
+            what="one membership lookup in PostgreSQL while 3 consumers take "
+                 f"{lab.scale.rate:,.0f} events/s",
+            value=round(p99, 2), unit="ms p99", goal="p99 <= 10 ms", met=p99 <= 10,
+            baseline=None,
+            summary=f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(lookups):.1f} ms "
+                    f"({len(lookups):,} lookups)",
+            p50_ms=round(p50, 2), max_ms=round(max(lookups), 2), lookups=len(lookups),
+            refused=0, **history),
+    }
