@@ -37,7 +37,7 @@ from segops.live_schema import ensure_live_schema
 from segops.membership import MembershipDelta, SegmentFailed, SegmentsFailed
 from segops.settings import Settings
 from streaming.live_batch import lock_customers, store_events
-from streaming.live_evaluation import crossed_customers, evaluate_batch
+from streaming.live_evaluation import crossed_customers, evaluate_batch, sweep_query
 from streaming.live_leases import EVERYONE, OUTBOX, SWEEP, release, take_lease, wait_for_lease
 from streaming.live_outbox import mark_published, unpublished
 from streaming.live_plan import LivePlan
@@ -83,6 +83,8 @@ class LiveConsumer(StreamLoop):
         self.tracking_plan = LivePlan(settings.tracking_plan)
         self.feed = ChangeFeed(settings, "realtime") if self.config.publish_changes else None
         self.leases: set[int] = set()
+        # the time sweep's query, translated once for each evaluator (a new manifest, a new one)
+        self._sweep_query: tuple[object, str | None] = (None, None)
 
     # -- setup -----------------------------------------------------------------------------
 
@@ -197,8 +199,9 @@ class LiveConsumer(StreamLoop):
                     stored = [e for e in unique if e.event_id in new_ids]
                     store_violations(self.pg, stored)
                     store_dead_letters(self.pg, rejected)
-                    self.engine.load(self.pg, scope)
-                    self.engine.apply_traits(self.pg, trait_changes(stored))
+                    traits = trait_changes(stored)
+                    self.engine.load(self.pg, scope, tables=self._tables_read(segments, traits))
+                    self.engine.apply_traits(self.pg, traits)
                     laps.mark("store")
                     found = evaluate_batch(self.pg, self.segments.evaluator, self.engine,
                                            segments, scope, now, together=together)
@@ -228,6 +231,14 @@ class LiveConsumer(StreamLoop):
                                          found[(segment, "exit")]) for segment in segments),
             evaluated_at=now, seconds=time.monotonic() - started, steps=laps.seconds)
 
+    def _tables_read(self, segments: list[str], traits: list) -> set[str]:
+        """The raw tables a batch copies: those `segments` read, and the profiles and their
+        history when the batch sets traits."""
+        queries = self.segments.evaluator.queries
+        read = {relation.replace('"', "") for name in segments
+                for relation in queries[name].sources.values()}
+        return read | ({"raw.customers", "raw.customer_traits"} if traits else set())
+
     def _sweep(self, now: datetime) -> set[str]:
         """The customers time alone may have moved since the last sweep (whoever ran it), and
         the sweep moved on to `now`; in the batch's transaction, so a rollback sweeps again."""
@@ -236,7 +247,10 @@ class LiveConsumer(StreamLoop):
         if row is None or row[0] >= now:
             return set()
         self.pg.execute("update segops.stream_state set at = %s where name = 'sweep'", [now])
-        return crossed_customers(self.pg, self.segments.evaluator, row[0], now)
+        if self._sweep_query[0] is not self.segments.evaluator:
+            self._sweep_query = (self.segments.evaluator,
+                                 sweep_query(self.pg, self.segments.evaluator))
+        return crossed_customers(self.pg, self._sweep_query[1], row[0], now)
 
     def _holds(self, lease: int) -> bool:
         """Whether this consumer holds `lease`, asking for it when it does not."""

@@ -53,25 +53,39 @@ def evaluate_batch(pg: psycopg.Connection, evaluator: RealtimeEvaluator, engine:
                        source="realtime", changed_at=now)
 
 
-def crossed_customers(pg: psycopg.Connection, evaluator: RealtimeEvaluator, since: datetime,
-                      now: datetime) -> set[str]:
-    """The customers whose membership time alone may have flipped between `since` and `now`:
-    a row whose compared value a time boundary passed (see streaming/time_boundaries.py),
-    found by PostgreSQL on the live tables (the comparisons, DuckDB SQL, are translated)."""
-    found: set[str] = set()
+def sweep_query(pg: psycopg.Connection, evaluator: RealtimeEvaluator) -> str | None:
+    """One PostgreSQL query for the customers whose membership time alone may have flipped
+    between %(since)s and %(now)s: a row whose compared value a time boundary passed (see
+    streaming/time_boundaries.py). The comparisons are DuckDB SQL, translated once; None when
+    no segment depends on time."""
+    columns: dict[str, frozenset[str]] = {}
+    sweeps: dict[str, None] = {}
     for query in evaluator.queries.values():
         relations = sorted(set(query.sources.values()))
         for group in query.boundaries:
             for boundary in group:
                 for relation in relations:
-                    if not boundary.columns <= _columns(pg, relation):
+                    if relation not in columns:
+                        columns[relation] = _columns(pg, relation)
+                    if not boundary.columns <= columns[relation]:
                         continue
-                    low, high = boundary.now_at_time(since), boundary.now_at_time(now)
-                    sweep = (f"select customer_id from {relation} where ({boundary.value_sql}) "
-                             f"between least({low}, {high}) and greatest({low}, {high})")
-                    (translated,) = sqlglot.transpile(sweep, read=DIALECT, write="postgres")
-                    found.update(row[0] for row in pg.execute(translated).fetchall())
-    return found
+                    since, now = boundary.now_at("since"), boundary.now_at("now")
+                    sweeps[f"select customer_id from {relation} where ({boundary.value_sql}) "
+                           f"between least({since}, {now}) and greatest({since}, {now})"] = None
+    if not sweeps:
+        return None
+    (translated,) = sqlglot.transpile(" union ".join(sweeps), read=DIALECT, write="postgres")
+    # a literal % in the SQL must not read as a parameter
+    return (translated.replace("%", "%%").replace("%%(since)s", "%(since)s")
+            .replace("%%(now)s", "%(now)s"))
+
+
+def crossed_customers(pg: psycopg.Connection, sweep: str | None, since: datetime,
+                      now: datetime) -> set[str]:
+    """The customers `sweep` (see sweep_query) finds between `since` and `now`."""
+    if sweep is None:
+        return set()
+    return {row[0] for row in pg.execute(sweep, {"since": since, "now": now}).fetchall()}
 
 
 def _columns(pg: psycopg.Connection, relation: str) -> frozenset[str]:

@@ -33,12 +33,16 @@ class ScopeEngine:
                         for table in SCOPED_TABLES}
 
     def load(self, pg: psycopg.Connection, customers: Iterable[str],
-             since: datetime | None = None) -> None:
+             since: datetime | None = None, tables: Iterable[str] = SCOPED_TABLES) -> None:
         """Replace the raw tables' rows by the customers' rows in PostgreSQL (their events
-        from `since` on, when the segments read no further back)."""
+        from `since` on, when the segments read no further back); only `tables`, the rest
+        emptied."""
         scope = sorted(set(customers))
+        wanted = set(tables)
         for table in SCOPED_TABLES:
             self.con.execute(f"delete from {table}")
+            if table not in wanted:
+                continue
             where = "customer_id = any(%s)"
             params: list = [scope]
             if table == "raw.events" and since is not None:

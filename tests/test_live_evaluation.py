@@ -12,7 +12,7 @@ from segops.events import Event
 from segops.settings import load_settings
 from streaming.evaluator import RealtimeEvaluator
 from streaming.live_batch import lock_customers, store_events
-from streaming.live_evaluation import crossed_customers, evaluate_batch
+from streaming.live_evaluation import crossed_customers, evaluate_batch, sweep_query
 from streaming.live_scope import ScopeEngine
 
 NOW = datetime(2026, 6, 1, 12, 0)
@@ -74,7 +74,7 @@ def test_time_alone_moves_a_customer_once_postgres_finds_the_boundary_passed(liv
                                shop_event("b1", "bob", "product_view", 10, cart)], NOW)
         assert members(con) == set(), "ann's cart is 29 minutes old"
         later = NOW + timedelta(minutes=2)
-        crossed = crossed_customers(con, evaluator, NOW, later)
+        crossed = crossed_customers(con, sweep_query(con, evaluator), NOW, later)
         assert crossed == {"ann"}, "the cart passed 30 minutes; bob's views pass no boundary yet"
         with con.transaction():
             lock_customers(con, crossed)
