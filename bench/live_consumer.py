@@ -1,5 +1,5 @@
 """One consumer on PostgreSQL in a process of its own, as replicas run, for B1, B2 and B8: it
-notes each batch's commit (wall time, messages) and each message's publish → commit latency,
+notes each batch's commit (wall time, messages, where its time went) and each message's publish → commit latency,
 and writes them to the JSON file it is given when it stops (SIGTERM drains, then writes).
 
     python -m bench.live_consumer OUT.json   (settings from SEGOPS_* as for `segops stream`)
@@ -25,11 +25,13 @@ def main(out: Path) -> None:
     settings = load_settings()
     commits: list[tuple[float, int]] = []
     latencies: list[tuple[float, float]] = []  # (publish time, ms to commit)
+    steps: list[tuple[float, dict[str, float]]] = []  # (commit time, BatchOutcome.steps)
 
     def on_commit(batch, outcome) -> None:
         committed = utc_now()
         if batch:
             commits.append((time.time(), len(batch)))
+            steps.append((time.time(), outcome.steps))
         latencies.extend(((m.publish_time - committed).total_seconds() + time.time(),
                           (committed - m.publish_time).total_seconds() * 1000)
                          for m in batch if m.publish_time)
@@ -38,7 +40,8 @@ def main(out: Path) -> None:
                             on_commit=on_commit)
     signal.signal(signal.SIGTERM, lambda *_: consumer.stop())
     consumer.run(PubSubSource(subscription_path(settings)))
-    out.write_text(json.dumps({"commits": commits, "latencies": latencies}))
+    out.write_text(json.dumps({"commits": commits, "latencies": latencies,
+                                       "steps": steps}))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,15 @@ from pathlib import Path
 
 import psycopg
 
-from bench.harness import Lab, figure, overridden, percentile, traffic, wait_for
+from bench.harness import (
+    Lab,
+    figure,
+    median_steps_ms,
+    overridden,
+    percentile,
+    traffic,
+    wait_for,
+)
 from bench.stream import bare_pull_rate, publish_elsewhere
 from demo.postgres import LocalPostgres
 from demo.producer import publish
@@ -119,6 +127,8 @@ def run_consumers(lab: Lab, server: LocalPostgres, settings, count: int) -> dict
     latencies = [ms for m in measured for published, ms in m["latencies"]
                  if published >= live_from]
     return {
+        "steps_ms": median_steps_ms([laps for m in measured for at, laps in m["steps"]
+                                     if at >= live_from]),
         "events_per_second": scale.throughput_events / (commits[-1][0] - commits[0][0]),
         "latencies_ms": latencies, "lookup_ms": lookup_ms, "committed": committed,
         "published": report.published, "achieved_rate": report.rate,
@@ -175,6 +185,7 @@ def measure(lab: Lab) -> dict[str, dict]:
                             for n, q in latency.items()},
             samples={str(n): len(run["latencies_ms"]) for n, run in runs.items()},
             achieved_rate={str(n): round(run["achieved_rate"], 1) for n, run in runs.items()},
+            median_steps_ms={str(n): run["steps_ms"] for n, run in runs.items()},
             **history),
         "B8": figure(
             what="one membership lookup in PostgreSQL while 3 consumers take "
