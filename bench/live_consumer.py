@@ -1,6 +1,7 @@
 """One consumer on PostgreSQL in a process of its own, as replicas run, for B1, B2 and B8: it
-notes each batch's commit (wall time, messages, where its time went) and each message's publish → commit latency,
-and writes them to the JSON file it is given when it stops (SIGTERM drains, then writes).
+notes each batch's commit (wall time, messages, where its time went) and each message's
+publish → commit latency, and writes them to the JSON file it is given when it stops (SIGTERM
+drains, then writes).
 
     python -m bench.live_consumer OUT.json   (settings from SEGOPS_* as for `segops stream`)
 """
