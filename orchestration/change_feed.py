@@ -16,7 +16,7 @@ from segops.catalog import Segment
 from segops.change_feed import publish_backlog
 from segops.errors import SegOpsError
 from segops.settings import Settings
-from segops.warehouse import WarehouseBusy, WarehouseMissing, connect
+from segops.warehouse import WarehouseBusy, WarehouseMissing
 
 CHANGE_FEED = dg.AssetKey(["activation", "segment_changes"])
 RETRY_AFTER_SECONDS = 600  # a backlog a failed run left is requested again after this long
@@ -67,7 +67,7 @@ def batch_changes_sensor(
     context: dg.SensorEvaluationContext, warehouse: WarehouseResource
 ) -> dg.SensorResult | dg.SkipReason:
     try:
-        with connect(warehouse.database, read_only=True, timeout=10) as con:
+        with warehouse.read_live_state(timeout=10) as con:
             pending, newest = con.execute(
                 "select count(*), max(change_id) from segops.segment_membership_changes "
                 "where source = 'batch' and published_at is null"

@@ -9,7 +9,7 @@ from orchestration.resources import WarehouseResource
 from segops.clock import utc_now
 from segops.event_report import EventTypeReport, event_types
 from segops.tracking_plan import PlanError, load_plan
-from segops.warehouse import WarehouseBusy, WarehouseMissing, connect
+from segops.warehouse import WarehouseBusy, WarehouseMissing
 
 TRACKING_PLAN = "tracking_plan"
 
@@ -52,7 +52,7 @@ def event_types_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse
                        ) -> dg.SensorResult | dg.SkipReason:
     try:
         plan = load_plan()
-        with connect(warehouse.database, read_only=True, timeout=10) as con:
+        with warehouse.read_live_state(timeout=10) as con:
             reports = event_types(con, plan, utc_now())
     except PlanError as error:
         return dg.SkipReason(str(error))

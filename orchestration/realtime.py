@@ -9,7 +9,7 @@ from orchestration.resources import WarehouseResource
 from segops.catalog import Segment
 from segops.clock import utc_now
 from segops.heartbeat import latest_heartbeat
-from segops.warehouse import WarehouseBusy, WarehouseMissing, connect
+from segops.warehouse import WarehouseBusy, WarehouseMissing
 
 BUSY_TIMEOUT_SECONDS = 10.0
 
@@ -29,8 +29,7 @@ def build_realtime_sensor(segments: list[Segment]) -> dg.SensorDefinition:
     ) -> dg.SensorResult | dg.SkipReason:
         cursor = json.loads(context.cursor) if context.cursor else {"change_id": 0}
         try:
-            with connect(warehouse.database, read_only=True,
-                         timeout=BUSY_TIMEOUT_SECONDS) as con:
+            with warehouse.read_live_state(timeout=BUSY_TIMEOUT_SECONDS) as con:
                 changes = con.execute(
                     """
                     select c.segment, count(*) filter (where c.change = 'enter'),

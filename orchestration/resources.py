@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import duckdb
 from dagster_dbt import DbtProject
@@ -12,6 +12,7 @@ from dagster_duckdb import DuckDBResource
 
 from orchestration.nightly.dbt_runner import DbtResource
 from segops import warehouse
+from segops.live_state import read_live_state
 from segops.settings import Settings
 
 
@@ -19,11 +20,17 @@ class WarehouseResource(DuckDBResource):
     """DuckDB resource that shares the lock etiquette of every other SegOps process."""
 
     timeout_seconds: float = 600.0
+    # Where the live tables are when they are not in the file (SEGOPS_POSTGRES_DSN).
+    postgres_dsn: str | None = None
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         with warehouse.connect(self.database, timeout=self.timeout_seconds) as con:
             yield con
+
+    def read_live_state(self, timeout: float) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        """Read-only DuckDB on the live tables, wherever they are (segops.live_state)."""
+        return read_live_state(self.database, self.postgres_dsn, timeout=timeout)
 
 
 def build_dbt_project(settings: Settings) -> DbtProject:
@@ -42,5 +49,6 @@ def build_resources(settings: Settings, project: DbtProject) -> dict[str, object
             profiles_dir=str(settings.dbt_project_dir),
             target_dir=str(settings.dbt_target_dir),
         ),
-        "warehouse": WarehouseResource(database=str(settings.warehouse)),
+        "warehouse": WarehouseResource(database=str(settings.warehouse),
+                                       postgres_dsn=settings.postgres_dsn),
     }

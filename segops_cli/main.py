@@ -239,12 +239,12 @@ def cmd_diff(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_events(args: argparse.Namespace, settings: Settings) -> None:
     from segops.event_report import event_types
+    from segops.live_state import read_live_state
     from segops.tracking_plan import load_plan
-    from segops.warehouse import connect
     from segops_cli.reports import print_event_types
 
     plan = load_plan(settings.tracking_plan)
-    with connect(settings.warehouse, read_only=True) as con:
+    with read_live_state(settings.warehouse, settings.postgres_dsn) as con:
         reports = event_types(con, plan, utc_now())
     if args.json:
         print(json.dumps([report.to_dict() for report in reports], indent=1))

@@ -11,16 +11,16 @@ import pandas as pd
 
 from segops.catalog import Catalog
 from segops.errors import SegOpsError
+from segops.live_state import read_live_state
 from segops.membership import current_members, members_at
 from segops.settings import Settings
-from segops.warehouse import connect
 
 FORMATS = ("csv", "json", "parquet")
 
 
 def membership_frame(settings: Settings, segment: str, at: datetime | None) -> pd.DataFrame:
     Catalog.load(settings.manifest_path).segment(segment)
-    with connect(settings.warehouse, read_only=True) as con:
+    with read_live_state(settings.warehouse, settings.postgres_dsn) as con:
         if at is None:
             return current_members(con, segment)
         return members_at(con, segment, at)

@@ -11,16 +11,16 @@ from segops.catalog import Catalog, Segment
 from segops.clock import utc_now
 from segops.event_report import EventTypeReport
 from segops.heartbeat import Heartbeat, latest_heartbeat
+from segops.live_state import read_live_state
 from segops.membership import customer_history
 from segops.preview import PreviewResult
 from segops.settings import Settings
-from segops.warehouse import connect
 
 
 def print_segments(settings: Settings, console: Console, sample: int = 0) -> None:
     """Every segment: refresh mode, size, last change and how long ago that was."""
     catalog = Catalog.load(settings.manifest_path)
-    with connect(settings.warehouse, read_only=True) as con:
+    with read_live_state(settings.warehouse, settings.postgres_dsn) as con:
         stats = {
             row[0]: row[1:]
             for row in con.execute(
@@ -123,7 +123,7 @@ def print_preview(result: PreviewResult, console: Console) -> None:
 
 
 def print_history(settings: Settings, customer_id: str, console: Console) -> None:
-    with connect(settings.warehouse, read_only=True) as con:
+    with read_live_state(settings.warehouse, settings.postgres_dsn) as con:
         history = customer_history(con, customer_id)
     if history.empty:
         console.print(f"{customer_id} never entered a segment")

@@ -1,25 +1,33 @@
 """The stream on PostgreSQL, through the real emulator: identify events set traits that the
 segments read in the same batch, time alone moves a customer (swept by the lease holder), the
-change feed reaches downstream in order, and a segment is evaluated for every customer once for
-the stream, not once per consumer."""
+change feed reaches downstream in order, a segment is evaluated for every customer once for the
+stream, not once per consumer, and the command line and the sensor read PostgreSQL."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from datetime import timedelta
 
+import dagster as dg
 import psycopg
 import pytest
 
 from demo.traffic import event
+from orchestration.realtime import build_realtime_sensor
+from orchestration.resources import WarehouseResource
 from segops.clock import utc_now
+from segops_cli.main import main
 from streaming.live_consumer import LiveConsumer
+from streaming.stream_loop import ConsumerConfig
 from tests.projects import project_with_segments, realtime_yml
 from tests.stream_helpers import (
     consumer_running,
     downstream_subscription,
+    incoming,
     publish_all,
+    realtime_segments,
     receive,
     wait_for,
 )
@@ -33,6 +41,7 @@ def project(warehouse, pubsub, live_dsn, tmp_path, monkeypatch):
     settings = project_with_segments(tmp_path, monkeypatch, {
         "dutch": (DUTCH, realtime_yml("dutch")),
     })
+    monkeypatch.setenv("SEGOPS_POSTGRES_DSN", live_dsn)  # for the command line's own settings
     return dataclasses.replace(settings, postgres_dsn=live_dsn)
 
 
@@ -103,3 +112,27 @@ def test_a_segment_is_evaluated_for_everyone_once_for_the_stream(project, caplog
             "evaluated for" in r.message for r in caplog.records))
     again = [r.message for r in caplog.records if "evaluated for" in r.message]
     assert len(again) == 1 and again[0].startswith("dutch "), again
+
+
+def test_the_command_line_and_the_sensor_read_postgres_not_the_file(project, capsys):
+    consumer = LiveConsumer(project, ConsumerConfig(consumer_id="one", publish_changes=False))
+    with consumer.session():
+        consumer.start()
+        consumer.process([incoming(event("bob", "identify", utc_now(), country="NL",
+                                         city="Utrecht"))])
+    project.warehouse.unlink()  # whatever is read comes from PostgreSQL
+
+    main(["members", "dutch", "--format", "json"])
+    (member,) = json.loads(capsys.readouterr().out)
+    assert (member["customer_id"], member["attributes"]) == ("bob", {"city": "Utrecht"})
+    main(["history", "bob"])
+    assert "dutch" in capsys.readouterr().out
+
+    sensor = build_realtime_sensor(realtime_segments(project))
+    result = sensor(dg.build_sensor_context(resources={"warehouse": WarehouseResource(
+        database=str(project.warehouse), postgres_dsn=project.postgres_dsn)}))
+    reported = {e.asset_key.to_user_string() for e in result.asset_events
+                if isinstance(e, dg.AssetMaterialization)}
+    checks = [e for e in result.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
+    assert reported == {"membership/dutch"}
+    assert checks and all(check.passed for check in checks), "one's heartbeat is fresh"
