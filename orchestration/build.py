@@ -12,7 +12,7 @@ from orchestration.events import event_types_sensor, tracking_plan_check
 from orchestration.nightly.dbt_models import build_dbt_assets
 from orchestration.nightly.job import build_nightly_job, build_nightly_schedule
 from orchestration.nightly.membership import build_membership_asset
-from orchestration.nightly.raw import raw_events
+from orchestration.nightly.raw import build_raw_events
 from orchestration.preview import build_preview_job
 from orchestration.realtime import build_realtime_sensor
 from orchestration.resources import build_dbt_project, build_resources
@@ -24,7 +24,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     project = build_dbt_project(settings)
     catalog = Catalog.load(settings.manifest_path)
     dbt_models = build_dbt_assets(project)
-    nightly = build_nightly_job(dbt_models)
+    raw_events = build_raw_events(settings)
+    nightly = build_nightly_job(dbt_models, raw_events)
     return dg.Definitions(
         assets=[
             raw_customers,

@@ -10,9 +10,9 @@ import pytest
 
 from segops.errors import SegOpsError
 from segops.live_copy import copy_to_postgres
+from segops.live_membership import apply_found
 from segops.schema import ensure_schema
 from segops.warehouse import connect
-from streaming.live_batch import apply_found
 
 AT = datetime(2026, 6, 1, 12, 0)
 

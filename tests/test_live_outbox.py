@@ -7,7 +7,7 @@ from datetime import datetime
 
 import psycopg
 
-from streaming.live_batch import apply_found
+from segops.live_membership import apply_found
 from streaming.live_leases import OUTBOX, take_lease
 from streaming.live_outbox import mark_published, unpublished
 

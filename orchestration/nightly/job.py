@@ -6,11 +6,13 @@ from orchestration.customers import raw_customers
 from orchestration.nightly.raw import raw_events
 
 
-def build_nightly_job(dbt_models: dg.AssetsDefinition):
+def build_nightly_job(dbt_models: dg.AssetsDefinition, raw: dg.AssetSpec | dg.AssetsDefinition):
+    """`raw` is the raw events: materialized first when it copies them from PostgreSQL."""
+    copied = [raw] if isinstance(raw, dg.AssetsDefinition) else []
     return dg.define_asset_job(
         name="nightly_segments",
         # dbt's tests of the raw sources run in the same `dbt build`: select their checks too
-        selection=dg.AssetSelection.assets(dbt_models)
+        selection=dg.AssetSelection.assets(dbt_models, *copied)
         | dg.AssetSelection.checks_for_assets(raw_customers.key, raw_events.key)
         | dg.AssetSelection.groups("membership"),
         description="Rebuild every dbt model, then reconcile every segment into membership.",

@@ -5,10 +5,12 @@ evaluation at the stream's last "now") before reconciling, and reports the consu
 """
 
 
+from collections import Counter
 from datetime import datetime
 
 import dagster as dg
 import duckdb
+import psycopg
 
 from orchestration.membership_checks import (
     heartbeat_result,
@@ -21,6 +23,7 @@ from segops.catalog import Catalog, Segment
 from segops.clock import set_session_now, utc_now
 from segops.customers import queue_reevaluation
 from segops.heartbeat import latest_heartbeat
+from segops.live_membership import apply_batch, batch_members, held_count, live_drift, stream_state
 from segops.membership import (
     SegmentContractError,
     SegmentFailed,
@@ -60,6 +63,8 @@ def build_membership_asset(segment: Segment, catalog: Catalog) -> dg.AssetsDefin
         if segment.problems:
             raise dg.Failure(description="\n".join(segment.problems))
         wall = utc_now()
+        if warehouse.postgres_dsn:
+            return _membership_in_postgres(context, warehouse, segment, wall)
         try:
             with warehouse.get_connection() as con:
                 heartbeat = latest_heartbeat(con) if realtime else None
@@ -79,6 +84,39 @@ def build_membership_asset(segment: Segment, catalog: Catalog) -> dg.AssetsDefin
         return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
     return membership
+
+
+def _membership_in_postgres(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                            segment: Segment, wall: datetime) -> dg.MaterializeResult:
+    """A nightly segment applied to PostgreSQL's membership; a real-time one, which the stream
+    keeps there, compared with the batch at the time the stream's sweep reached."""
+    realtime = segment.refresh == "realtime"
+    with psycopg.connect(warehouse.postgres_dsn, autocommit=True) as pg:
+        heartbeat, swept = stream_state(pg)
+        at = swept if realtime and swept else wall
+        try:
+            with warehouse.get_connection() as con:
+                found = batch_members(con, segment, at)
+        except duckdb.Error as error:
+            raise dg.Failure(description=f"{segment.name}: {error}") from None
+        if realtime:
+            drift = live_drift(pg, segment, found, at) if swept else None
+            changes: Counter = Counter()
+        else:
+            changes = apply_batch(pg, segment.name, found, at)
+        size = held_count(pg, segment.name)
+    context.log.info(f"{segment.name}: {size} members, "
+                     f"{changes[(segment.name, 'enter')]} entered, "
+                     f"{changes[(segment.name, 'exit')]} exited")
+    metadata = {
+        "size": dg.MetadataValue.int(size),
+        "enters": dg.MetadataValue.int(changes[(segment.name, "enter")]),
+        "exits": dg.MetadataValue.int(changes[(segment.name, "exit")]),
+        "evaluated_at": dg.MetadataValue.text(at.isoformat(sep=" ")),
+        "kept_by": dg.MetadataValue.text("the stream" if realtime else "the nightly job"),
+    }
+    checks = [parity_result(drift), heartbeat_result(heartbeat, wall)] if realtime else []
+    return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
 
 def _reconcile(con: duckdb.DuckDBPyConnection, segment: Segment, at: datetime,

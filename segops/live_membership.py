@@ -1,0 +1,134 @@
+"""The nightly's side of membership when the live tables are in PostgreSQL: a segment evaluated
+over the warehouse's models, applied to PostgreSQL's membership, and the parity of what the
+stream keeps there with the same evaluation.
+
+Real-time segments are the stream's: the nightly measures their drift, and leaves their
+membership to the consumers, which hold each customer's lock while they change it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import duckdb
+import psycopg
+
+from segops.catalog import Segment
+from segops.clock import set_session_now
+from segops.heartbeat import REPLAY_CONSUMER_ID, Heartbeat
+from segops.live_heartbeat import heartbeats
+from segops.membership import members_query
+from segops.parity import SAMPLE, Drift
+
+
+def batch_members(con: duckdb.DuckDBPyConnection, segment: Segment, at: datetime
+                  ) -> list[tuple[str, str, str | None]]:
+    """(segment, customer_id, attributes as JSON text) of the segment's model at `at`."""
+    set_session_now(con, at)
+    query = members_query(con, segment.name, segment.relation)
+    return con.execute(f"select segment, customer_id, attributes::varchar from ({query})"
+                       ).fetchall()
+
+
+def stream_state(pg: psycopg.Connection) -> tuple[Heartbeat | None, datetime | None]:
+    """The latest beat of a live consumer, and the time the stream's sweep reached (every
+    customer is evaluated up to it)."""
+    beats = [beat for beat in heartbeats(pg) if beat.consumer_id != REPLAY_CONSUMER_ID]
+    row = pg.execute("select at from segops.stream_state where name = 'sweep'").fetchone()
+    return (beats[0] if beats else None), (row[0] if row else None)
+
+
+def live_drift(pg: psycopg.Connection, segment: Segment,
+               found: list[tuple[str, str, str | None]], at: datetime) -> Drift:
+    """The stream's membership of `segment` in PostgreSQL against `found` (batch_members at
+    `at`); customers the stream owes a re-evaluation are not compared."""
+    owed = {row[0] for row in pg.execute("select customer_id from segops.reevaluate_queue")}
+    stream = {row[0] for row in pg.execute(
+        "select customer_id from segops.segment_membership where segment = %s",
+        [segment.name])} - owed
+    batch = {customer for _, customer, _ in found} - owed
+    missing, unexpected = sorted(batch - stream), sorted(stream - batch)
+    return Drift(segment=segment.name, evaluated_at=at, batch_size=len(batch),
+                 missing=missing[:SAMPLE], unexpected=unexpected[:SAMPLE],
+                 missing_count=len(missing), unexpected_count=len(unexpected))
+
+
+def held_count(pg: psycopg.Connection, segment: str) -> int:
+    return pg.execute("select count(*) from segops.segment_membership where segment = %s",
+                      [segment]).fetchone()[0]
+
+
+def apply_found(con: psycopg.Connection, found: Sequence[tuple[str, str, str | None]], *,
+                segments: Sequence[str], customers: Iterable[str] | None, source: str,
+                changed_at: datetime) -> Counter[tuple[str, str]]:
+    """Bring the customers' membership of `segments` to `found` (segment, customer_id,
+    attributes as JSON text); `customers` None means every customer. Enters, exits and their
+    changes recorded, attributes kept current. What was already so changes nothing, so a
+    redelivered batch records nothing twice. Returns (segment, enter|exit) counts. The stream
+    runs it under the customers' locks (streaming/live_batch.py).
+
+    One statement: the delta, the membership writes and the changes as data-modifying CTEs,
+    with no temporary tables to create and drop on every batch."""
+    recorded = con.execute(
+        """
+        with found as (
+            select * from jsonb_to_recordset(%(found)s::jsonb)
+                as f (segment text, customer_id text, attributes jsonb)
+        ),
+        held as (
+            select * from segops.segment_membership
+            where segment = any(%(segments)s)
+              and (%(customers)s::text[] is null or customer_id = any(%(customers)s))
+        ),
+        delta as (
+            select h.customer_id, h.segment, 'exit' as change, h.attributes from held as h
+            where not exists (select from found as f
+                              where (f.customer_id, f.segment) = (h.customer_id, h.segment))
+            union all
+            select f.customer_id, f.segment, 'enter', f.attributes from found as f
+            where not exists (select from held as h
+                              where (h.customer_id, h.segment) = (f.customer_id, f.segment))
+            union all
+            select f.customer_id, f.segment, 'update', f.attributes
+            from found as f join held as h using (customer_id, segment)
+            where h.attributes is distinct from f.attributes
+        ),
+        exited as (
+            delete from segops.segment_membership as m using delta as d
+            where d.change = 'exit' and (m.customer_id, m.segment) = (d.customer_id, d.segment)
+        ),
+        updated as (
+            update segops.segment_membership as m set attributes = d.attributes from delta as d
+            where d.change = 'update' and (m.customer_id, m.segment) = (d.customer_id, d.segment)
+        ),
+        entered as (
+            insert into segops.segment_membership
+                (customer_id, segment, entered_at, source, attributes)
+            select customer_id, segment, %(at)s, %(source)s, attributes from delta
+            where change = 'enter'
+        )
+        insert into segops.segment_membership_changes
+            (customer_id, segment, change, changed_at, source, attributes)
+        select customer_id, segment, change, %(at)s, %(source)s, attributes from delta
+        where change <> 'update' order by customer_id, segment
+        returning segment, change
+        """,
+        {"found": "[" + ",".join(
+            f'{{"segment":{json.dumps(segment)},"customer_id":{json.dumps(customer)},'
+            f'"attributes":{attributes or "null"}}}' for segment, customer, attributes in found
+        ) + "]",
+         "customers": None if customers is None else sorted(set(customers)),
+         "segments": list(segments),
+         "at": changed_at, "source": source}).fetchall()
+    return Counter(recorded)
+
+
+def apply_batch(pg: psycopg.Connection, segment: str, found: list[tuple[str, str, str | None]],
+                at: datetime) -> Counter[tuple[str, str]]:
+    """Bring a nightly segment's membership in PostgreSQL to `found`, in one transaction."""
+    with pg.transaction():
+        return apply_found(pg, found, segments=[segment], customers=None, source="batch",
+                           changed_at=at)
