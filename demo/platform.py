@@ -3,6 +3,10 @@
 The Pub/Sub emulator, the streaming consumer, `dagster dev` (webserver and daemon, so the
 schedule and the sensor really run) and a producer of demo traffic, each in its own process
 group. Ctrl-C (or SIGTERM) stops them in reverse order, draining the consumer.
+
+With `postgres`, the live tables go to PostgreSQL (the project's own server under
+`data/postgres`, unless SEGOPS_POSTGRES_DSN names one), filled from the warehouse the first
+time, and `consumers` consumers share the subscription.
 """
 
 from __future__ import annotations
@@ -14,15 +18,18 @@ import sys
 import threading
 from pathlib import Path
 
+import psycopg
 from rich.console import Console
 
 from demo.emulator import PubSubEmulator
+from demo.postgres import LocalPostgres
 from segops.settings import PROJECT_ROOT, Settings
 
 BIN = Path(sys.executable).parent
 
 
-def run_platform(settings: Settings, console: Console, *, rate: float, port: int) -> int:
+def run_platform(settings: Settings, console: Console, *, rate: float, port: int,
+                 postgres: bool = False, consumers: int = 1) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
@@ -33,12 +40,19 @@ def run_platform(settings: Settings, console: Console, *, rate: float, port: int
         emulator = PubSubEmulator(port=8085)
         env["PUBSUB_EMULATOR_HOST"] = emulator.start()
         console.print(f"Pub/Sub emulator on {emulator.host}")
+    server = None
+    if postgres and "SEGOPS_POSTGRES_DSN" not in env:
+        server = LocalPostgres(PROJECT_ROOT / "data" / "postgres")
+        env["SEGOPS_POSTGRES_DSN"] = live_database(server.start())
+        console.print(f"PostgreSQL on port {server.port}, data in {server.folder}")
     segops = [str(BIN / "segops")]
     processes: list[tuple[str, subprocess.Popen]] = []
     try:
         subprocess.run([*segops, "init"], env=env, check=True)
+        if postgres:
+            subprocess.run([*segops, "copy-to-postgres", "--if-empty"], env=env, check=True)
         for name, command in (
-            ("consumer", [*segops, "stream"]),
+            *((f"consumer {n + 1}", [*segops, "stream"]) for n in range(consumers)),
             ("dagster", [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-p", str(port)]),
             ("producer", [*segops, "produce", "--rate", str(rate), "--duration", "86400"]),
         ):
@@ -67,4 +81,16 @@ def run_platform(settings: Settings, console: Console, *, rate: float, port: int
         if emulator:
             emulator.stop()
             console.print("stopped the Pub/Sub emulator")
+        if server:
+            server.stop()
+            console.print("stopped PostgreSQL")
     return 0
+
+
+def live_database(server_dsn: str, name: str = "segops") -> str:
+    """The DSN of database `name` on the server, created if missing."""
+    with psycopg.connect(server_dsn, autocommit=True) as con:
+        if not con.execute("select exists (select from pg_database where datname = %s)",
+                           [name]).fetchone()[0]:
+            con.execute(f"create database {name}")
+    return server_dsn.replace("dbname=postgres", f"dbname={name}")

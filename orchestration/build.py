@@ -10,7 +10,11 @@ from orchestration.change_feed import (
 from orchestration.customers import raw_customers
 from orchestration.events import event_types_sensor, tracking_plan_check
 from orchestration.nightly.dbt_models import build_dbt_assets
-from orchestration.nightly.job import build_nightly_job, build_nightly_schedule
+from orchestration.nightly.job import (
+    build_nightly_job,
+    build_nightly_schedule,
+    build_raw_copy_schedule,
+)
 from orchestration.nightly.membership import build_membership_asset
 from orchestration.nightly.raw import build_raw_events
 from orchestration.preview import build_preview_job
@@ -36,7 +40,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         ],
         asset_checks=[tracking_plan_check],
         jobs=[nightly, publish_changes_job, build_preview_job(settings)],
-        schedules=[build_nightly_schedule(nightly)],
+        schedules=[build_nightly_schedule(nightly),
+                   *([build_raw_copy_schedule(raw_events)]
+                     if isinstance(raw_events, dg.AssetsDefinition) else [])],
         sensors=[build_realtime_sensor(catalog.realtime_segments()), batch_changes_sensor,
                  event_types_sensor],
         resources=build_resources(settings, project),

@@ -31,13 +31,16 @@ COPIED = {
 }
 
 
-def copy_to_postgres(warehouse: Path, dsn: str) -> dict[str, int]:
+def copy_to_postgres(warehouse: Path, dsn: str, *, if_empty: bool = False) -> dict[str, int]:
     """Copy the warehouse's customers, traits, events and membership into empty live tables;
-    the rows copied per table. Refuses to copy over rows already there."""
+    the rows copied per table. Refuses to copy over rows already there, or with `if_empty`
+    copies nothing."""
     with psycopg.connect(dsn) as pg:
         ensure_live_schema(pg)
         occupied = [table for table in COPIED
                     if pg.execute(f"select exists (select from {table})").fetchone()[0]]
+    if occupied and if_empty:
+        return {}
     if occupied:
         raise SegOpsError(f"PostgreSQL already holds rows in {', '.join(occupied)}")
     con = duckdb.connect(config=duckdb_config())

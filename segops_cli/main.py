@@ -67,7 +67,10 @@ def cmd_copy_to_postgres(args: argparse.Namespace, settings: Settings) -> None:
 
     if not settings.postgres_dsn:
         raise SegOpsError("set SEGOPS_POSTGRES_DSN to the PostgreSQL to copy into")
-    copied = copy_to_postgres(settings.warehouse, settings.postgres_dsn)
+    copied = copy_to_postgres(settings.warehouse, settings.postgres_dsn,
+                              if_empty=args.if_empty)
+    if not copied:
+        console.print("PostgreSQL already holds the live tables: nothing copied")
     for table, rows in copied.items():
         console.print(f"{table}: {rows:,} rows")
 
@@ -125,7 +128,10 @@ def cmd_story(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
     from demo.platform import run_platform
 
-    run_platform(settings, console, rate=args.rate, port=args.port)
+    if args.consumers > 1 and not (args.postgres or settings.postgres_dsn):
+        raise SegOpsError("several consumers need the live tables in PostgreSQL: add --postgres")
+    run_platform(settings, console, rate=args.rate, port=args.port, postgres=args.postgres,
+                 consumers=args.consumers)
 
 
 def cmd_preview(args: argparse.Namespace, settings: Settings) -> None:
@@ -323,8 +329,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("init", help="create the warehouse tables and the Pub/Sub topics")
 
-    sub.add_parser("copy-to-postgres", help="copy the warehouse's customers, events and "
-                   "membership into SEGOPS_POSTGRES_DSN, where the stream keeps them")
+    copy = sub.add_parser("copy-to-postgres", help="copy the warehouse's customers, events "
+                          "and membership into SEGOPS_POSTGRES_DSN, where the stream keeps them")
+    copy.add_argument("--if-empty", action="store_true",
+                      help="copy nothing, without an error, when PostgreSQL already holds rows")
 
     stream = sub.add_parser("stream", help="run the streaming consumer")
     stream.add_argument("--until-idle", type=float, help="exit after this many idle seconds")
@@ -344,6 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run emulator, consumer, Dagster and demo traffic together")
     up.add_argument("--rate", type=float, default=20.0, help="demo events per second")
     up.add_argument("--port", type=int, default=3000, help="Dagster UI port")
+    up.add_argument("--postgres", action="store_true",
+                    help="keep the live tables in PostgreSQL (the project's own server under "
+                    "data/postgres unless SEGOPS_POSTGRES_DSN is set)")
+    up.add_argument("--consumers", type=int, default=1,
+                    help="streaming consumers on the subscription (several need --postgres)")
 
     preview = sub.add_parser("preview", help="live reach of a segment before it ships")
     preview.add_argument("target", nargs="?", help="segment name or path to a .sql file")

@@ -1,6 +1,7 @@
 """The nightly job when the stream keeps the live tables in PostgreSQL: it copies what the
-stream stored into the warehouse, builds the models there, applies the nightly segments to
-PostgreSQL's membership, and checks the real-time ones, which the stream keeps, for parity."""
+stream stored into the warehouse (also every five minutes, for preview), builds the models
+there, applies the nightly segments to PostgreSQL's membership, and checks the real-time ones,
+which the stream keeps, for parity."""
 
 from __future__ import annotations
 
@@ -37,9 +38,9 @@ def stream(settings, *events: dict) -> None:
         consumer.process([incoming(e) for e in events])
 
 
-def nightly(settings) -> dg.ExecuteInProcessResult:
+def nightly(settings, job: str = "nightly_segments") -> dg.ExecuteInProcessResult:
     run_dbt(settings, ["parse"])
-    return build_definitions(settings).resolve_job_def("nightly_segments").execute_in_process(
+    return build_definitions(settings).resolve_job_def(job).execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
 
 
@@ -67,7 +68,14 @@ def test_the_nightly_reads_what_the_stream_stored_and_writes_postgres(live_shop)
               for c in first.get_asset_check_evaluations()}
     assert checks[("membership/recent_purchasers", "parity")], "the stream agrees with dbt"
 
-    stream(live_shop, event("berlin", "identify", NOW - day, country="FR"))
+    stream(live_shop, event("berlin", "identify", NOW - day, country="FR"),
+           event("paris", "page_view", NOW - day, path="/"))
+    copied = nightly(live_shop, "copy_live_raw")  # what the five-minute schedule runs
+    assert copied.success
+    with connect(live_shop.warehouse, read_only=True) as con:
+        assert con.execute("select count(*) from raw.events").fetchone()[0] == 5
+        assert con.execute("select country from raw.customers where customer_id = 'berlin'"
+                           ).fetchall() == [("FR",)]
     second = nightly(live_shop)
     assert second.success
     assert rows(live_shop, "select customer_id, change, source from "
