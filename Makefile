@@ -9,7 +9,7 @@ DEMO_CUSTOMERS ?= 20000
 DBT := $(BIN)/dbt --no-use-colors
 DBT_ARGS := --project-dir dbt_project --profiles-dir dbt_project
 
-.PHONY: demo test lint manifest nightly install clean up chaos
+.PHONY: demo test lint manifest nightly install clean up up-postgres chaos
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ $(SEGOPS_WAREHOUSE): | $(BIN)/.installed
 # The live platform: emulator, consumer, Dagster (UI on :3000) and demo traffic; Ctrl-C stops.
 up: manifest $(DAGSTER_HOME)/dagster.yaml $(SEGOPS_WAREHOUSE)
 	$(BIN)/segops up
+
+# The same with the live tables in the project's own PostgreSQL (data/postgres) and three
+# consumers sharing the subscription.
+up-postgres: manifest $(DAGSTER_HOME)/dagster.yaml $(SEGOPS_WAREHOUSE)
+	$(BIN)/segops up --postgres --consumers 3
 
 test: manifest
 	$(BIN)/pytest -q
