@@ -1,5 +1,6 @@
 """Loading customers from a file (CSV with a header, or Parquet): every row checked, the good
-ones applied in one transaction, each bad one reported with its line and reason.
+ones applied in one transaction (in PostgreSQL, one per few thousand customers), each bad one
+reported with its line and reason.
 
 Columns: `customer_id` (required), the typed traits (`email`, `country`, `city`,
 `acquisition_channel`, `signed_up_at`), and any other column as an extra trait. An empty cell
@@ -16,11 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import psycopg
 
 from segops.clock import parse_timestamp
 from segops.customers import TraitChange, apply_trait_changes, queue_reevaluation
 from segops.errors import SegOpsError
 from segops.events import MAX_ID_LENGTH
+from segops.live_membership import lock_customers
+from segops.live_scope import ScopeEngine
 
 FORMATS = {".csv": "read_csv", ".parquet": "read_parquet"}
 
@@ -36,6 +40,36 @@ class LoadReport:
 def load_customers(con: duckdb.DuckDBPyConnection, path: Path, loaded_at: datetime
                    ) -> LoadReport:
     """Apply the file's good rows (in the caller's transaction) and report the bad ones."""
+    changes, report = read_changes(con, path, loaded_at)
+    report.changed = apply_trait_changes(con, changes)
+    queue_reevaluation(con, report.changed, f"load:{path.name}")
+    return report
+
+
+def load_customers_into_postgres(dsn: str, path: Path, loaded_at: datetime,
+                                 chunk: int = 5000) -> LoadReport:
+    """`load_customers` for live tables in PostgreSQL: the same rules run in a DuckDB holding
+    the customers' current rows, `chunk` customers per transaction under their locks (the
+    stream may be changing the same customers), the changed ones queued for the stream."""
+    engine = ScopeEngine()
+    changes, report = read_changes(engine.con, path, loaded_at)
+    with psycopg.connect(dsn) as pg:
+        for start in range(0, len(changes), chunk):
+            part = changes[start:start + chunk]
+            customers = [change.customer_id for change in part]
+            with pg.transaction():
+                lock_customers(pg, customers)
+                engine.load(pg, customers, tables=("raw.customers", "raw.customer_traits"))
+                changed = engine.apply_traits(pg, part)
+                pg.execute("insert into segops.reevaluate_queue (customer_id, reason) "
+                           "select unnest(%s::text[]), %s", [changed, f"load:{path.name}"])
+            report.changed += changed
+    return report
+
+
+def read_changes(con: duckdb.DuckDBPyConnection, path: Path, loaded_at: datetime
+                 ) -> tuple[list[TraitChange], LoadReport]:
+    """The file's good rows as trait changes, and the report of its bad ones."""
     report = LoadReport()
     changes, seen = [], {}
     for where, row in _rows(con, path):
@@ -51,9 +85,7 @@ def load_customers(con: duckdb.DuckDBPyConnection, path: Path, loaded_at: dateti
             seen[change.customer_id] = where
             changes.append(change)
     report.applied = len(changes)
-    report.changed = apply_trait_changes(con, changes)
-    queue_reevaluation(con, report.changed, f"load:{path.name}")
-    return report
+    return changes, report
 
 
 def _rows(con: duckdb.DuckDBPyConnection, path: Path) -> list[tuple[str, dict[str, Any]]]:

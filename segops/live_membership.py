@@ -1,9 +1,13 @@
-"""The nightly's side of membership when the live tables are in PostgreSQL: a segment evaluated
-over the warehouse's models, applied to PostgreSQL's membership, and the parity of what the
-stream keeps there with the same evaluation.
+"""Membership in PostgreSQL: the customers' locks, the one writer, and the nightly's side.
 
-Real-time segments are the stream's: the nightly measures their drift, and leaves their
-membership to the consumers, which hold each customer's lock while they change it.
+Concurrent writers serialize per customer through PostgreSQL itself: a transaction first takes
+an advisory lock per customer it will decide, in the order of the locks' keys, so two that share
+customers run one after the other and never deadlock, and membership for a customer is only
+ever decided while its lock is held. The locks go with the commit (or with the rollback of a
+consumer that died).
+
+Real-time segments are the stream's; the nightly applies its own segments (evaluated over the
+warehouse's models) and measures the real-time ones' parity, leaving their rows alone.
 """
 
 from __future__ import annotations
@@ -61,6 +65,14 @@ def held_count(pg: psycopg.Connection, segment: str) -> int:
                       [segment]).fetchone()[0]
 
 
+def lock_customers(con: psycopg.Connection, customers: Iterable[str]) -> None:
+    """Wait for, then hold until commit, the lock of every customer of the batch."""
+    con.execute("select pg_advisory_xact_lock(key) from (select distinct "
+                "hashtextextended(customer_id, 0) as key from unnest(%s::text[]) as batch "
+                "(customer_id)) as keys order by key",
+                [sorted(set(customers))])
+
+
 def apply_found(con: psycopg.Connection, found: Sequence[tuple[str, str, str | None]], *,
                 segments: Sequence[str], customers: Iterable[str] | None, source: str,
                 changed_at: datetime) -> Counter[tuple[str, str]]:
@@ -68,7 +80,7 @@ def apply_found(con: psycopg.Connection, found: Sequence[tuple[str, str, str | N
     attributes as JSON text); `customers` None means every customer. Enters, exits and their
     changes recorded, attributes kept current. What was already so changes nothing, so a
     redelivered batch records nothing twice. Returns (segment, enter|exit) counts. The stream
-    runs it under the customers' locks (streaming/live_batch.py).
+    runs it under the customers' locks (`lock_customers`).
 
     One statement: the delta, the membership writes and the changes as data-modifying CTEs,
     with no temporary tables to create and drop on every batch."""

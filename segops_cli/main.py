@@ -259,14 +259,17 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_load_customers(args: argparse.Namespace, settings: Settings) -> None:
-    from segops.customer_files import load_customers
+    from segops.customer_files import load_customers, load_customers_into_postgres
     from segops.schema import ensure_schema
     from segops.warehouse import connect, transaction
 
-    with connect(settings.warehouse) as con:
-        ensure_schema(con)
-        with transaction(con):
-            report = load_customers(con, args.file, utc_now())
+    if settings.postgres_dsn:
+        report = load_customers_into_postgres(settings.postgres_dsn, args.file, utc_now())
+    else:
+        with connect(settings.warehouse) as con:
+            ensure_schema(con)
+            with transaction(con):
+                report = load_customers(con, args.file, utc_now())
     for where, why in report.rejected:
         console.print(f"[red]{args.file.name}, {where}:[/red] {why}", highlight=False)
     console.print(

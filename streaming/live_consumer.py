@@ -33,17 +33,17 @@ from segops.change_feed import BATCH, ChangeFeed
 from segops.clock import utc_now
 from segops.heartbeat import BatchCounts
 from segops.live_heartbeat import record_beat
+from segops.live_membership import lock_customers
 from segops.live_schema import ensure_live_schema
+from segops.live_scope import ScopeEngine
 from segops.membership import MembershipDelta, SegmentFailed, SegmentsFailed
 from segops.settings import Settings
-from streaming.live_batch import lock_customers, store_events
 from streaming.live_evaluation import crossed_customers, evaluate_batch, sweep_query
 from streaming.live_leases import EVERYONE, OUTBOX, SWEEP, release, take_lease, wait_for_lease
 from streaming.live_outbox import mark_published, unpublished
 from streaming.live_plan import LivePlan
-from streaming.live_scope import ScopeEngine
 from streaming.live_segments import LiveSegments
-from streaming.live_storage import store_dead_letters, store_violations
+from streaming.live_storage import store_dead_letters, store_events, store_violations
 from streaming.source import Incoming
 from streaming.storage import trait_changes
 from streaming.stream_loop import BatchOutcome, ConsumerConfig, Laps, StreamLoop, lag_ms

@@ -17,10 +17,10 @@ import sqlglot
 from segops.clock import set_session_now
 from segops.errors import SegOpsError
 from segops.live_membership import apply_found
+from segops.live_scope import SCOPED_TABLES, ScopeEngine
 from segops.membership import SegmentContractError, SegmentFailed, stage_found
 from segops.sql import DIALECT
 from streaming.evaluator import RealtimeEvaluator
-from streaming.live_scope import SCOPED_TABLES, ScopeEngine
 
 
 def evaluate_batch(pg: psycopg.Connection, evaluator: RealtimeEvaluator, engine: ScopeEngine,

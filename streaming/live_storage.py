@@ -1,16 +1,41 @@
-"""Storing what else a micro-batch brings, in PostgreSQL and inside the batch's transaction: what
-the tracking plan found wrong in the events it let in, and the bad messages with their reasons.
-The events themselves go through `streaming.live_batch.store_events`."""
+"""Storing a micro-batch in PostgreSQL, inside the batch's transaction: its events (their key
+deduplicates a redelivery), what the tracking plan found wrong in those it let in, and the bad
+messages with their reasons."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 
 import psycopg
 
 from segops.events import Event
 from streaming.source import Incoming
+
+
+def store_events(con: psycopg.Connection, events: list[Event], now: datetime) -> set[str]:
+    """Insert the events; the ids of those that were new (the rest were redeliveries).
+
+    The batch travels as one JSON document (built by the json module's C encoder) rather than
+    as arrays, which the driver would encode value by value in Python."""
+    if not events:
+        return set()
+    rows = con.execute(
+        """
+        insert into raw.events (customer_id, event_id, event_type, occurred_at, properties,
+            ingested_at)
+        select customer_id, event_id, event_type, occurred_at, properties, %s
+        from jsonb_to_recordset(%s::jsonb) as batch (customer_id text, event_id text,
+            event_type text, occurred_at timestamp, properties jsonb)
+        on conflict do nothing returning event_id
+        """,
+        [now, "[" + ",".join(
+            f'{{"customer_id":{json.dumps(e.customer_id)},"event_id":{json.dumps(e.event_id)},'
+            f'"event_type":{json.dumps(e.event_type)},"occurred_at":"{e.occurred_at.isoformat()}",'
+            f'"properties":{e.properties or "null"}}}' for e in events) + "]"],
+    ).fetchall()
+    return {event_id for (event_id,) in rows}
 
 
 def store_violations(con: psycopg.Connection, events: list[Event]) -> None:

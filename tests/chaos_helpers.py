@@ -19,11 +19,11 @@ import psycopg
 from segops.catalog import Catalog
 from segops.clock import set_session_now
 from segops.heartbeat import latest_heartbeat
+from segops.live_scope import ScopeEngine
 from segops.membership import stage_found
 from segops.parity import measure_drift
 from segops.warehouse import connect
 from streaming.evaluator import RealtimeEvaluator
-from streaming.live_scope import ScopeEngine
 from tests.stream_helpers import realtime_segments
 
 SCALE = os.environ.get("SEGOPS_CHAOS_SCALE", "small")

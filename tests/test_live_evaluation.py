@@ -9,11 +9,12 @@ import psycopg
 
 from segops.catalog import Catalog
 from segops.events import Event
+from segops.live_membership import lock_customers
+from segops.live_scope import ScopeEngine
 from segops.settings import load_settings
 from streaming.evaluator import RealtimeEvaluator
-from streaming.live_batch import lock_customers, store_events
 from streaming.live_evaluation import crossed_customers, evaluate_batch, sweep_query
-from streaming.live_scope import ScopeEngine
+from streaming.live_storage import store_events
 
 NOW = datetime(2026, 6, 1, 12, 0)
 

@@ -10,8 +10,8 @@ import psycopg
 
 from segops.customers import TraitChange
 from segops.events import Event
-from streaming.live_batch import store_events
-from streaming.live_scope import ScopeEngine
+from segops.live_scope import ScopeEngine
+from streaming.live_storage import store_events
 
 NOW = datetime(2026, 6, 1, 12, 0)
 

@@ -136,3 +136,19 @@ def test_the_command_line_and_the_sensor_read_postgres_not_the_file(project, cap
     checks = [e for e in result.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
     assert reported == {"membership/dutch"}
     assert checks and all(check.passed for check in checks), "one's heartbeat is fresh"
+
+
+def test_a_customers_file_loaded_into_postgres_moves_the_stream_s_segments(project, tmp_path):
+    consumer = LiveConsumer(project, ConsumerConfig(consumer_id="one", publish_changes=False))
+    loaded = tmp_path / "customers.csv"
+    loaded.write_text("customer_id,country,city\nann,NL,Delft\nbob,FR,Paris\nann,DE,Berlin\n")
+    with consumer.session():
+        consumer.start()
+        with pytest.raises(SystemExit):  # a rejected row makes the command fail
+            main(["load-customers", str(loaded)])
+        assert rows(project, "select customer_id, country from raw.customers "
+                             "order by 1") == [("ann", "NL"), ("bob", "FR")]
+        assert members(project, "dutch") == set(), "not until the stream's next batch"
+        consumer.process([])
+    assert members(project, "dutch") == {"ann"}
+    assert rows(project, "select count(*) from segops.reevaluate_queue") == [(0,)]

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 import psycopg
 
 from segops.events import Event
-from segops.live_membership import apply_found
-from streaming.live_batch import lock_customers, store_events
+from segops.live_membership import apply_found, lock_customers
+from streaming.live_storage import store_events
 from tests.stream_helpers import wait_for
 
 NOW = datetime(2026, 6, 1, 12, 0)
