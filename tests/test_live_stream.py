@@ -152,3 +152,20 @@ def test_a_customers_file_loaded_into_postgres_moves_the_stream_s_segments(proje
         consumer.process([])
     assert members(project, "dutch") == {"ann"}
     assert rows(project, "select count(*) from segops.reevaluate_queue") == [(0,)]
+
+
+def test_a_replay_goes_through_postgres_once_however_often_it_is_run(project, tmp_path, capsys):
+    export = tmp_path / "export.ndjson"
+    export.write_text("\n".join([
+        json.dumps(event("ann", "purchase", utc_now() - timedelta(days=2), order_value=5.0,
+                         order_id="o1")),
+        "not json at all",
+    ]) + "\n")
+    for _ in range(2):
+        main(["replay", str(export), "--no-nightly"])
+        assert rows(project, "select (select count(*) from raw.events), "
+                             "(select count(*) from raw.dead_letters), "
+                             "(select count(*) from segops.segment_membership_changes)") == [
+            (1, 1, 1)]
+    assert members(project, "recent_purchasers") == {"ann"}
+    assert "1 already stored" in capsys.readouterr().out
