@@ -14,6 +14,7 @@
 | B1PG | B1 on PostgreSQL, 1 and 3 consumer processes          | bare pull + ack; 3 vs 1      |
 | B2PG | B2 on PostgreSQL, 1 and 3 consumer processes          | p50 <= 250 ms, p99 <= 1 s    |
 | B8 | one membership lookup while 3 consumers stream          | p99 <= 10 ms                 |
+| B9 | the nightly job while 3 consumers stream on PostgreSQL  | the job alone (<= 1.2x)      |
 
 `--scale small` runs every figure on small sizes in about two minutes: it checks that the
 harness works and writes well-formed results, not a speed. Results are merged into

@@ -4,8 +4,10 @@ its own (as replicas run), on the real emulator and the project's own PostgreSQL
 B1PG: events/s stored and evaluated from a backlog, beside the bare pull + ack of the same run.
 B2PG: publish → membership committed latency at 1,000 events/s.
 B8:   one "is customer X in segment Y" lookup, while three consumers take those 1,000 events/s.
+B9:   the nightly job (copy from PostgreSQL, dbt build, membership) while three consumers take
+      1,000 events/s, against the same job alone; and the stream's latency meanwhile.
 
-    python -m bench --only B1PG,B2PG,B8
+    python -m bench --only B1PG,B2PG,B8,B9
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from bench.harness import (
     traffic,
     wait_for,
 )
+from bench.nightly import run_nightly
 from bench.stream import bare_pull_rate, publish_elsewhere
 from demo.postgres import LocalPostgres
 from demo.producer import publish
@@ -40,7 +43,7 @@ from segops.pubsub import ensure_pubsub
 from segops.settings import load_settings
 from streaming.stream_loop import ConsumerConfig
 
-FIGURES = ("B1PG", "B2PG", "B8")
+FIGURES = ("B1PG", "B2PG", "B8", "B9")
 CONSUMERS = (1, 3)
 
 
@@ -115,6 +118,7 @@ def run_consumers(lab: Lab, server: LocalPostgres, settings, count: int) -> dict
             committed = wait_for(lambda: stored(dsn) >= backlog + report.published,
                                  timeout=120, every=0.2)
             lookup_ms = lookups.finish()
+            nightly = nightly_beside_the_stream(scale, lambda: stored(dsn)) if count == 3 else {}
         finally:
             for consumer in consumers:
                 consumer.terminate()
@@ -123,6 +127,9 @@ def run_consumers(lab: Lab, server: LocalPostgres, settings, count: int) -> dict
             for log in logs:
                 log.close()
     measured = [json.loads(path.read_text()) for path in reports]
+    if nightly:
+        nightly["latencies_ms"] = [ms for m in measured for published, ms in m["latencies"]
+                                   if nightly["from"] <= published <= nightly["to"]]
     commits = sorted(c for m in measured for c in m["commits"] if c[0] < live_from)
     latencies = [ms for m in measured for published, ms in m["latencies"]
                  if published >= live_from]
@@ -131,8 +138,32 @@ def run_consumers(lab: Lab, server: LocalPostgres, settings, count: int) -> dict
                                      if at >= live_from]),
         "events_per_second": scale.throughput_events / (commits[-1][0] - commits[0][0]),
         "latencies_ms": latencies, "lookup_ms": lookup_ms, "committed": committed,
-        "published": report.published, "achieved_rate": report.rate,
+        "published": report.published, "achieved_rate": report.rate, "nightly": nightly,
     }
+
+
+def nightly_beside_the_stream(scale, stored_now) -> dict:
+    """The nightly job alone (after a first night that copies the backlog in), then again while
+    live traffic at the scale's rate flows through the consumers (`segops produce` in its own
+    process, stopped when the job ends): both durations, and the window in which the stream's
+    latencies count."""
+    run_nightly(load_settings())
+    alone = run_nightly(load_settings()).run_seconds
+    before = stored_now()
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "segops_cli", "produce", "--customers",
+         str(scale.stream_customers), "--seed", "4", "--rate", str(scale.rate),
+         "--duration", "3600"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        if not wait_for(lambda: stored_now() > before, timeout=120, every=0.1):
+            raise RuntimeError("no live event reached PostgreSQL within 2 minutes")
+        started = time.time()
+        busy = run_nightly(load_settings()).run_seconds
+        finished = time.time()
+    finally:
+        producer.terminate()
+        producer.wait(timeout=60)
+    return {"alone_seconds": alone, "busy_seconds": busy, "from": started, "to": finished}
 
 
 def measure(lab: Lab) -> dict[str, dict]:
@@ -158,6 +189,9 @@ def measure(lab: Lab) -> dict[str, dict]:
     latency = {n: {q: percentile(run["latencies_ms"], q) for q in (50, 95, 99)}
                for n, run in runs.items()}
     lookups = runs[3]["lookup_ms"]
+    nightly = runs[3]["nightly"]
+    beside = {q: percentile(nightly["latencies_ms"], q) for q in (50, 99)}
+    ratio = nightly["busy_seconds"] / nightly["alone_seconds"]
     p50, p99 = percentile(lookups, 50), percentile(lookups, 99)
     history = {"history_customers": shop.customers, "history_events": shop.events}
     return {
@@ -196,4 +230,17 @@ def measure(lab: Lab) -> dict[str, dict]:
                     f"({len(lookups):,} lookups)",
             p50_ms=round(p50, 2), max_ms=round(max(lookups), 2), lookups=len(lookups),
             refused=0, **history),
+        "B9": figure(
+            what="the nightly job (PostgreSQL copy, dbt, membership) while 3 consumers take "
+                 f"{lab.scale.rate:,.0f} events/s, and the stream's latency meanwhile",
+            value=round(ratio, 3), unit="x the job alone",
+            goal="<= 1.2x alone; stream p99 <= 1000 ms meanwhile",
+            met=ratio <= 1.2 and beside[99] <= 1000,
+            baseline=round(nightly["alone_seconds"], 2), baseline_unit="s alone",
+            summary=f"{nightly['busy_seconds']:.1f} s beside the stream, "
+                    f"{nightly['alone_seconds']:.1f} s alone ({ratio:.2f}x); stream meanwhile "
+                    f"p50 {beside[50]:,.0f} ms, p99 {beside[99]:,.0f} ms",
+            busy_seconds=round(nightly["busy_seconds"], 2), stream_p50_ms=round(beside[50], 1),
+            stream_p99_ms=round(beside[99], 1), samples=len(nightly["latencies_ms"]),
+            **history),
     }

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ("B1", "B1PG", "B2", "B2PG", "B3", "B4", "B5", "B6", "B7", "B8")
+FIGURES = ("B1", "B1PG", "B2", "B2PG", "B3", "B4", "B5", "B6", "B7", "B8", "B9")
 FIELDS = ("value", "unit", "goal", "met", "baseline", "command")
 
 
