@@ -16,6 +16,7 @@ import itertools
 import json
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,7 @@ from bench.harness import (
 )
 from bench.nightly import run_nightly
 from bench.stream import bare_pull_rate, publish_elsewhere
+from demo.emulator import stop_group
 from demo.postgres import LocalPostgres
 from demo.producer import publish
 from segops.live_copy import copy_to_postgres
@@ -153,16 +155,17 @@ def nightly_beside_the_stream(scale, stored_now) -> dict:
     producer = subprocess.Popen(
         [sys.executable, "-m", "segops_cli", "produce", "--customers",
          str(scale.stream_customers), "--seed", "4", "--rate", str(scale.rate),
-         "--duration", "3600"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--duration", "3600"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
     try:
         if not wait_for(lambda: stored_now() > before, timeout=120, every=0.1):
             raise RuntimeError("no live event reached PostgreSQL within 2 minutes")
         started = time.time()
         busy = run_nightly(load_settings()).run_seconds
         finished = time.time()
-    finally:
-        producer.terminate()
-        producer.wait(timeout=60)
+    finally:  # never left publishing into the rest of a run (it may ignore SIGTERM, as a
+        # background job inherits)
+        stop_group(producer, signal.SIGKILL, timeout=10)
     return {"alone_seconds": alone, "busy_seconds": busy, "from": started, "to": finished}
 
 
