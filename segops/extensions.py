@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 
 from segops.errors import SegOpsError
+from segops.sql import literal
 
 # wheel name → the name the extension loads as (the postgres extension is `postgres_scanner`)
 WHEELS = {"ducklake": "ducklake", "postgres": "postgres_scanner"}
@@ -49,6 +50,15 @@ def extension_directory() -> Path:
 def duckdb_config() -> dict[str, str | bool]:
     return {"extension_directory": str(extension_directory()),
             "autoinstall_known_extensions": False}
+
+
+def attach_postgres(con: duckdb.DuckDBPyConnection, dsn: str, *, read_only: bool) -> None:
+    """Attach the PostgreSQL `dsn` as catalog `live`, its extension loaded from the wheel (also
+    on a connection opened without `duckdb_config`, such as the warehouse's)."""
+    con.execute(f"set extension_directory = {literal(str(extension_directory()))}")
+    con.execute("load postgres_scanner")
+    mode = ", read_only" if read_only else ""
+    con.execute(f"attach {literal(dsn)} as live (type postgres{mode})")
 
 
 def _wheel_file(wheel: str, version: str) -> Path:

@@ -12,7 +12,7 @@ import duckdb
 import psycopg
 
 from segops.errors import SegOpsError
-from segops.extensions import duckdb_config
+from segops.extensions import attach_postgres, duckdb_config
 from segops.live_schema import ensure_live_schema
 from segops.sql import literal
 
@@ -45,9 +45,8 @@ def copy_to_postgres(warehouse: Path, dsn: str, *, if_empty: bool = False) -> di
         raise SegOpsError(f"PostgreSQL already holds rows in {', '.join(occupied)}")
     con = duckdb.connect(config=duckdb_config())
     try:
-        con.execute("load postgres_scanner")
         con.execute(f"attach {literal(str(warehouse))} as warehouse (read_only)")
-        con.execute(f"attach {literal(dsn)} as live (type postgres)")
+        attach_postgres(con, dsn, read_only=False)
         copied = {}
         for table, columns in COPIED.items():
             names = ", ".join(columns)

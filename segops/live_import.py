@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 import duckdb
 
-from segops.extensions import extension_directory
+from segops.extensions import attach_postgres
 from segops.live_copy import COPIED
-from segops.sql import literal
 
 # How far back of the newest copied ingestion each copy looks again: far longer than a batch.
 OVERLAP = "interval 10 minute"
@@ -31,9 +30,7 @@ class Imported:
 def import_live_raw(con: duckdb.DuckDBPyConnection, dsn: str) -> Imported:
     """Bring the warehouse's raw tables level with PostgreSQL's, in one transaction of `con`
     (a connection to the warehouse file)."""
-    con.execute(f"set extension_directory = {literal(str(extension_directory()))}")
-    con.execute("load postgres_scanner")
-    con.execute(f"attach {literal(dsn)} as live (type postgres, read_only)")
+    attach_postgres(con, dsn, read_only=True)
     try:
         con.execute("begin")
         events = ", ".join(COPIED["raw.events"])

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import duckdb
 
-from segops.extensions import duckdb_config
-from segops.sql import literal
+from segops.extensions import attach_postgres, duckdb_config
 from segops.warehouse import connect
 
 
@@ -27,8 +26,7 @@ def read_live_state(warehouse: Path | str, postgres_dsn: str | None, *,
         return
     con = duckdb.connect(config=duckdb_config())
     try:
-        con.execute("load postgres_scanner")
-        con.execute(f"attach {literal(postgres_dsn)} as live (type postgres, read_only)")
+        attach_postgres(con, postgres_dsn, read_only=True)
         con.execute("use live")
         yield con
     finally:

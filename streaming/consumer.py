@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -23,7 +22,7 @@ from segops.change_feed import ChangeFeed
 from segops.clock import utc_now
 from segops.customers import take_reevaluation_queue
 from segops.heartbeat import BatchCounts, record_beat, watermark
-from segops.membership import SegmentFailed, SegmentsFailed
+from segops.membership import SegmentFailed
 from segops.schema import ensure_schema
 from segops.settings import Settings
 from segops.warehouse import HeldConnection, transaction
@@ -37,8 +36,7 @@ from streaming.storage import (
     store_traits,
     store_violations,
 )
-from streaming.stream_loop import BatchOutcome, ConsumerConfig, Laps, StreamLoop, lag_ms
-from streaming.validation import validate_all
+from streaming.stream_loop import Batch, BatchOutcome, ConsumerConfig, Laps, StreamLoop
 
 log = logging.getLogger(__name__)
 
@@ -133,68 +131,45 @@ class Consumer(StreamLoop):
 
     def process(self, messages: Sequence[Incoming]) -> BatchOutcome:
         """Store, evaluate and commit one micro-batch; the caller acks after this returns."""
-        started = time.monotonic()
-        now = self.clock()
-        events, rejected = validate_all(messages, now, self.tracking_plan.plan)
-        unique = list({e.event_id: e for e in reversed(events)}.values())
-        segments = self.segments.healthy()
-        together = True
-        while True:
+        batch = Batch.validated(messages, self.clock(), self.tracking_plan.plan)
+        now = batch.now
+        unique = list({e.event_id: e for e in reversed(batch.events)}.values())
+
+        def attempt(segments: list[str], together: bool):
             laps = Laps()
-            try:
-                # The warehouse commits first, then the index by customer: never ahead of it.
-                with (self._connect() as con, self.by_customer.transaction(),
-                      transaction(con)):
-                    laps.mark("open")
-                    if self.feed:
-                        self.feed.mark_accepted(con)
-                    stored = self.by_customer.add(unique, now)  # what is not a redelivery
-                    store_events(con, stored, now)
-                    store_violations(con, stored)
-                    store_traits(con, stored)
-                    store_dead_letters(con, rejected)
-                    owed = take_reevaluation_queue(con)  # customers a load changed
-                    laps.mark("store")
-                    deltas = self.segments.evaluator.evaluate(
-                        con,
-                        touched={e.customer_id for e in unique} | owed,
-                        now=now,
-                        since=self.watermark,
-                        segments=segments,
-                        together=together,
-                        by_customer=self.by_customer,
-                    )
-                    self._beat(con, now, BatchCounts(
-                        messages=len(messages), stored=len(stored),
-                        duplicates=len(events) - len(stored), dead_letters=len(rejected),
-                        lag_ms=lag_ms(messages)))
-                    changes = self.feed.unpublished(con) if self.feed else []
-                    laps.mark("evaluate")
-                laps.mark("commit")
-                break
-            except SegmentsFailed as failure:
-                log.warning("%s; evaluating them one by one to find which", failure)
-                together = False
-            except SegmentFailed as failure:
-                self.segments.mark_failed(failure)
-                segments.remove(failure.segment)
+            # The warehouse commits first, then the index by customer: never ahead of it.
+            with self._connect() as con, self.by_customer.transaction(), transaction(con):
+                laps.mark("open")
+                if self.feed:
+                    self.feed.mark_accepted(con)
+                stored = self.by_customer.add(unique, now)  # what is not a redelivery
+                store_events(con, stored, now)
+                store_violations(con, stored)
+                store_traits(con, stored)
+                store_dead_letters(con, batch.rejected)
+                owed = take_reevaluation_queue(con)  # customers a load changed
+                laps.mark("store")
+                deltas = self.segments.evaluator.evaluate(
+                    con,
+                    touched={e.customer_id for e in unique} | owed,
+                    now=now,
+                    since=self.watermark,
+                    segments=segments,
+                    together=together,
+                    by_customer=self.by_customer,
+                )
+                self._beat(con, now, batch.counts(len(stored)))
+                changes = self.feed.unpublished(con) if self.feed else []
+                laps.mark("evaluate")
+            laps.mark("commit")
+            return len(stored), deltas, changes, laps
+
+        stored, deltas, changes, laps = self.until_committed(attempt)
         self.watermark = now
         if self.feed:
             self.feed.committed()
             self.feed.publish(changes)
-        if messages:
-            log.debug("committed batch: %d messages, %d stored, %d duplicates, %d dead letters",
-                      len(messages), len(stored), len(events) - len(stored), len(rejected))
-        return BatchOutcome(
-            received=len(messages),
-            stored=len(stored),
-            duplicates=len(events) - len(stored),
-            dead_lettered=len(rejected),
-            deltas=tuple(deltas),
-            evaluated_at=now,
-            seconds=time.monotonic() - started,
-            steps=laps.seconds,
-        )
+        return batch.outcome(stored, deltas, laps)
 
     def _connect(self):
         return self.warehouse.use()

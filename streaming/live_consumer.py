@@ -21,7 +21,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,12 +30,11 @@ import psycopg
 
 from segops.change_feed import BATCH, ChangeFeed
 from segops.clock import utc_now
-from segops.heartbeat import BatchCounts
 from segops.live_heartbeat import record_beat
 from segops.live_membership import lock_customers
 from segops.live_schema import ensure_live_schema
 from segops.live_scope import ScopeEngine
-from segops.membership import MembershipDelta, SegmentFailed, SegmentsFailed
+from segops.membership import MembershipDelta, SegmentFailed
 from segops.settings import Settings
 from streaming.live_evaluation import crossed_customers, evaluate_batch, sweep_query
 from streaming.live_leases import EVERYONE, OUTBOX, SWEEP, release, take_lease, wait_for_lease
@@ -46,8 +44,7 @@ from streaming.live_segments import LiveSegments
 from streaming.live_storage import store_dead_letters, store_events, store_violations
 from streaming.source import Incoming
 from streaming.storage import trait_changes
-from streaming.stream_loop import BatchOutcome, ConsumerConfig, Laps, StreamLoop, lag_ms
-from streaming.validation import validate_all
+from streaming.stream_loop import Batch, BatchOutcome, ConsumerConfig, Laps, StreamLoop
 
 log = logging.getLogger(__name__)
 
@@ -178,58 +175,42 @@ class LiveConsumer(StreamLoop):
 
     def process(self, messages: Sequence[Incoming]) -> BatchOutcome:
         """Store, evaluate and commit one micro-batch; the caller acks after this returns."""
-        started = time.monotonic()
-        now = self.clock()
-        events, rejected = validate_all(messages, now, self.tracking_plan.plan)
-        unique = list({(e.customer_id, e.event_id): e for e in reversed(events)}.values())
+        batch = Batch.validated(messages, self.clock(), self.tracking_plan.plan)
+        now = batch.now
+        unique = list({(e.customer_id, e.event_id): e for e in reversed(batch.events)}.values())
         touched = {e.customer_id for e in unique}
-        segments = self.segments.healthy()
         sweeping = self._holds(SWEEP)
-        together = True
-        while True:
+
+        def attempt(segments: list[str], together: bool):
             laps = Laps()
-            try:
-                with self.pg.transaction():
-                    swept = self._sweep(now) if sweeping else set()
-                    owed = _take_queue(self.pg)
-                    scope = sorted(touched | owed | swept)
-                    lock_customers(self.pg, scope)
-                    laps.mark("open")
-                    new_ids = store_events(self.pg, unique, now)
-                    stored = [e for e in unique if e.event_id in new_ids]
-                    store_violations(self.pg, stored)
-                    store_dead_letters(self.pg, rejected)
-                    traits = trait_changes(stored)
-                    self.engine.load(self.pg, scope, tables=self._tables_read(segments, traits))
-                    self.engine.apply_traits(self.pg, traits)
-                    laps.mark("store")
-                    found = evaluate_batch(self.pg, self.segments.evaluator, self.engine,
-                                           segments, scope, now, together=together)
-                    record_beat(self.pg, self.config.consumer_id, evaluated_at=now,
-                                wall=utc_now(), failed_segments=self.segments.failed,
-                                counts=BatchCounts(
-                                    messages=len(messages), stored=len(stored),
-                                    duplicates=len(events) - len(stored),
-                                    dead_letters=len(rejected), lag_ms=lag_ms(messages)))
-                    laps.mark("evaluate")
-                laps.mark("commit")
-                break
-            except SegmentsFailed as failure:
-                log.warning("%s; evaluating them one by one to find which", failure)
-                together = False
-            except SegmentFailed as failure:
-                self.segments.mark_failed(failure)
-                segments.remove(failure.segment)
+            with self.pg.transaction():
+                swept = self._sweep(now) if sweeping else set()
+                owed = _take_queue(self.pg)
+                scope = sorted(touched | owed | swept)
+                lock_customers(self.pg, scope)
+                laps.mark("open")
+                new_ids = store_events(self.pg, unique, now)
+                stored = [e for e in unique if e.event_id in new_ids]
+                store_violations(self.pg, stored)
+                store_dead_letters(self.pg, batch.rejected)
+                traits = trait_changes(stored)
+                self.engine.load(self.pg, scope, tables=self._tables_read(segments, traits))
+                self.engine.apply_traits(self.pg, traits)
+                laps.mark("store")
+                found = evaluate_batch(self.pg, self.segments.evaluator, self.engine,
+                                       segments, scope, now, together=together)
+                record_beat(self.pg, self.config.consumer_id, evaluated_at=now, wall=utc_now(),
+                            counts=batch.counts(len(stored)),
+                            failed_segments=self.segments.failed)
+                laps.mark("evaluate")
+            laps.mark("commit")
+            deltas = [MembershipDelta(segment, found[(segment, "enter")],
+                                      found[(segment, "exit")]) for segment in segments]
+            return len(stored), deltas, laps
+
+        stored, deltas, laps = self.until_committed(attempt)
         self._publish_changes()
-        if messages:
-            log.debug("committed batch: %d messages, %d stored, %d duplicates, %d dead letters",
-                      len(messages), len(stored), len(events) - len(stored), len(rejected))
-        return BatchOutcome(
-            received=len(messages), stored=len(stored), duplicates=len(events) - len(stored),
-            dead_lettered=len(rejected),
-            deltas=tuple(MembershipDelta(segment, found[(segment, "enter")],
-                                         found[(segment, "exit")]) for segment in segments),
-            evaluated_at=now, seconds=time.monotonic() - started, steps=laps.seconds)
+        return batch.outcome(stored, deltas, laps)
 
     def _tables_read(self, segments: list[str], traits: list) -> set[str]:
         """The raw tables a batch copies: those `segments` read, and the profiles and their

@@ -6,16 +6,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 from segops.clock import utc_now
-from segops.membership import MembershipDelta
+from segops.events import Event
+from segops.heartbeat import BatchCounts
+from segops.membership import MembershipDelta, SegmentFailed, SegmentsFailed
+from segops.tracking_plan import TrackingPlan
+from streaming.live_segments import LiveSegments
 from streaming.source import Incoming, MessageSource
+from streaming.validation import validate_all
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,42 @@ class Laps:
         self.seconds[name], self._last = now - self._last, now
 
 
+@dataclass(frozen=True)
+class Batch:
+    """One micro-batch as validated at its "now", and what a consumer reports of it."""
+
+    messages: Sequence[Incoming]
+    now: datetime
+    events: list[Event]
+    rejected: list[tuple[Incoming, str]]
+    started: float  # time.monotonic() when it was taken
+
+    @classmethod
+    def validated(cls, messages: Sequence[Incoming], now: datetime, plan: TrackingPlan
+                  ) -> Batch:
+        started = time.monotonic()
+        events, rejected = validate_all(messages, now, plan)
+        return cls(messages, now, events, rejected, started)
+
+    def counts(self, stored: int) -> BatchCounts:
+        """What the heartbeat adds for this batch, `stored` of its events being new."""
+        return BatchCounts(messages=len(self.messages), stored=stored,
+                           duplicates=len(self.events) - stored,
+                           dead_letters=len(self.rejected), lag_ms=lag_ms(self.messages))
+
+    def outcome(self, stored: int, deltas: Sequence[MembershipDelta], laps: Laps
+                ) -> BatchOutcome:
+        """The batch committed: say so, and what it did."""
+        duplicates = len(self.events) - stored
+        if self.messages:
+            log.debug("committed batch: %d messages, %d stored, %d duplicates, %d dead letters",
+                      len(self.messages), stored, duplicates, len(self.rejected))
+        return BatchOutcome(received=len(self.messages), stored=stored, duplicates=duplicates,
+                            dead_lettered=len(self.rejected), deltas=tuple(deltas),
+                            evaluated_at=self.now, seconds=time.monotonic() - self.started,
+                            steps=laps.seconds)
+
+
 class StreamLoop:
     """Micro-batches in, `process` each (one transaction), ack after it returns; between
     batches `maintain`. A consumer gives `session`, `start`, `process`, `maintain`,
@@ -71,6 +114,7 @@ class StreamLoop:
     config: ConsumerConfig
     on_commit = None
     stopping: threading.Event
+    segments: LiveSegments
 
     def run(self, source: MessageSource, *, until_idle: float | None = None) -> None:
         """Consume until `stop()` or until idle for `until_idle` seconds."""
@@ -86,6 +130,21 @@ class StreamLoop:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def until_committed(self, attempt: Callable[[list[str], bool], T]) -> T:
+        """`attempt(segments, together)` (one transaction) until it commits, with the healthy
+        segments: when they failed evaluated together, again one by one to learn which; a
+        segment that failed is marked failed and left out."""
+        segments, together = self.segments.healthy(), True
+        while True:
+            try:
+                return attempt(segments, together)
+            except SegmentsFailed as failure:
+                log.warning("%s; evaluating them one by one to find which", failure)
+                together = False
+            except SegmentFailed as failure:
+                self.segments.mark_failed(failure)
+                segments.remove(failure.segment)
 
     @contextmanager
     def session(self) -> Iterator[None]:
