@@ -120,7 +120,8 @@ def run_consumers(lab: Lab, server: LocalPostgres, settings, count: int) -> dict
             committed = wait_for(lambda: stored(dsn) >= backlog + report.published,
                                  timeout=120, every=0.2)
             lookup_ms = lookups.finish()
-            nightly = nightly_beside_the_stream(scale, lambda: stored(dsn)) if count == 3 else {}
+            nightly = (nightly_beside_the_stream(scale, lambda: stored(dsn), lab.root)
+                       if count == 3 else {})
         finally:
             for consumer in consumers:
                 consumer.terminate()
@@ -144,11 +145,20 @@ def run_consumers(lab: Lab, server: LocalPostgres, settings, count: int) -> dict
     }
 
 
-def nightly_beside_the_stream(scale, stored_now) -> dict:
+def nightly_beside_the_stream(scale, stored_now, root: Path) -> dict:
     """The nightly job alone (after a first night that copies the backlog in), then again while
     live traffic at the scale's rate flows through the consumers (`segops produce` in its own
     process, stopped when the job ends): both durations, and the window in which the stream's
-    latencies count."""
+    latencies count. The job's dbt writes its own target folder, so the consumers never read a
+    manifest it is writing."""
+    target = root / "live-nightly-target"
+    target.mkdir()
+    shutil.copy(load_settings().manifest_path, target / "manifest.json")
+    with overridden({"SEGOPS_DBT_TARGET_DIR": str(target), "DBT_TARGET_PATH": str(target)}):
+        return _nightly_beside_the_stream(scale, stored_now)
+
+
+def _nightly_beside_the_stream(scale, stored_now) -> dict:
     run_nightly(load_settings())
     alone = run_nightly(load_settings()).run_seconds
     before = stored_now()
