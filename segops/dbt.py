@@ -76,14 +76,20 @@ def compile_segments(settings: Settings) -> dbtRunnerResult:
 def invoke(args: list[str], callbacks: list[Callable[[EventMsg], None]] | None = None,
            manifest: Manifest | None = None) -> dbtRunnerResult:
     """dbt in this process, letting go of the warehouse afterwards: dbt-duckdb keeps its
-    database open, and so locked against every other process, until this process exits."""
+    database open, and so locked against every other process, until this process exits.
+    Its own `close_all_connections` only drops the environment, which closes the database
+    whenever the garbage collector gets to it; until then even this process cannot open the
+    file read-only. So the environment is closed here, with every cursor dbt took from it."""
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
     from dbt.cli.main import dbtRunner
 
     try:
         return dbtRunner(manifest=manifest, callbacks=callbacks).invoke(args)
     finally:
-        DuckDBConnectionManager.close_all_connections()
+        with DuckDBConnectionManager._LOCK:
+            environment, DuckDBConnectionManager._ENV = DuckDBConnectionManager._ENV, None
+        if environment is not None:
+            environment.close()
 
 
 def describe_failure(command: list[str], result: dbtRunnerResult, output: str) -> str:
