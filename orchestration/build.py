@@ -9,11 +9,12 @@ from orchestration.change_feed import (
 )
 from orchestration.customers import raw_customers
 from orchestration.events import event_types_sensor, tracking_plan_check
+from orchestration.lake_maintenance import lake_maintenance, lake_maintenance_schedule
 from orchestration.nightly.dbt_models import build_dbt_assets
 from orchestration.nightly.job import (
+    build_events_flush_schedule,
     build_nightly_job,
     build_nightly_schedule,
-    build_raw_copy_schedule,
 )
 from orchestration.nightly.membership import build_membership_asset
 from orchestration.nightly.raw import build_raw_events
@@ -30,6 +31,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     dbt_models = build_dbt_assets(project)
     raw_events = build_raw_events(settings)
     nightly = build_nightly_job(dbt_models, raw_events)
+    in_lake = bool(settings.postgres_dsn)  # the live state in PostgreSQL, the models in a lake
     return dg.Definitions(
         assets=[
             raw_customers,
@@ -39,10 +41,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             build_change_feed_asset(settings, list(catalog.segments.values())),
         ],
         asset_checks=[tracking_plan_check],
-        jobs=[nightly, publish_changes_job, build_preview_job(settings)],
+        jobs=[nightly, publish_changes_job, build_preview_job(settings),
+              *([lake_maintenance] if in_lake else [])],
         schedules=[build_nightly_schedule(nightly),
-                   *([build_raw_copy_schedule(raw_events)]
-                     if isinstance(raw_events, dg.AssetsDefinition) else [])],
+                   *([build_events_flush_schedule(raw_events), lake_maintenance_schedule]
+                     if in_lake else [])],
         sensors=[build_realtime_sensor(catalog.realtime_segments()), batch_changes_sensor,
                  event_types_sensor],
         resources=build_resources(settings, project),

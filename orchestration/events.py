@@ -37,7 +37,7 @@ def tracking_plan_check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         plan = load_plan()
     except PlanError as error:
         raise dg.Failure(description=str(error)) from None
-    with warehouse.get_connection() as con:
+    with warehouse.read_live_state(timeout=warehouse.timeout_seconds) as con:
         return plan_check_result(event_types(con, plan, utc_now()))
 
 

@@ -1,10 +1,12 @@
-"""The live tables' raw rows copied from PostgreSQL into the warehouse file, where the nightly
-dbt build reads them: the stream stores events in PostgreSQL, the models are built in DuckDB.
+"""The live tables' raw rows copied from PostgreSQL into the warehouse (the lake), where the
+nightly dbt build reads them: the stream stores events in PostgreSQL, the models are built in
+DuckDB.
 
 Events are only ever added, so each copy takes those ingested since shortly before the newest
 the warehouse holds (consumers commit out of order by a batch or so; the margin covers that,
-the key comparison keeps anything from arriving twice). Profiles and their history change in
-place and are small beside the events: they are copied whole.
+the key comparison within it keeps anything from arriving twice, also when a copy is repeated
+after a crash). Profiles and their history change in place: the nightly copies them whole;
+the frequent flush of events leaves them, since preview reads them from PostgreSQL itself.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import duckdb
 
 from segops.extensions import attach_postgres
 from segops.live_copy import COPIED
+from segops.sql import literal
 
 # How far back of the newest copied ingestion each copy looks again: far longer than a batch.
 OVERLAP = "interval 10 minute"
@@ -27,24 +30,33 @@ class Imported:
     traits: int
 
 
-def import_live_raw(con: duckdb.DuckDBPyConnection, dsn: str) -> Imported:
-    """Bring the warehouse's raw tables level with PostgreSQL's, in one transaction of `con`
-    (a connection to the warehouse file)."""
+PROFILES = ("raw.customers", "raw.customer_traits")
+
+
+def import_live_raw(con: duckdb.DuckDBPyConnection, dsn: str, *,
+                    profiles: bool = True) -> Imported:
+    """Bring the raw tables of `con`'s default catalog level with PostgreSQL's in one
+    transaction: the events, and with `profiles` the customers and their trait history."""
     attach_postgres(con, dsn, read_only=True)
     try:
+        _ensure_raw_tables(con)
         con.execute("begin")
         events = ", ".join(COPIED["raw.events"])
+        # A constant bound, so PostgreSQL reads the new events from its index on ingested_at.
+        (newest,) = con.execute("select max(ingested_at) from raw.events").fetchone()
+        since = (f"timestamp {literal(newest.isoformat(sep=' '))} - {OVERLAP}"
+                 if newest else "timestamp '-infinity'")
         (added,) = con.execute(
             f"""
             insert into raw.events ({events})
             select {events} from live.raw.events as e
-            where e.ingested_at >= (select coalesce(max(ingested_at), timestamp '-infinity')
-                                    from raw.events) - {OVERLAP}
+            where e.ingested_at >= {since}
               and not exists (select 1 from raw.events as w
-                              where w.customer_id = e.customer_id and w.event_id = e.event_id)
+                              where w.ingested_at >= {since}
+                                and w.customer_id = e.customer_id and w.event_id = e.event_id)
             """).fetchone()
-        copied = {}
-        for table in ("raw.customers", "raw.customer_traits"):
+        copied = dict.fromkeys(PROFILES, 0)
+        for table in PROFILES if profiles else ():
             columns = ", ".join(COPIED[table])
             con.execute(f"delete from {table}")
             (copied[table],) = con.execute(f"insert into {table} ({columns}) "
@@ -57,3 +69,11 @@ def import_live_raw(con: duckdb.DuckDBPyConnection, dsn: str) -> Imported:
         con.execute("detach live")
     return Imported(events=added, customers=copied["raw.customers"],
                     traits=copied["raw.customer_traits"])
+
+
+def _ensure_raw_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """The copied tables, shaped as PostgreSQL's columns, where they are missing (a new lake)."""
+    con.execute("create schema if not exists raw")
+    for table in ("raw.events", *PROFILES):
+        con.execute(f"create table if not exists {table} as "
+                    f"select {', '.join(COPIED[table])} from live.{table} limit 0")

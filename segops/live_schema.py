@@ -26,6 +26,8 @@ create table if not exists raw.events (
 create index if not exists events_by_time on raw.events (customer_id, occurred_at);
 -- the time sweeps ask which customers' events a boundary passed, across customers
 create index if not exists events_by_occurrence on raw.events (occurred_at);
+-- the flush to the lake and preview's live tail read the events ingested since a moment
+create index if not exists events_by_ingestion on raw.events (ingested_at);
 
 create table if not exists raw.customers (
     customer_id text primary key,

@@ -2,8 +2,8 @@
 
 The target is an existing segment, a .sql file not yet in the project, or inline SQL; all may
 use dbt Jinja (`ref`, `source`, `segops_now()`). Compilation uses an in-memory dbt target, so
-it never touches the warehouse, and is kept for the next call; evaluation opens the warehouse
-read-only.
+it never touches the warehouse, and is kept for the next call; evaluation reads the warehouse
+read-only, or with the live state in PostgreSQL the lake and PostgreSQL (segops.live_reach).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from segops.clock import set_session_now
 from segops.compiled_cache import CompiledCache
 from segops.dbt import COMPILE_TARGET, DbtError, run_dbt
 from segops.errors import SegOpsError
+from segops.live_reach import read_segment_inputs
 from segops.membership import members_query
 from segops.settings import Settings
 from segops.sql import literal, misread_json_arrows, without_database
-from segops.warehouse import connect
 
 if TYPE_CHECKING:
     from dbt.contracts.graph.manifest import Manifest
@@ -160,7 +160,7 @@ def run_preview(settings: Settings, target: Target, at: datetime, *,
     """Evaluate the target read-only at `at`: reach, sample, overlaps and, for a shipped
     segment, who would enter and exit compared with its current membership."""
     started = time.monotonic()
-    with connect(settings.warehouse, read_only=True) as con:
+    with read_segment_inputs(settings) as con:
         set_session_now(con, at)
         try:
             con.execute(

@@ -20,8 +20,11 @@ class Settings:
     events_topic: str
     subscription: str
     changes_topic: str
-    # The live state's PostgreSQL (libpq DSN); when set, the stream keeps it there.
+    # The live state's PostgreSQL (libpq DSN); when set, the stream keeps it there, and the
+    # dbt models and the events' history are kept in a DuckLake cataloged in it.
     postgres_dsn: str | None = None
+    # Where that DuckLake keeps its Parquet files: a folder, or `gs://bucket/prefix/`.
+    lake_data_path: str = ""
 
     @property
     def manifest_path(self) -> Path:
@@ -47,4 +50,5 @@ def load_settings() -> Settings:
         subscription=os.environ.get("SEGOPS_SUBSCRIPTION", "segops-stream"),
         changes_topic=os.environ.get("SEGOPS_CHANGES_TOPIC", "segment-changes"),
         postgres_dsn=os.environ.get("SEGOPS_POSTGRES_DSN") or None,
+        lake_data_path=os.environ.get("SEGOPS_LAKE_DATA_PATH") or f"{warehouse.parent / 'lake'}/",
     )

@@ -20,11 +20,11 @@ import yaml
 from segops.catalog import Catalog, Segment
 from segops.clock import set_session_now
 from segops.errors import SegOpsError
+from segops.live_reach import read_segment_inputs
 from segops.membership import SegmentContractError, members_query
 from segops.preview import compile_inline
 from segops.settings import Settings
 from segops.sql import literal
-from segops.warehouse import connect
 from streaming.scoping import scoped_query
 
 SAMPLE = 5
@@ -111,7 +111,7 @@ def _segment_meta(yml: str) -> dict:
 def _evaluate(settings: Settings, catalog: Catalog, name: str, status: str,
               sources: dict[str, tuple[str, str, dict]], at: datetime) -> SegmentDiff:
     """`sources`: label -> (compiled SQL, where it comes from, its YAML's settings)."""
-    with connect(settings.warehouse, read_only=True) as con:
+    with read_segment_inputs(settings) as con:
         set_session_now(con, at)
         versions = {}
         for label, (compiled, where, meta) in sources.items():

@@ -20,6 +20,7 @@ from segops.live_schema import ensure_live_schema
 from segops.schema import ensure_schema
 from segops.settings import PROJECT_ROOT, Settings, load_settings
 from segops.warehouse import connect
+from tests.live_helpers import NOW
 
 USER_DATA = PROJECT_ROOT / "data"
 
@@ -120,6 +121,15 @@ def live(warehouse: Settings, pubsub: Settings, live_dsn: str,
     """Settings for the stream on PostgreSQL: this test's database, Pub/Sub project and
     manifest; consumer processes it starts inherit them."""
     monkeypatch.setenv("SEGOPS_POSTGRES_DSN", live_dsn)
+    return load_settings()
+
+
+@pytest.fixture
+def live_shop(warehouse: Settings, live_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings with the live state in this test's PostgreSQL database and the models in a
+    lake cataloged there, the clock pinned at live_helpers.NOW; no Pub/Sub."""
+    monkeypatch.setenv("SEGOPS_POSTGRES_DSN", live_dsn)
+    monkeypatch.setenv("SEGOPS_NOW", NOW.isoformat())
     return load_settings()
 
 

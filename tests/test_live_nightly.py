@@ -1,55 +1,18 @@
 """The nightly job when the stream keeps the live tables in PostgreSQL: it copies what the
-stream stored into the warehouse (also every five minutes, for preview), builds the models
-there, applies the nightly segments to PostgreSQL's membership, and checks the real-time ones,
-which the stream keeps, for parity."""
+stream stored into the lake (the events also every five minutes), builds the models there,
+applies the nightly segments to PostgreSQL's membership, and checks the real-time ones, which
+the stream keeps, for parity. The warehouse file plays no part."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-import dagster as dg
-import psycopg
-import pytest
-
 from demo.traffic import event
-from orchestration.build import build_definitions
-from segops.clock import parse_timestamp
-from segops.dbt import run_dbt
-from segops.settings import load_settings
-from segops.warehouse import connect
-from streaming.live_consumer import LiveConsumer
-from streaming.stream_loop import ConsumerConfig
-from tests.stream_helpers import incoming
-
-NOW = parse_timestamp("2026-06-01T12:00:00")
-
-
-@pytest.fixture
-def live_shop(warehouse, live_dsn, monkeypatch):
-    monkeypatch.setenv("SEGOPS_POSTGRES_DSN", live_dsn)
-    monkeypatch.setenv("SEGOPS_NOW", NOW.isoformat())
-    return load_settings()
-
-
-def stream(settings, *events: dict) -> None:
-    consumer = LiveConsumer(settings, ConsumerConfig(consumer_id="one", publish_changes=False))
-    with consumer.session():
-        consumer.start()
-        consumer.process([incoming(e) for e in events])
-
-
-def nightly(settings, job: str = "nightly_segments") -> dg.ExecuteInProcessResult:
-    run_dbt(settings, ["parse"])
-    return build_definitions(settings).resolve_job_def(job).execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
-
-
-def rows(settings, sql: str) -> list[tuple]:
-    with psycopg.connect(settings.postgres_dsn) as con:
-        return con.execute(sql).fetchall()
+from tests.live_helpers import NOW, lake_rows, nightly, rows, stream
 
 
 def test_the_nightly_reads_what_the_stream_stored_and_writes_postgres(live_shop):
+    live_shop.warehouse.unlink()
     day = timedelta(days=1)
     stream(live_shop,
            event("berlin", "identify", NOW - 2 * day, country="DE"),
@@ -58,8 +21,8 @@ def test_the_nightly_reads_what_the_stream_stored_and_writes_postgres(live_shop)
 
     first = nightly(live_shop)
     assert first.success, [e.message for e in first.all_events if e.is_failure]
-    with connect(live_shop.warehouse, read_only=True) as con:
-        assert con.execute("select count(*) from raw.events").fetchone()[0] == 3
+    assert lake_rows(live_shop, "select count(*) from raw.events") == [(60,)]
+    assert lake_rows(live_shop, "select count(*) from segments.dach_customers") == [(1,)]
     assert rows(live_shop, "select customer_id, source from segops.segment_membership "
                            "where segment = 'dach_customers'") == [("berlin", "batch")]
     assert ("buyer", "recent_purchasers") in rows(
@@ -70,15 +33,33 @@ def test_the_nightly_reads_what_the_stream_stored_and_writes_postgres(live_shop)
 
     stream(live_shop, event("berlin", "identify", NOW - day, country="FR"),
            event("paris", "page_view", NOW - day, path="/"))
-    copied = nightly(live_shop, "copy_live_raw")  # what the five-minute schedule runs
-    assert copied.success
-    with connect(live_shop.warehouse, read_only=True) as con:
-        assert con.execute("select count(*) from raw.events").fetchone()[0] == 5
-        assert con.execute("select country from raw.customers where customer_id = 'berlin'"
-                           ).fetchall() == [("FR",)]
+    flushed = nightly(live_shop, "flush_events")  # what the five-minute schedule runs
+    assert flushed.success
+    assert lake_rows(live_shop, "select count(*) from raw.events") == [(5,)]
+    assert lake_rows(live_shop, "select country from raw.customers "
+                                "where customer_id = 'berlin'") == [("DE",)], "the nightly's"
+    again = nightly(live_shop, "flush_events")
+    assert again.success
+    assert lake_rows(live_shop, "select count(*) from raw.events") == [(5,)], "copied once"
     second = nightly(live_shop)
     assert second.success
+    assert lake_rows(live_shop, "select country from raw.customers "
+                                "where customer_id = 'berlin'") == [("FR",)]
     assert rows(live_shop, "select customer_id, change, source from "
                            "segops.segment_membership_changes where segment = 'dach_customers' "
                            "order by change_id") == [("berlin", "enter", "batch"),
                                                      ("berlin", "exit", "batch")]
+
+
+def test_lake_maintenance_merges_the_flushes_files(live_shop):
+    """Each flush writes a file of its own (beyond the few rows the catalog keeps inline); the
+    daily job merges them and the lake reads the same."""
+    for flush in range(3):
+        stream(live_shop, *(event(f"c{flush}", "page_view", NOW + timedelta(seconds=second),
+                                  path=f"/{second}") for second in range(20)))
+        assert nightly(live_shop, "flush_events").success
+    files = "select count(*) from ducklake_list_files('warehouse', 'events', schema => 'raw')"
+    before = lake_rows(live_shop, files)[0][0]
+    assert nightly(live_shop, "lake_maintenance").success
+    assert lake_rows(live_shop, files)[0][0] < before
+    assert lake_rows(live_shop, "select count(*) from raw.events") == [(60,)]

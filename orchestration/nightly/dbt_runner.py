@@ -39,11 +39,13 @@ RUN_FOLDERS_KEPT = 10
 
 class DbtResource(dg.ConfigurableResource):
     """The dbt project, built in this process; every run writes its artifacts to a folder of
-    its own under `target_dir`, as dagster-dbt's runs do."""
+    its own under `target_dir`, as dagster-dbt's runs do. `target` is the profile's target
+    (`lake` when the live state is in PostgreSQL), else the profile's default."""
 
     project_dir: str
     profiles_dir: str
     target_dir: str
+    target: str | None = None
 
     def build(self, context: dg.AssetExecutionContext) -> Iterator[object]:
         """`dbt build` of the step's selection. A failing model does not stop the others: its
@@ -56,6 +58,8 @@ class DbtResource(dg.ConfigurableResource):
         args = ["build", *params.selection_args,
                 "--project-dir", self.project_dir, "--profiles-dir", self.profiles_dir,
                 "--target-path", str(target), "--log-path", str(target)]
+        if self.target:
+            args += ["--target", self.target]
         if params.indirect_selection:
             args += ["--indirect-selection", params.indirect_selection]
         unit_tests: dict[str, dict[str, str]] = {}  # model -> unit test -> status

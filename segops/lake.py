@@ -1,0 +1,88 @@
+"""The DuckLake that holds the dbt models and the events' history when the live state is in
+PostgreSQL: Parquet files under `lake_data_path`, cataloged in the same PostgreSQL (schema
+`ducklake`), so any number of DuckDB processes read and write it at once, each at a snapshot.
+
+It is attached as `warehouse`, the name the dbt models are compiled against in either mode, and
+made the default catalog, so the models' and segments' SQL reads it unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import duckdb
+
+from segops.extensions import duckdb_config, extension_directory
+from segops.settings import Settings
+from segops.sql import literal
+
+ALIAS = "warehouse"
+METADATA_SCHEMA = "ducklake"
+# How long replaced files and expired snapshots are kept: far longer than any read lasts.
+RETENTION = "interval 7 day"
+
+
+def catalog_uri(dsn: str) -> str:
+    return f"ducklake:postgres:{dsn}"
+
+
+def attach_lake(con: duckdb.DuckDBPyConnection, dsn: str, data_path: str, *,
+                read_only: bool) -> None:
+    """Attach the lake cataloged in PostgreSQL `dsn` as `warehouse` (its extension loaded
+    from the wheel). A reader that comes first creates it, empty, rather than fail."""
+    con.execute(f"set extension_directory = {literal(str(extension_directory()))}")
+    con.execute("load ducklake")
+    attach = (f"attach {literal(catalog_uri(dsn))} as {ALIAS} "
+              f"(data_path {literal(data_path)}, metadata_schema {literal(METADATA_SCHEMA)}")
+    if not read_only:
+        con.execute(attach + ")")
+        return
+    try:
+        con.execute(attach + ", read_only)")
+    except duckdb.InvalidInputException as error:
+        if "does not exist" not in str(error):
+            raise
+        con.execute(attach + ")")
+        con.execute(f"detach {ALIAS}")
+        con.execute(attach + ", read_only)")
+
+
+@contextmanager
+def lake_connection(dsn: str, data_path: str, *, read_only: bool = False,
+                    ) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB whose default catalog is the lake."""
+    con = duckdb.connect(config=duckdb_config())
+    try:
+        attach_lake(con, dsn, data_path, read_only=read_only)
+        con.execute(f"use {ALIAS}")
+        yield con
+    finally:
+        con.close()
+
+
+def dbt_environment(settings: Settings) -> dict[str, str]:
+    """What the dbt profile's `lake` target reads from the environment."""
+    return {
+        "SEGOPS_LAKE_CATALOG": catalog_uri(settings.postgres_dsn or ""),
+        "SEGOPS_LAKE_DATA_PATH": settings.lake_data_path,
+        "SEGOPS_DUCKDB_EXTENSIONS": str(extension_directory()),
+    }
+
+
+def maintain(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Keep the lake's file count bounded: write the small commits kept inline in the catalog
+    out as files, merge small adjacent files, expire snapshots older than RETENTION, delete the
+    files no snapshot needs any more. Counts of what was done."""
+    lake = literal(ALIAS)
+    done = {}
+    for what, call in (
+        ("inlined_tables_flushed", f"ducklake_flush_inlined_data({lake})"),
+        ("files_merged", f"ducklake_merge_adjacent_files({lake})"),
+        ("snapshots_expired", f"ducklake_expire_snapshots({lake}, "
+                              f"older_than => now() - {RETENTION})"),
+        ("files_deleted", f"ducklake_cleanup_old_files({lake}, "
+                          f"older_than => now() - {RETENTION})"),
+    ):
+        done[what] = len(con.execute(f"call {call}").fetchall())
+    return done

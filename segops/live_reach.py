@@ -1,0 +1,95 @@
+"""What preview and diff evaluate a segment against, so the reach they show is live.
+
+On the single file: the warehouse, read-only. With the live state in PostgreSQL: an in-memory
+DuckDB that layers the lake and PostgreSQL so the compiled SQL reads, unchanged,
+- `raw.events` as the lake's history plus the tail PostgreSQL holds beyond it (the events
+  ingested since shortly before the lake's newest; the overlap anti-joined on the key),
+- profiles, trait history and membership from PostgreSQL, where the stream keeps them,
+- the models dbt builds as views (staging) over those, from their compiled SQL, and every
+  table model (nightly segments, marts) from the lake, at the snapshot the attach took.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from graphlib import TopologicalSorter
+
+import duckdb
+
+from segops.catalog import Catalog
+from segops.extensions import attach_postgres, duckdb_config
+from segops.lake import ALIAS, attach_lake
+from segops.live_copy import COPIED
+from segops.live_import import OVERLAP
+from segops.settings import Settings
+from segops.sql import literal, without_database
+from segops.warehouse import connect
+
+# Read from PostgreSQL as they are: they change in place, and the stream keeps them there.
+FROM_POSTGRES = ("raw.customers", "raw.customer_traits", "segops.segment_membership")
+
+
+@contextmanager
+def read_segment_inputs(settings: Settings, *,
+                        timeout: float = 120.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only view of everything a segment can read, live."""
+    if not settings.postgres_dsn:
+        with connect(settings.warehouse, read_only=True, timeout=timeout) as con:
+            yield con
+        return
+    con = duckdb.connect(config=duckdb_config())
+    try:
+        attach_lake(con, settings.postgres_dsn, settings.lake_data_path, read_only=True)
+        attach_postgres(con, settings.postgres_dsn, read_only=True)
+        _layer(con, Catalog.load(settings.manifest_path))
+        yield con
+    finally:
+        con.close()
+
+
+def _layer(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
+    in_lake = {row[0] for row in con.execute(
+        "select schema_name || '.' || table_name from duckdb_tables() "
+        f"where database_name = {literal(ALIAS)}").fetchall()}
+    con.execute("create schema raw; create schema segops")
+    con.execute(f"create view raw.events as {_events(con, in_lake)}")
+    for table in FROM_POSTGRES:
+        con.execute(f"create view {table} as select * from live.{table}")
+    views = {m.unique_id: m for m in catalog.nodes.values()
+             if m.materialized == "view" and m.compiled_sql and m.relation}
+    order = TopologicalSorter({uid: [d for d in m.depends_on if d in views]
+                               for uid, m in views.items()}).static_order()
+    for uid in order:
+        schema = views[uid].relation.split(".")[0]
+        con.execute(f"create schema if not exists {schema}")
+        con.execute(f"create view {views[uid].relation} as "
+                    f"{without_database(views[uid].compiled_sql)}")
+    mine = [row[0] for row in con.execute(
+        "select schema_name from duckdb_schemas() where database_name = 'memory'").fetchall()]
+    lakes = [row[0] for row in con.execute(
+        f"select schema_name from duckdb_schemas() where database_name = {literal(ALIAS)}"
+    ).fetchall()]
+    path = [f"memory.{schema}" for schema in mine] + [f"{ALIAS}.{schema}" for schema in lakes]
+    con.execute(f"set search_path = {literal(','.join(path))}")
+
+
+def _events(con: duckdb.DuckDBPyConnection, in_lake: set[str]) -> str:
+    """The lake's events and PostgreSQL's tail. The tail's bound is a constant, so PostgreSQL
+    reads it from its index on `ingested_at` instead of the scanner reading the whole table."""
+    columns = ", ".join(COPIED["raw.events"])
+    if "raw.events" not in in_lake:  # nothing flushed yet
+        return f"select {columns} from live.raw.events"
+    (newest,) = con.execute(f"select max(ingested_at) from {ALIAS}.raw.events").fetchone()
+    if newest is None:
+        return f"select {columns} from live.raw.events"
+    since = f"(timestamp {literal(newest.isoformat(sep=' '))} - {OVERLAP})"
+    return f"""
+        select {columns} from {ALIAS}.raw.events
+        union all
+        select {columns} from live.raw.events as e
+        where e.ingested_at >= {since}
+          and not exists (select 1 from {ALIAS}.raw.events as w
+                          where w.ingested_at >= {since}
+                            and w.customer_id = e.customer_id and w.event_id = e.event_id)
+    """

@@ -1,0 +1,40 @@
+"""Helpers for tests of the live state in PostgreSQL with the models in the lake: a consumer
+in-process, the nightly's jobs, and reading either store."""
+
+from __future__ import annotations
+
+import dagster as dg
+import psycopg
+
+from orchestration.build import build_definitions
+from segops.clock import parse_timestamp
+from segops.dbt import run_dbt
+from segops.lake import lake_connection
+from streaming.live_consumer import LiveConsumer
+from streaming.stream_loop import ConsumerConfig
+from tests.stream_helpers import incoming
+
+NOW = parse_timestamp("2026-06-01T12:00:00")
+
+
+def stream(settings, *events: dict) -> None:
+    consumer = LiveConsumer(settings, ConsumerConfig(consumer_id="one", publish_changes=False))
+    with consumer.session():
+        consumer.start()
+        consumer.process([incoming(e) for e in events])
+
+
+def nightly(settings, job: str = "nightly_segments") -> dg.ExecuteInProcessResult:
+    run_dbt(settings, ["parse"])
+    return build_definitions(settings).resolve_job_def(job).execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def lake_rows(settings, sql: str) -> list[tuple]:
+    with lake_connection(settings.postgres_dsn, settings.lake_data_path, read_only=True) as con:
+        return con.execute(sql).fetchall()
+
+
+def rows(settings, sql: str) -> list[tuple]:
+    with psycopg.connect(settings.postgres_dsn) as con:
+        return con.execute(sql).fetchall()

@@ -1,0 +1,54 @@
+"""Preview and diff with the live state in PostgreSQL: they read the lake's history plus the
+tail PostgreSQL holds beyond it, and profiles and membership from PostgreSQL, so an event a
+consumer committed a moment ago is in the reach, before any flush and with no warehouse file."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from demo.traffic import event
+from segops.live_reach import read_segment_inputs
+from segops.preview import resolve_target, run_preview
+from tests.live_helpers import NOW, nightly, stream
+
+
+def views(customer: str, start_minute: int) -> list[dict]:
+    return [event(customer, "product_view", NOW - timedelta(minutes=start_minute - i),
+                  category="books", price=9.0) for i in range(3)]
+
+
+def reach(settings, segment: str) -> tuple[int, list[str]]:
+    result = run_preview(settings, resolve_target(settings, segment, None), NOW)
+    return result.reach, [customer for customer, _ in result.sample]
+
+
+def test_preview_reads_what_the_stream_committed_a_moment_ago(live_shop):
+    live_shop.warehouse.unlink()
+    stream(live_shop, *views("paris", 30))
+    assert reach(live_shop, "high_intent_browsers") == (1, ["paris"]), "nothing flushed yet"
+
+    assert nightly(live_shop, "flush_events").success
+    stream(live_shop, *views("rome", 20), event("berlin", "identify", NOW, country="DE"))
+    assert reach(live_shop, "high_intent_browsers") == (2, ["paris", "rome"]), "lake + tail"
+    assert reach(live_shop, "dach_customers") == (1, ["berlin"]), "profiles from PostgreSQL"
+    with read_segment_inputs(live_shop) as con:
+        assert con.execute("select count(*), count(distinct event_id) from raw.events"
+                           ).fetchone() == (7, 7), "the flushed events are not read twice"
+
+
+def test_preview_compares_with_the_membership_the_stream_keeps(live_shop):
+    stream(live_shop, *views("paris", 30))
+    result = run_preview(live_shop, resolve_target(live_shop, "high_intent_browsers", None),
+                         NOW + timedelta(minutes=45))
+    assert (result.reach, result.enters, result.exits, result.exit_sample) == (
+        0, 0, 1, ["paris"]), "paris's views leave the hour: the stream's member would exit"
+
+
+def test_a_model_table_is_read_from_the_lake_as_the_nightly_built_it(live_shop):
+    stream(live_shop, event("berlin", "identify", NOW - timedelta(days=1), country="DE"))
+    assert nightly(live_shop).success
+    stream(live_shop, event("vienna", "identify", NOW, country="AT"))
+    built = run_preview(live_shop, resolve_target(
+        live_shop, None, "select customer_id from {{ ref('dach_customers') }}"), NOW)
+    assert [customer for customer, _ in built.sample] == ["berlin"], "the nightly's table"
+    assert reach(live_shop, "dach_customers") == (2, ["berlin", "vienna"]), "its SQL, live"
