@@ -30,22 +30,25 @@ def catalog_uri(dsn: str) -> str:
 def attach_lake(con: duckdb.DuckDBPyConnection, dsn: str, data_path: str, *,
                 read_only: bool) -> None:
     """Attach the lake cataloged in PostgreSQL `dsn` as `warehouse` (its extension loaded
-    from the wheel). A reader that comes first creates it, empty, rather than fail."""
+    from the wheel). The first process to attach creates it, a reader too (empty) rather than
+    fail; one that loses that race attaches what the winner created."""
     con.execute(f"set extension_directory = {literal(str(extension_directory()))}")
     con.execute("load ducklake")
     attach = (f"attach {literal(catalog_uri(dsn))} as {ALIAS} "
               f"(data_path {literal(data_path)}, metadata_schema {literal(METADATA_SCHEMA)}")
-    if not read_only:
-        con.execute(attach + ")")
-        return
     try:
-        con.execute(attach + ", read_only)")
-    except duckdb.InvalidInputException as error:
-        if "does not exist" not in str(error):
+        con.execute(attach + (", read_only)" if read_only else ")"))
+        return
+    except duckdb.InvalidInputException as error:  # a reader finding no lake yet
+        if not read_only or "does not exist" not in str(error):
             raise
+    except duckdb.Error as error:
+        if "already exists" not in str(error):  # another process created it meanwhile
+            raise
+    if read_only:
         con.execute(attach + ")")
         con.execute(f"detach {ALIAS}")
-        con.execute(attach + ", read_only)")
+    con.execute(attach + (", read_only)" if read_only else ")"))
 
 
 @contextmanager

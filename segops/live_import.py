@@ -11,12 +11,15 @@ the frequent flush of events leaves them, since preview reads them from PostgreS
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import duckdb
+import psycopg
 
 from segops.extensions import attach_postgres
 from segops.live_copy import COPIED
+from segops.live_leases import LAKE_COPY, wait_for_lease
 from segops.sql import literal
 
 # How far back of the newest copied ingestion each copy looks again: far longer than a batch.
@@ -36,7 +39,14 @@ PROFILES = ("raw.customers", "raw.customer_traits")
 def import_live_raw(con: duckdb.DuckDBPyConnection, dsn: str, *,
                     profiles: bool = True) -> Imported:
     """Bring the raw tables of `con`'s default catalog level with PostgreSQL's in one
-    transaction: the events, and with `profiles` the customers and their trait history."""
+    transaction: the events, and with `profiles` the customers and their trait history. One
+    copy at a time (the lake's appends never conflict, so two at once would both add them)."""
+    with psycopg.connect(dsn, autocommit=True) as lease:
+        wait_for_lease(lease, LAKE_COPY)
+        return _import(con, dsn, profiles)
+
+
+def _import(con: duckdb.DuckDBPyConnection, dsn: str, profiles: bool) -> Imported:
     attach_postgres(con, dsn, read_only=True)
     try:
         _ensure_raw_tables(con)
@@ -63,7 +73,8 @@ def import_live_raw(con: duckdb.DuckDBPyConnection, dsn: str, *,
                                            f"select {columns} from live.{table}").fetchone()
         con.execute("commit")
     except BaseException:
-        con.execute("rollback")
+        with contextlib.suppress(duckdb.TransactionException):  # a failed commit ended it
+            con.execute("rollback")
         raise
     finally:
         con.execute("detach live")

@@ -9,7 +9,7 @@ back and redelivers; a redelivered event stores nothing and its customer's evalu
 nothing new, so every enter and exit is recorded once whichever consumer sees it.
 
 What must happen once for the stream as a whole is done by the holder of a lease
-(streaming/live_leases.py): the time sweep (who crossed a time boundary since the last sweep),
+(segops/live_leases.py): the time sweep (who crossed a time boundary since the last sweep),
 publishing the change feed (so a customer's changes leave in order), and evaluating a new or
 changed segment for every customer.
 """
@@ -31,13 +31,13 @@ import psycopg
 from segops.change_feed import BATCH, ChangeFeed
 from segops.clock import utc_now
 from segops.live_heartbeat import record_beat
+from segops.live_leases import EVERYONE, OUTBOX, SWEEP, release, take_lease, wait_for_lease
 from segops.live_membership import lock_customers
 from segops.live_schema import ensure_live_schema
 from segops.live_scope import ScopeEngine
 from segops.membership import MembershipDelta, SegmentFailed
 from segops.settings import Settings
 from streaming.live_evaluation import crossed_customers, evaluate_batch, sweep_query
-from streaming.live_leases import EVERYONE, OUTBOX, SWEEP, release, take_lease, wait_for_lease
 from streaming.live_outbox import mark_published, unpublished
 from streaming.live_plan import LivePlan
 from streaming.live_segments import LiveSegments

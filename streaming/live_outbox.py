@@ -1,6 +1,6 @@
 """The change feed's outbox on PostgreSQL: one publisher at a time, in order per customer.
 
-Several consumers may run, but only the holder of the outbox lease (streaming/live_leases.py)
+Several consumers may run, but only the holder of the outbox lease (segops/live_leases.py)
 publishes: two publishers could send one customer's changes out of order (each through its own
 client), while one keeps the ordering key's promise. A change is marked published only after
 Pub/Sub accepted it, so a takeover repeats changes, never loses one.

@@ -5,9 +5,12 @@ the stream keeps, for parity. The warehouse file plays no part."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from demo.traffic import event
+from segops.lake import lake_connection
+from segops.live_import import import_live_raw
 from tests.live_helpers import NOW, lake_rows, nightly, rows, stream
 
 
@@ -21,7 +24,7 @@ def test_the_nightly_reads_what_the_stream_stored_and_writes_postgres(live_shop)
 
     first = nightly(live_shop)
     assert first.success, [e.message for e in first.all_events if e.is_failure]
-    assert lake_rows(live_shop, "select count(*) from raw.events") == [(60,)]
+    assert lake_rows(live_shop, "select count(*) from raw.events") == [(3,)]
     assert lake_rows(live_shop, "select count(*) from segments.dach_customers") == [(1,)]
     assert rows(live_shop, "select customer_id, source from segops.segment_membership "
                            "where segment = 'dach_customers'") == [("berlin", "batch")]
@@ -63,3 +66,19 @@ def test_lake_maintenance_merges_the_flushes_files(live_shop):
     assert nightly(live_shop, "lake_maintenance").success
     assert lake_rows(live_shop, files)[0][0] < before
     assert lake_rows(live_shop, "select count(*) from raw.events") == [(60,)]
+
+
+def test_two_copies_at_once_add_each_event_once(live_shop):
+    """The nightly's copy and the five-minute flush may overlap; the lake, which has no keys,
+    still gets every event once."""
+    stream(live_shop, *(event("c", "page_view", NOW + timedelta(seconds=s), path=f"/{s}")
+                        for s in range(30)))
+
+    def copy() -> None:
+        with lake_connection(live_shop.postgres_dsn, live_shop.lake_data_path) as con:
+            import_live_raw(con, live_shop.postgres_dsn, profiles=False)
+
+    with ThreadPoolExecutor(2) as pool:
+        for done in [pool.submit(copy) for _ in range(2)]:
+            done.result()
+    assert lake_rows(live_shop, "select count(*) from raw.events") == [(30,)]

@@ -7,8 +7,8 @@ from datetime import datetime
 
 import psycopg
 
+from segops.live_leases import OUTBOX, take_lease
 from segops.live_membership import apply_found
-from streaming.live_leases import OUTBOX, take_lease
 from streaming.live_outbox import mark_published, unpublished
 from tests.stream_helpers import wait_for
 
