@@ -18,8 +18,9 @@ import duckdb
 from segops.errors import SegOpsError
 from segops.sql import literal
 
-# wheel name → the name the extension loads as (the postgres extension is `postgres_scanner`)
-WHEELS = {"ducklake": "ducklake", "postgres": "postgres_scanner"}
+# wheel name → the name the extension loads as (the postgres extension is `postgres_scanner`);
+# httpfs reads and writes a lake's files on GCS or S3 (`SEGOPS_LAKE_DATA_PATH=gs://…`)
+WHEELS = {"ducklake": "ducklake", "postgres": "postgres_scanner", "httpfs": "httpfs"}
 
 
 class ExtensionMissing(SegOpsError):

@@ -139,8 +139,18 @@ def apply_found(con: psycopg.Connection, found: Sequence[tuple[str, str, str | N
 
 
 def apply_batch(pg: psycopg.Connection, segment: str, found: list[tuple[str, str, str | None]],
-                at: datetime) -> Counter[tuple[str, str]]:
-    """Bring a nightly segment's membership in PostgreSQL to `found`, in one transaction."""
+                at: datetime, *, has_readers: bool = False) -> Counter[tuple[str, str]]:
+    """Bring a nightly segment's membership in PostgreSQL to `found`, in one transaction. When
+    real-time segments read it (`has_readers`), the customers it moved are queued for the
+    stream to re-evaluate, in the same transaction."""
     with pg.transaction():
-        return apply_found(pg, found, segments=[segment], customers=None, source="batch",
-                           changed_at=at)
+        (before,) = pg.execute("select coalesce(max(change_id), 0) "
+                               "from segops.segment_membership_changes").fetchone()
+        changes = apply_found(pg, found, segments=[segment], customers=None, source="batch",
+                              changed_at=at)
+        if has_readers:
+            pg.execute("insert into segops.reevaluate_queue (customer_id, reason) "
+                       "select distinct customer_id, %s from segops.segment_membership_changes "
+                       "where change_id > %s and segment = %s and source = 'batch'",
+                       [f"nightly:{segment}", before, segment])
+        return changes

@@ -2,7 +2,8 @@
 warehouse's raw tables, so the compiled segment SQL and the trait rules run there unchanged.
 
 The rows are read through the batch's own transaction: they include what it just stored, and
-its customer locks keep anyone else from changing them until it commits.
+its customer locks keep anyone else from changing them until it commits. A model table a
+segment reads (a nightly segment's) is read from the lake, through a view under its own name.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import psycopg
 import pyarrow as pa
 
 from segops.customers import TraitChange, apply_trait_changes
+from segops.lake import ALIAS, attach_lake
 from segops.schema import ensure_schema
 
 SCOPED_TABLES = ("raw.events", "raw.customers", "raw.customer_traits")
@@ -25,9 +27,14 @@ _ARROW_TYPES = {"VARCHAR": pa.string(), "JSON": pa.string(), "TIMESTAMP": pa.tim
 class ScopeEngine:
     """One consumer's DuckDB for its batches: emptied and filled again for each one."""
 
-    def __init__(self, threads: int = 1, memory_limit: str = "256MB"):
+    def __init__(self, threads: int = 1, memory_limit: str = "256MB",
+                 lake: tuple[str, str] | None = None):
+        """`lake`: the PostgreSQL DSN and data path of the lake the models are in, if any."""
         self.con = duckdb.connect(config={"threads": threads, "memory_limit": memory_limit})
         ensure_schema(self.con)
+        self.lake = lake
+        self._lake_attached = False
+        self._from_lake: set[str] = set()
         self.columns = {table: [(name, kind) for name, kind, *_ in
                                 self.con.execute(f"describe {table}").fetchall()]
                         for table in SCOPED_TABLES}
@@ -48,6 +55,29 @@ class ScopeEngine:
             if table == "raw.events" and since is not None:
                 where, params = where + " and occurred_at >= %s", [scope, since]
             self._copy(pg, table, where, params)
+
+    def from_lake(self, relations: Iterable[str]) -> list[str]:
+        """Make these model tables readable here under their own names, as views on the lake
+        (each query reads its latest snapshot, so a nightly rebuild shows at once); the ones
+        the lake does not hold (yet)."""
+        missing = []
+        for relation in relations:
+            if relation in self._from_lake:
+                continue
+            schema, table = relation.replace('"', "").split(".")
+            if self.lake is not None and not self._lake_attached:
+                attach_lake(self.con, *self.lake, read_only=True)
+                self._lake_attached = True
+            if not self._lake_attached or not self.con.execute(
+                    f"select count(*) from duckdb_tables() where database_name = '{ALIAS}' "
+                    "and schema_name = ? and table_name = ?", [schema, table]).fetchone()[0]:
+                missing.append(relation)
+                continue
+            self.con.execute(f"create schema if not exists memory.{schema}")
+            self.con.execute(f"create view memory.{schema}.{table} as "
+                             f"select * from {ALIAS}.{schema}.{table}")
+            self._from_lake.add(relation)
+        return missing
 
     def _copy(self, pg: psycopg.Connection, table: str, where: str, params: list) -> None:
         columns = self.columns[table]

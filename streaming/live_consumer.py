@@ -74,7 +74,8 @@ class LiveConsumer(StreamLoop):
         self.on_commit = on_commit
         self.stopping = threading.Event()
         self.pg: psycopg.Connection | None = None
-        self.engine = ScopeEngine(memory_limit=self.config.batch_memory_limit or "1GB")
+        self.engine = ScopeEngine(memory_limit=self.config.batch_memory_limit or "1GB",
+                                  lake=(settings.postgres_dsn, settings.lake_data_path))
         self.segments = LiveSegments(settings,
                                      retry_failed_seconds=self.config.retry_failed_seconds)
         self.tracking_plan = LivePlan(settings.tracking_plan)

@@ -1,8 +1,8 @@
 """A micro-batch's real-time segments evaluated against the live tables in PostgreSQL.
 
 The batch's customers' rows are in the batch's ScopeEngine (read through its own transaction),
-where the scoped segment SQL runs unchanged; what it finds is applied to membership in
-PostgreSQL.
+where the scoped segment SQL runs unchanged, with any model table it reads (a nightly segment's)
+from the lake; what it finds is applied to membership in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -32,12 +32,13 @@ def evaluate_batch(pg: psycopg.Connection, evaluator: RealtimeEvaluator, engine:
     ran `together`, as for the warehouse)."""
     for name in segments:
         query = evaluator.queries[name]
-        unsupported = [relation for relation in (*query.sources.values(), *query.tables)
-                       if relation.replace('"', "") not in SCOPED_TABLES]
-        if unsupported:
+        missing = engine.from_lake(relation for relation in (*query.sources.values(),
+                                                             *query.tables)
+                                   if relation.replace('"', "") not in SCOPED_TABLES)
+        if missing:
             raise SegmentFailed(name, SegOpsError(
-                f"it reads {', '.join(unsupported)}, which the stream on PostgreSQL does not "
-                f"keep (it keeps {', '.join(SCOPED_TABLES)})"))
+                f"it reads {', '.join(missing)}, which the lake does not hold yet (the "
+                "nightly job builds it)"))
         for copy, relation in query.sources.items():
             engine.con.execute(f"create or replace temp table {copy} as "
                                f"select * from {relation}")

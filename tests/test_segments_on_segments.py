@@ -1,6 +1,7 @@
 """Real-time segments built on other segments: on a real-time one (its SQL inlined, so time and
-events move both together) and on a nightly one (read as its last build left it; the nightly
-run hands the stream the customers it changed)."""
+events move both together) and on a nightly one (read as its last build left it, from the
+warehouse or with the live state in PostgreSQL from the lake; the nightly run hands the stream
+the customers it changed)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from orchestration.build import build_definitions
 from segops.clock import utc_now
 from segops.dbt import run_dbt
 from segops.schema import ensure_schema
+from segops.settings import load_settings
 from segops.warehouse import connect
 from streaming.consumer import Consumer, ConsumerConfig
+from streaming.live_consumer import LiveConsumer
+from tests.live_helpers import nightly, rows
 from tests.projects import project_with_segments, realtime_yml
 from tests.shop import add_customer, add_event
 from tests.stream_helpers import incoming, members, scalar
@@ -99,3 +103,33 @@ def test_a_segment_on_a_nightly_segment_follows_the_nightly_rebuild(project):
     consumer.process([])  # the stream's next batch re-evaluates what the rebuild changed
     assert set(members(project, "vip_carts")) == {"vip"}
     assert scalar(project, "select count(*) from segops.reevaluate_queue") == 0
+
+
+def test_on_postgres_a_segment_on_a_nightly_segment_reads_its_table_in_the_lake(
+        project, live_dsn, monkeypatch):
+    monkeypatch.setenv("SEGOPS_POSTGRES_DSN", live_dsn)
+    settings = load_settings()
+    now = utc_now().replace(microsecond=0)
+    buyers = [event(f"buyer{number}", "purchase", now - timedelta(days=3), order_value=10.0,
+                    order_id=f"b{number}") for number in range(19)]
+    consumer = LiveConsumer(settings, ConsumerConfig(consumer_id="one", publish_changes=False))
+    with consumer.session():
+        consumer.start()
+        consumer.process([incoming(e) for e in [
+            *buyers,
+            event("vip", "purchase", now - timedelta(days=2), order_value=500.0, order_id="o1"),
+            event("vip", "add_to_cart", now - timedelta(minutes=40), category="home",
+                  price=30.0)]])
+        assert "vip_carts" in consumer.segments.failed, "no vip_quarterly in the lake yet"
+        assert rows(settings, "select segment from segops.segment_membership where "
+                              "customer_id = 'vip' order by 1") == [("cart_abandoners",),
+                                                                    ("recent_purchasers",)]
+
+        assert nightly(settings).success  # builds vip_quarterly in the lake, queues who moved
+        assert rows(settings, "select customer_id, reason from segops.reevaluate_queue") == [
+            ("vip", "nightly:vip_quarterly")]
+        consumer.segments.failed.clear()
+        consumer.process([])  # the next batch takes the queue and reads the lake's table
+    assert rows(settings, "select customer_id from segops.segment_membership "
+                          "where segment = 'vip_carts'") == [("vip",)]
+    assert rows(settings, "select count(*) from segops.reevaluate_queue") == [(0,)]

@@ -64,7 +64,7 @@ def build_membership_asset(segment: Segment, catalog: Catalog) -> dg.AssetsDefin
             raise dg.Failure(description="\n".join(segment.problems))
         wall = utc_now()
         if warehouse.postgres_dsn:
-            return _membership_in_postgres(context, warehouse, segment, wall)
+            return _membership_in_postgres(context, warehouse, segment, wall, bool(readers))
         try:
             with warehouse.get_connection() as con:
                 heartbeat = latest_heartbeat(con) if realtime else None
@@ -87,9 +87,11 @@ def build_membership_asset(segment: Segment, catalog: Catalog) -> dg.AssetsDefin
 
 
 def _membership_in_postgres(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                            segment: Segment, wall: datetime) -> dg.MaterializeResult:
-    """A nightly segment applied to PostgreSQL's membership; a real-time one, which the stream
-    keeps there, compared with the batch at the time the stream's sweep reached."""
+                            segment: Segment, wall: datetime,
+                            has_readers: bool) -> dg.MaterializeResult:
+    """A nightly segment applied to PostgreSQL's membership (the customers it moved queued for
+    the real-time segments that read it); a real-time one, which the stream keeps there,
+    compared with the batch at the time the stream's sweep reached."""
     realtime = segment.refresh == "realtime"
     with psycopg.connect(warehouse.postgres_dsn, autocommit=True) as pg:
         heartbeat, swept = stream_state(pg)
@@ -103,7 +105,7 @@ def _membership_in_postgres(context: dg.AssetExecutionContext, warehouse: Wareho
             drift = live_drift(pg, segment, found, at) if swept else None
             changes: Counter = Counter()
         else:
-            changes = apply_batch(pg, segment.name, found, at)
+            changes = apply_batch(pg, segment.name, found, at, has_readers=has_readers)
         size = held_count(pg, segment.name)
     context.log.info(f"{segment.name}: {size} members, "
                      f"{changes[(segment.name, 'enter')]} entered, "
