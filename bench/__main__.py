@@ -13,6 +13,7 @@
 | B7 | consumer resident memory over 10 minutes at 1,000 ev/s  | after the first minute (+10%)|
 | B1PG | B1 on PostgreSQL, 1 and 3 consumer processes          | bare pull + ack; 3 vs 1      |
 | B2PG | B2 on PostgreSQL, 1 and 3 consumer processes          | p50 <= 250 ms, p99 <= 1 s    |
+| B6PG | B6 on PostgreSQL + DuckLake (lake + live tail)        | <= 1 s; the file's B6        |
 | B8 | one membership lookup while 3 consumers stream          | p99 <= 10 ms                 |
 | B9 | the nightly job while 3 consumers stream on PostgreSQL  | the job alone (<= 1.2x)      |
 
