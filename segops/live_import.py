@@ -1,12 +1,15 @@
-"""The live tables' raw rows copied from PostgreSQL into the warehouse (the lake), where the
-nightly dbt build reads them: the stream stores events in PostgreSQL, the models are built in
-DuckDB.
+"""The live tables' raw rows copied from PostgreSQL into the lake, where the nightly dbt
+build reads them: the stream stores events in PostgreSQL, the models are built in DuckDB.
 
-Events are only ever added, so each copy takes those ingested since shortly before the newest
-the warehouse holds (consumers commit out of order by a batch or so; the margin covers that,
-the key comparison within it keeps anything from arriving twice, also when a copy is repeated
-after a crash). Profiles and their history change in place: the nightly copies them whole;
-the frequent flush of events leaves them, since preview reads them from PostgreSQL itself.
+Events are only ever added, but consumers commit out of order, so "the newest copied" says
+nothing about what is still to come. Each event row carries its inserting transaction's id,
+and a copy takes PostgreSQL's snapshot horizon first (`pg_snapshot_xmin`: every transaction
+below it has ended): it copies the events of the transactions from the last copy's horizon up
+to this one, and records the horizon in the lake in the same commit. So each event reaches the
+lake exactly once, whatever the commit order, with no overlap to re-read; and a reader of the
+lake at any snapshot knows the exact tail PostgreSQL holds beyond it (segops/live_reach.py).
+Profiles and their history change in place: the nightly copies them whole; the frequent flush
+of events leaves them, since preview reads them from PostgreSQL itself.
 """
 
 from __future__ import annotations
@@ -20,10 +23,9 @@ import psycopg
 from segops.extensions import attach_postgres
 from segops.live_copy import COPIED
 from segops.live_leases import LAKE_COPY, wait_for_lease
-from segops.sql import literal
 
-# How far back of the newest copied ingestion each copy looks again: far longer than a batch.
-OVERLAP = "interval 10 minute"
+# Every copy's horizon, in the lake: the events of the transactions below the newest are there.
+FLUSHES = "segops.lake_flushes"
 
 
 @dataclass(frozen=True)
@@ -52,19 +54,14 @@ def _import(con: duckdb.DuckDBPyConnection, dsn: str, profiles: bool) -> Importe
         _ensure_raw_tables(con)
         con.execute("begin")
         events = ", ".join(COPIED["raw.events"])
-        # A constant bound, so PostgreSQL reads the new events from its index on ingested_at.
-        (newest,) = con.execute("select max(ingested_at) from raw.events").fetchone()
-        since = (f"timestamp {literal(newest.isoformat(sep=' '))} - {OVERLAP}"
-                 if newest else "timestamp '-infinity'")
+        (horizon,) = con.execute(
+            "select * from postgres_query('live', "
+            "'select pg_snapshot_xmin(pg_current_snapshot())::text::bigint')").fetchone()
+        since = flushed_horizon(con)
         (added,) = con.execute(
-            f"""
-            insert into raw.events ({events})
-            select {events} from live.raw.events as e
-            where e.ingested_at >= {since}
-              and not exists (select 1 from raw.events as w
-                              where w.ingested_at >= {since}
-                                and w.customer_id = e.customer_id and w.event_id = e.event_id)
-            """).fetchone()
+            f"insert into raw.events ({events}) select {events} from live.raw.events "
+            f"where ingested_xid >= {since} and ingested_xid < {horizon}").fetchone()
+        con.execute(f"insert into {FLUSHES} values ({horizon}, now(), {added})")
         copied = dict.fromkeys(PROFILES, 0)
         for table in PROFILES if profiles else ():
             columns = ", ".join(COPIED[table])
@@ -82,9 +79,22 @@ def _import(con: duckdb.DuckDBPyConnection, dsn: str, profiles: bool) -> Importe
                     traits=copied["raw.customer_traits"])
 
 
+def flushed_horizon(con: duckdb.DuckDBPyConnection, catalog: str = "") -> int:
+    """The transaction id below which every event is in the lake (`catalog`'s, default the
+    connection's own): 0 before the first copy."""
+    prefix = f"{catalog}." if catalog else ""
+    (horizon,) = con.execute(f"select coalesce(max(horizon), 0) from {prefix}{FLUSHES}"
+                             ).fetchone()
+    return horizon
+
+
 def _ensure_raw_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """The copied tables, shaped as PostgreSQL's columns, where they are missing (a new lake)."""
+    """The copied tables, shaped as PostgreSQL's columns, and the copies' record, where they
+    are missing (a new lake)."""
     con.execute("create schema if not exists raw")
     for table in ("raw.events", *PROFILES):
         con.execute(f"create table if not exists {table} as "
                     f"select {', '.join(COPIED[table])} from live.{table} limit 0")
+    con.execute("create schema if not exists segops")
+    con.execute(f"create table if not exists {FLUSHES} "
+                "(horizon bigint not null, flushed_at timestamp not null, events bigint not null)")

@@ -2,8 +2,9 @@
 
 On the single file: the warehouse, read-only. With the live state in PostgreSQL: an in-memory
 DuckDB that layers the lake and PostgreSQL so the compiled SQL reads, unchanged,
-- `raw.events` as the lake's history plus the tail PostgreSQL holds beyond it (the events
-  ingested since shortly before the lake's newest; the overlap anti-joined on the key),
+- `raw.events` as the lake's history plus the tail PostgreSQL holds beyond it: the events of
+  the transactions from the horizon the lake's last copy recorded on (segops/live_import.py),
+  which the lake does not hold, so the two never overlap,
 - profiles, trait history and membership from PostgreSQL, where the stream keeps them,
 - the models dbt builds as views (staging) over those, from their compiled SQL, and every
   table model (nightly segments, marts) from the lake, at the snapshot the attach took.
@@ -21,7 +22,7 @@ from segops.catalog import Catalog
 from segops.extensions import attach_postgres, duckdb_config
 from segops.lake import ALIAS, attach_lake
 from segops.live_copy import COPIED
-from segops.live_import import OVERLAP
+from segops.live_import import FLUSHES, flushed_horizon
 from segops.settings import Settings
 from segops.sql import literal, without_database
 from segops.warehouse import connect
@@ -75,21 +76,11 @@ def _layer(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
 
 
 def _events(con: duckdb.DuckDBPyConnection, in_lake: set[str]) -> str:
-    """The lake's events and PostgreSQL's tail. The tail's bound is a constant, so PostgreSQL
-    reads it from its index on `ingested_at` instead of the scanner reading the whole table."""
+    """The lake's events and PostgreSQL's tail beyond its horizon, read from PostgreSQL's index
+    on the transaction id."""
     columns = ", ".join(COPIED["raw.events"])
-    if "raw.events" not in in_lake:  # nothing flushed yet
+    if FLUSHES not in in_lake:  # nothing copied yet
         return f"select {columns} from live.raw.events"
-    (newest,) = con.execute(f"select max(ingested_at) from {ALIAS}.raw.events").fetchone()
-    if newest is None:
-        return f"select {columns} from live.raw.events"
-    since = f"(timestamp {literal(newest.isoformat(sep=' '))} - {OVERLAP})"
-    return f"""
-        select {columns} from {ALIAS}.raw.events
-        union all
-        select {columns} from live.raw.events as e
-        where e.ingested_at >= {since}
-          and not exists (select 1 from {ALIAS}.raw.events as w
-                          where w.ingested_at >= {since}
-                            and w.customer_id = e.customer_id and w.event_id = e.event_id)
-    """
+    horizon = flushed_horizon(con, ALIAS)
+    return (f"select {columns} from {ALIAS}.raw.events union all "
+            f"select {columns} from live.raw.events where ingested_xid >= {horizon}")

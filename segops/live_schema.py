@@ -8,6 +8,8 @@ redelivered event inserts nothing. The outbox is the change log's unpublished ro
 
 from __future__ import annotations
 
+import hashlib
+
 import psycopg
 
 LIVE_DDL = """
@@ -21,13 +23,16 @@ create table if not exists raw.events (
     occurred_at timestamp not null,
     properties jsonb,
     ingested_at timestamp not null default (now() at time zone 'UTC'),
+    -- the inserting transaction's id: the flush to the lake copies exactly the transactions
+    -- that have ended (see segops/live_import.py)
+    ingested_xid bigint not null default (pg_current_xact_id()::text::bigint),
     primary key (customer_id, event_id)
 );
 create index if not exists events_by_time on raw.events (customer_id, occurred_at);
 -- the time sweeps ask which customers' events a boundary passed, across customers
 create index if not exists events_by_occurrence on raw.events (occurred_at);
--- the flush to the lake and preview's live tail read the events ingested since a moment
-create index if not exists events_by_ingestion on raw.events (ingested_at);
+-- the flush to the lake and preview's live tail read the transactions since the last flush
+create index if not exists events_by_transaction on raw.events (ingested_xid);
 
 create table if not exists raw.customers (
     customer_id text primary key,
@@ -137,8 +142,24 @@ create table if not exists segops.reevaluate_queue (
 SCHEMA_LOCK = 0x5E60_5C4E
 
 
+# Recorded on schema `segops` once the DDL ran, so a process starting beside busy writers does
+# not run it again: `create index if not exists` takes a lock on the table that waits for every
+# open batch and holds up the next ones.
+DDL_VERSION = hashlib.sha256(LIVE_DDL.encode()).hexdigest()[:16]
+
+
 def ensure_live_schema(con: psycopg.Connection) -> None:
     """Create the live tables if missing (idempotent, safe for processes starting together)."""
+    if _recorded_version(con) == DDL_VERSION:
+        return
     with con.transaction():
         con.execute("select pg_advisory_xact_lock(%s)", [SCHEMA_LOCK])
         con.execute(LIVE_DDL)
+        con.execute(f"comment on schema segops is 'ddl {DDL_VERSION}'")
+
+
+def _recorded_version(con: psycopg.Connection) -> str | None:
+    with con.transaction():
+        (comment,) = con.execute("select (select obj_description(oid, 'pg_namespace') "
+                                 "from pg_namespace where nspname = 'segops')").fetchone()
+    return comment.removeprefix("ddl ") if comment else None

@@ -8,10 +8,16 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import psycopg
+
 from demo.traffic import event
 from segops.lake import lake_connection
 from segops.live_import import import_live_raw
+from segops.live_reach import read_segment_inputs
+from streaming.live_consumer import LiveConsumer
+from streaming.stream_loop import ConsumerConfig
 from tests.live_helpers import NOW, lake_rows, nightly, rows, stream
+from tests.stream_helpers import incoming
 
 
 def test_the_nightly_reads_what_the_stream_stored_and_writes_postgres(live_shop):
@@ -82,3 +88,33 @@ def test_two_copies_at_once_add_each_event_once(live_shop):
         for done in [pool.submit(copy) for _ in range(2)]:
             done.result()
     assert lake_rows(live_shop, "select count(*) from raw.events") == [(30,)]
+
+
+def test_a_batch_still_open_during_a_flush_reaches_the_lake_once_it_commits(live_shop):
+    """Consumers commit out of order: a flush copies only the transactions that have ended, and
+    preview reads the rest from PostgreSQL, so nothing is missed or read twice."""
+    def flush() -> None:
+        assert nightly(live_shop, "flush_events").success
+
+    def seen() -> tuple[int, int]:
+        with read_segment_inputs(live_shop) as con:
+            return con.execute("select count(*), count(distinct event_id) from raw.events"
+                               ).fetchone()
+
+    events = [incoming(event("c", "page_view", NOW + timedelta(seconds=s), path=f"/{s}"))
+              for s in range(5)]
+    consumer = LiveConsumer(live_shop, ConsumerConfig(consumer_id="one", publish_changes=False))
+    with consumer.session():
+        consumer.start()
+        consumer.process(events[:3])
+        with psycopg.connect(live_shop.postgres_dsn) as open_batch:
+            open_batch.execute("insert into raw.events (customer_id, event_id, event_type, "
+                               "occurred_at) values ('late', 'l1', 'page_view', %s)", [NOW])
+            flush()
+            consumer.process(events[3:])  # committed while the open batch is still open
+            flush()
+            assert lake_rows(live_shop, "select count(*) from raw.events") == [(3,)]
+            assert seen() == (5, 5), "the lake's three and the two committed since"
+    flush()
+    assert lake_rows(live_shop, "select count(*) from raw.events") == [(6,)]
+    assert seen() == (6, 6)

@@ -7,6 +7,7 @@ from datetime import datetime
 import psycopg
 
 from segops.events import Event
+from segops.live_schema import ensure_live_schema
 from streaming.live_storage import store_dead_letters, store_violations
 from streaming.source import Incoming
 
@@ -35,3 +36,14 @@ def test_violations_are_kept_per_event_and_kind(live_dsn):
         rows = con.execute("select event_id, kind, detail from raw.event_violations "
                            "order by detail").fetchall()
     assert rows == [("e1", "missing", "order_id"), ("e1", "missing", "order_value")]
+
+
+def test_a_process_starting_beside_an_open_batch_does_not_wait_for_it(live_dsn):
+    """The schema is set up once: a consumer starting later runs no DDL, which would wait for
+    every open batch (and hold up the next ones)."""
+    with psycopg.connect(live_dsn) as open_batch:
+        open_batch.execute("insert into raw.events (customer_id, event_id, event_type, "
+                           "occurred_at) values ('c', 'e1', 'page_view', now())")
+        with psycopg.connect(live_dsn, autocommit=True) as starting:
+            starting.execute("set lock_timeout = '2s'")
+            ensure_live_schema(starting)
