@@ -19,6 +19,9 @@ from segops.sql import literal
 
 ALIAS = "warehouse"
 METADATA_SCHEMA = "ducklake"
+# Every copy's horizon (segops/live_import.py): the events of the transactions below the newest
+# are in the lake, those from it on only in PostgreSQL.
+FLUSHES = "segops.lake_flushes"
 # How long replaced files and expired snapshots are kept: far longer than any read lasts.
 RETENTION = "interval 7 day"
 
@@ -62,6 +65,15 @@ def lake_connection(dsn: str, data_path: str, *, read_only: bool = False,
         yield con
     finally:
         con.close()
+
+
+def flushed_horizon(con: duckdb.DuckDBPyConnection, catalog: str = "") -> int:
+    """The transaction id below which every event is in the lake (`catalog`'s, default the
+    connection's own): 0 before the first copy."""
+    prefix = f"{catalog}." if catalog else ""
+    (horizon,) = con.execute(f"select coalesce(max(horizon), 0) from {prefix}{FLUSHES}"
+                             ).fetchone()
+    return horizon
 
 
 def dbt_environment(settings: Settings) -> dict[str, str]:

@@ -13,22 +13,9 @@ import psycopg
 
 from segops.errors import SegOpsError
 from segops.extensions import attach_postgres, duckdb_config
+from segops.live_columns import COPIED
 from segops.live_schema import ensure_live_schema
 from segops.sql import literal
-
-# table -> the columns both stores have
-COPIED = {
-    "raw.customers": ("customer_id", "email", "country", "city", "acquisition_channel",
-                      "signed_up_at", "traits"),
-    "raw.customer_traits": ("customer_id", "trait", "set_at", "value", "source", "recorded_at"),
-    "raw.events": ("customer_id", "event_id", "event_type", "occurred_at", "properties",
-                   "ingested_at"),
-    "segops.segment_membership": ("customer_id", "segment", "entered_at", "source",
-                                  "attributes"),
-    "segops.segment_membership_changes": ("customer_id", "change_id", "segment", "change",
-                                          "changed_at", "source", "attributes", "recorded_at",
-                                          "published_at"),
-}
 
 
 def copy_to_postgres(warehouse: Path, dsn: str, *, if_empty: bool = False) -> dict[str, int]:

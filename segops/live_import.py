@@ -21,11 +21,9 @@ import duckdb
 import psycopg
 
 from segops.extensions import attach_postgres
-from segops.live_copy import COPIED
+from segops.lake import FLUSHES, flushed_horizon
+from segops.live_columns import COPIED
 from segops.live_leases import LAKE_COPY, wait_for_lease
-
-# Every copy's horizon, in the lake: the events of the transactions below the newest are there.
-FLUSHES = "segops.lake_flushes"
 
 
 @dataclass(frozen=True)
@@ -77,15 +75,6 @@ def _import(con: duckdb.DuckDBPyConnection, dsn: str, profiles: bool) -> Importe
         con.execute("detach live")
     return Imported(events=added, customers=copied["raw.customers"],
                     traits=copied["raw.customer_traits"])
-
-
-def flushed_horizon(con: duckdb.DuckDBPyConnection, catalog: str = "") -> int:
-    """The transaction id below which every event is in the lake (`catalog`'s, default the
-    connection's own): 0 before the first copy."""
-    prefix = f"{catalog}." if catalog else ""
-    (horizon,) = con.execute(f"select coalesce(max(horizon), 0) from {prefix}{FLUSHES}"
-                             ).fetchone()
-    return horizon
 
 
 def _ensure_raw_tables(con: duckdb.DuckDBPyConnection) -> None:

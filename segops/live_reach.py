@@ -20,9 +20,8 @@ import duckdb
 
 from segops.catalog import Catalog
 from segops.extensions import attach_postgres, duckdb_config
-from segops.lake import ALIAS, attach_lake
-from segops.live_copy import COPIED
-from segops.live_import import FLUSHES, flushed_horizon
+from segops.lake import ALIAS, attach_lake, flushed_horizon
+from segops.live_columns import COPIED
 from segops.settings import Settings
 from segops.sql import literal, without_database
 from segops.warehouse import connect
@@ -50,11 +49,8 @@ def read_segment_inputs(settings: Settings, *,
 
 
 def _layer(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
-    in_lake = {row[0] for row in con.execute(
-        "select schema_name || '.' || table_name from duckdb_tables() "
-        f"where database_name = {literal(ALIAS)}").fetchall()}
     con.execute("create schema raw; create schema segops")
-    con.execute(f"create view raw.events as {_events(con, in_lake)}")
+    con.execute(f"create view raw.events as {_events(con)}")
     for table in FROM_POSTGRES:
         con.execute(f"create view {table} as select * from live.{table}")
     views = {m.unique_id: m for m in catalog.nodes.values()
@@ -75,12 +71,13 @@ def _layer(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
     con.execute(f"set search_path = {literal(','.join(path))}")
 
 
-def _events(con: duckdb.DuckDBPyConnection, in_lake: set[str]) -> str:
+def _events(con: duckdb.DuckDBPyConnection) -> str:
     """The lake's events and PostgreSQL's tail beyond its horizon, read from PostgreSQL's index
     on the transaction id."""
     columns = ", ".join(COPIED["raw.events"])
-    if FLUSHES not in in_lake:  # nothing copied yet
+    try:
+        horizon = flushed_horizon(con, ALIAS)
+    except duckdb.CatalogException:  # nothing copied into the lake yet
         return f"select {columns} from live.raw.events"
-    horizon = flushed_horizon(con, ALIAS)
     return (f"select {columns} from {ALIAS}.raw.events union all "
             f"select {columns} from live.raw.events where ingested_xid >= {horizon}")
