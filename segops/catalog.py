@@ -16,6 +16,7 @@ from typing import Any
 from sqlglot import exp
 
 from segops.errors import SegOpsError
+from segops.files import file_version
 from segops.sql import misread_json_arrows, quote
 
 REFRESH_MODES = ("realtime", "nightly")
@@ -66,12 +67,31 @@ class Model:
     depends_on: tuple[str, ...]
 
 
+# manifest path -> (the file's version, its catalog)
+_LOADED: dict[Path, tuple[tuple[int, int], Catalog]] = {}
+
+
 class Catalog:
+    """The dbt manifest as SegOps reads it: segments, the models they read, and their SQL."""
+
     def __init__(self, manifest: dict[str, Any]):
         self.manifest = manifest
 
     @classmethod
     def load(cls, manifest_path: Path) -> Catalog:
+        """The catalog of the manifest at `manifest_path`; one version of the file is read and
+        parsed once per process (preview reads it to find the target and to lay out what the
+        target reads)."""
+        version = file_version(manifest_path)
+        loaded = _LOADED.get(manifest_path)
+        if version is not None and loaded is not None and loaded[0] == version:
+            return loaded[1]
+        catalog = cls._read(manifest_path)
+        _LOADED[manifest_path] = (version, catalog)
+        return catalog
+
+    @classmethod
+    def _read(cls, manifest_path: Path) -> Catalog:
         try:
             raw = manifest_path.read_bytes()
         except FileNotFoundError:
