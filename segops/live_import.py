@@ -58,7 +58,9 @@ def _import(con: duckdb.DuckDBPyConnection, dsn: str, profiles: bool) -> Importe
         since = flushed_horizon(con)
         (added,) = con.execute(
             f"insert into raw.events ({events}) select {events} from live.raw.events "
-            f"where ingested_xid >= {since} and ingested_xid < {horizon}").fetchone()
+            f"where ingested_xid >= {since} and ingested_xid < {horizon} "
+            # in time order, so a segment's window skips the files and row groups outside it
+            "order by occurred_at").fetchone()
         con.execute(f"insert into {FLUSHES} values ({horizon}, now(), {added})")
         copied = dict.fromkeys(PROFILES, 0)
         for table in PROFILES if profiles else ():

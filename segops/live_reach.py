@@ -19,6 +19,7 @@ from graphlib import TopologicalSorter
 import duckdb
 
 from segops.catalog import Catalog
+from segops.dbt import compile_segments
 from segops.extensions import attach_postgres, duckdb_config
 from segops.lake import ALIAS, attach_lake, flushed_horizon
 from segops.live_columns import COPIED
@@ -42,10 +43,22 @@ def read_segment_inputs(settings: Settings, *,
     try:
         attach_lake(con, settings.postgres_dsn, settings.lake_data_path, read_only=True)
         attach_postgres(con, settings.postgres_dsn, read_only=True)
-        _layer(con, Catalog.load(settings.manifest_path))
+        _layer(con, _compiled_catalog(settings))
         yield con
     finally:
         con.close()
+
+
+def _compiled_catalog(settings: Settings) -> Catalog:
+    """The manifest with the view models' compiled SQL, which the layout is made of: after a
+    bare `dbt parse` it has none, so the segments and what they read are compiled first (in
+    memory, as the stream does)."""
+    catalog = Catalog.load(settings.manifest_path)
+    if any(m.materialized == "view" and m.resource_type == "model" and m.compiled_sql is None
+           for m in catalog.nodes.values()):
+        compile_segments(settings)
+        catalog = Catalog.load(settings.manifest_path)
+    return catalog
 
 
 def _layer(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from demo.traffic import event
+from segops.dbt import run_dbt
 from segops.live_reach import read_segment_inputs
 from segops.preview import resolve_target, run_preview
 from tests.live_helpers import NOW, nightly, stream
@@ -52,3 +53,9 @@ def test_a_model_table_is_read_from_the_lake_as_the_nightly_built_it(live_shop):
         live_shop, None, "select customer_id from {{ ref('dach_customers') }}"), NOW)
     assert [customer for customer, _ in built.sample] == ["berlin"], "the nightly's table"
     assert reach(live_shop, "dach_customers") == (2, ["berlin", "vienna"]), "its SQL, live"
+
+
+def test_preview_compiles_what_a_bare_parse_left_uncompiled(live_shop):
+    run_dbt(live_shop, ["parse"])  # a manifest without compiled SQL, as `dbt parse` leaves it
+    stream(live_shop, *views("paris", 30))
+    assert reach(live_shop, "high_intent_browsers") == (1, ["paris"])
