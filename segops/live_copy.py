@@ -42,8 +42,12 @@ def copy_to_postgres(warehouse: Path, dsn: str, *, if_empty: bool = False) -> di
             copied[table] = con.execute(f"select count(*) from warehouse.{table}").fetchone()[0]
     finally:
         con.close()
-    with psycopg.connect(dsn) as pg:  # new changes are numbered after the copied ones
+    with psycopg.connect(dsn, autocommit=True) as pg:
+        # new changes are numbered after the copied ones
         pg.execute("select setval(pg_get_serial_sequence('segops.segment_membership_changes', "
                    "'change_id'), coalesce(max(change_id), 0) + 1, false) "
                    "from segops.segment_membership_changes")
+        # the planner's statistics and the visibility map for what was just bulk-loaded, now
+        # rather than whenever autovacuum gets to it (meanwhile every reader plans blind)
+        pg.execute(f"vacuum analyze {', '.join(COPIED)}")
     return copied
