@@ -39,19 +39,19 @@ def attach_lake(con: duckdb.DuckDBPyConnection, dsn: str, data_path: str, *,
     con.execute("load ducklake")
     attach = (f"attach {literal(catalog_uri(dsn))} as {ALIAS} "
               f"(data_path {literal(data_path)}, metadata_schema {literal(METADATA_SCHEMA)}")
+    mode = ", read_only)" if read_only else ")"
     try:
-        con.execute(attach + (", read_only)" if read_only else ")"))
+        con.execute(attach + mode)
         return
-    except duckdb.InvalidInputException as error:  # a reader finding no lake yet
+    except duckdb.InvalidInputException as error:  # a reader finding no lake yet creates it
         if not read_only or "does not exist" not in str(error):
             raise
+        con.execute(attach + ")")
+        con.execute(f"detach {ALIAS}")
     except duckdb.Error as error:
         if "already exists" not in str(error):  # another process created it meanwhile
             raise
-    if read_only:
-        con.execute(attach + ")")
-        con.execute(f"detach {ALIAS}")
-    con.execute(attach + (", read_only)" if read_only else ")"))
+    con.execute(attach + mode)
 
 
 @contextmanager
@@ -67,11 +67,10 @@ def lake_connection(dsn: str, data_path: str, *, read_only: bool = False,
         con.close()
 
 
-def flushed_horizon(con: duckdb.DuckDBPyConnection, catalog: str = "") -> int:
-    """The transaction id below which every event is in the lake (`catalog`'s, default the
-    connection's own): 0 before the first copy."""
-    prefix = f"{catalog}." if catalog else ""
-    (horizon,) = con.execute(f"select coalesce(max(horizon), 0) from {prefix}{FLUSHES}"
+def flushed_horizon(con: duckdb.DuckDBPyConnection) -> int:
+    """The transaction id below which every event is in the lake attached to `con`: 0 before
+    the first copy."""
+    (horizon,) = con.execute(f"select coalesce(max(horizon), 0) from {ALIAS}.{FLUSHES}"
                              ).fetchone()
     return horizon
 

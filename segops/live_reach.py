@@ -18,7 +18,7 @@ from graphlib import TopologicalSorter
 
 import duckdb
 
-from segops.catalog import Catalog
+from segops.catalog import Catalog, Model
 from segops.dbt import compile_segments
 from segops.extensions import attach_postgres, duckdb_config
 from segops.lake import ALIAS, attach_lake, flushed_horizon
@@ -54,11 +54,15 @@ def _compiled_catalog(settings: Settings) -> Catalog:
     bare `dbt parse` it has none, so the segments and what they read are compiled first (in
     memory, as the stream does)."""
     catalog = Catalog.load(settings.manifest_path)
-    if any(m.materialized == "view" and m.resource_type == "model" and m.compiled_sql is None
-           for m in catalog.nodes.values()):
+    if any(m.compiled_sql is None for m in _view_models(catalog).values()):
         compile_segments(settings)
         catalog = Catalog.load(settings.manifest_path)
     return catalog
+
+
+def _view_models(catalog: Catalog) -> dict[str, Model]:
+    return {m.unique_id: m for m in catalog.nodes.values()
+            if m.resource_type == "model" and m.materialized == "view" and m.relation}
 
 
 def _layer(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
@@ -66,8 +70,7 @@ def _layer(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
     con.execute(f"create view raw.events as {_events(con)}")
     for table in FROM_POSTGRES:
         con.execute(f"create view {table} as select * from live.{table}")
-    views = {m.unique_id: m for m in catalog.nodes.values()
-             if m.materialized == "view" and m.compiled_sql and m.relation}
+    views = _view_models(catalog)
     order = TopologicalSorter({uid: [d for d in m.depends_on if d in views]
                                for uid, m in views.items()}).static_order()
     for uid in order:
@@ -89,7 +92,7 @@ def _events(con: duckdb.DuckDBPyConnection) -> str:
     on the transaction id."""
     columns = ", ".join(COPIED["raw.events"])
     try:
-        horizon = flushed_horizon(con, ALIAS)
+        horizon = flushed_horizon(con)
     except duckdb.CatalogException:  # nothing copied into the lake yet
         return f"select {columns} from live.raw.events"
     return (f"select {columns} from {ALIAS}.raw.events union all "

@@ -64,18 +64,20 @@ class ScopeEngine:
         for relation in relations:
             if relation in self._from_lake:
                 continue
-            schema, table = relation.replace('"', "").split(".")
-            if self.lake is not None and not self._lake_attached:
-                attach_lake(self.con, *self.lake, read_only=True)
-                self._lake_attached = True
-            if not self._lake_attached or not self.con.execute(
-                    f"select count(*) from duckdb_tables() where database_name = '{ALIAS}' "
-                    "and schema_name = ? and table_name = ?", [schema, table]).fetchone()[0]:
+            if self.lake is None:
                 missing.append(relation)
                 continue
-            self.con.execute(f"create schema if not exists memory.{schema}")
-            self.con.execute(f"create view memory.{schema}.{table} as "
-                             f"select * from {ALIAS}.{schema}.{table}")
+            if not self._lake_attached:
+                attach_lake(self.con, *self.lake, read_only=True)
+                self._lake_attached = True
+            schema, table = relation.replace('"', "").split(".")
+            try:
+                self.con.execute(f"create schema if not exists memory.{schema}")
+                self.con.execute(f"create view memory.{schema}.{table} as "
+                                 f"select * from {ALIAS}.{schema}.{table}")
+            except duckdb.CatalogException:
+                missing.append(relation)
+                continue
             self._from_lake.add(relation)
         return missing
 
