@@ -13,8 +13,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from sqlglot import exp
-
 from segops.errors import SegOpsError
 from segops.files import file_version
 from segops.sql import misread_json_arrows, quote
@@ -200,6 +198,8 @@ def _is_segment(node: dict[str, Any]) -> bool:
 def local_relation(relation_name: str | None) -> str | None:
     """`"schema"."name"` without the database, which is the warehouse file's name: the
     manifest may have been compiled against a file of another name."""
+    from sqlglot import exp  # imported on use, as in segops.sql
+
     if relation_name is None:
         return None
     table = exp.to_table(relation_name, dialect="duckdb")

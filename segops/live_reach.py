@@ -12,7 +12,8 @@ DuckDB that layers the lake and PostgreSQL so the compiled SQL reads, unchanged,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from graphlib import TopologicalSorter
 
@@ -31,22 +32,45 @@ from segops.warehouse import connect
 FROM_POSTGRES = ("raw.customers", "raw.customer_traits", "segops.segment_membership")
 
 
+def open_soon(settings: Settings) -> Future[duckdb.DuckDBPyConnection] | None:
+    """Start attaching the lake and PostgreSQL in a thread, for a command to call before its
+    imports and compilation: DuckDB checks its extensions' signatures (0.15 s) with the GIL
+    released, so the two overlap. None on the single file, which opens at once."""
+    if not settings.postgres_dsn:
+        return None
+    pool = ThreadPoolExecutor(max_workers=1)
+    opening = pool.submit(_attached, settings)
+    pool.shutdown(wait=False)
+    return opening
+
+
 @contextmanager
-def read_segment_inputs(settings: Settings, *,
+def read_segment_inputs(settings: Settings, reads: Iterable[str] = (), *,
+                        opening: Future[duckdb.DuckDBPyConnection] | None = None,
                         timeout: float = 120.0) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only view of everything a segment can read, live."""
+    """A read-only view of everything the SQL in `reads` can read, live (every model when
+    `reads` is empty); `opening` is `open_soon`'s."""
     if not settings.postgres_dsn:
         with connect(settings.warehouse, read_only=True, timeout=timeout) as con:
             yield con
         return
+    con = opening.result() if opening is not None else _attached(settings)
+    try:
+        _layer(con, _compiled_catalog(settings), tuple(reads))
+        yield con
+    finally:
+        con.close()
+
+
+def _attached(settings: Settings) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config=duckdb_config())
     try:
         attach_lake(con, settings.postgres_dsn, settings.lake_data_path, read_only=True)
         attach_postgres(con, settings.postgres_dsn, read_only=True)
-        _layer(con, _compiled_catalog(settings))
-        yield con
-    finally:
+    except BaseException:
         con.close()
+        raise
+    return con
 
 
 def _compiled_catalog(settings: Settings) -> Catalog:
@@ -65,12 +89,27 @@ def _view_models(catalog: Catalog) -> dict[str, Model]:
             if m.resource_type == "model" and m.materialized == "view" and m.relation}
 
 
-def _layer(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
+def _read_by(views: dict[str, Model], reads: tuple[str, ...]) -> dict[str, Model]:
+    """The view models SQL in `reads` names, with the view models those read in turn."""
+    if not reads:
+        return views
+    needed: dict[str, Model] = {}
+    texts = list(reads)
+    while texts:
+        text = texts.pop()
+        for uid, model in views.items():
+            if uid not in needed and model.relation in text:
+                needed[uid] = model
+                texts.append(model.compiled_sql)
+    return needed
+
+
+def _layer(con: duckdb.DuckDBPyConnection, catalog: Catalog, reads: tuple[str, ...]) -> None:
     con.execute("create schema raw; create schema segops")
     con.execute(f"create view raw.events as {_events(con)}")
     for table in FROM_POSTGRES:
         con.execute(f"create view {table} as select * from live.{table}")
-    views = _view_models(catalog)
+    views = _read_by(_view_models(catalog), reads)
     order = TopologicalSorter({uid: [d for d in m.depends_on if d in views]
                                for uid, m in views.items()}).static_order()
     for uid in order:

@@ -9,6 +9,7 @@ read-only, or with the live state in PostgreSQL the lake and PostgreSQL (segops.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -156,12 +157,17 @@ def _compile_args(settings: Settings) -> list[str]:
 
 
 def run_preview(settings: Settings, target: Target, at: datetime, *,
-                keep_members: bool = False) -> PreviewResult:
+                keep_members: bool = False,
+                opening: Future[duckdb.DuckDBPyConnection] | None = None) -> PreviewResult:
     """Evaluate the target read-only at `at`: reach, sample, overlaps and, for a shipped
-    segment, who would enter and exit compared with its current membership."""
+    segment, who would enter and exit compared with its current membership. `opening` is
+    `live_reach.open_soon`'s, when the command started it."""
     started = time.monotonic()
-    with read_segment_inputs(settings) as con:
+    with read_segment_inputs(settings, (target.sql,), opening=opening) as con, \
+            ThreadPoolExecutor(max_workers=1) as pool:
         set_session_now(con, at)
+        # Counted on a cursor of its own meanwhile: from PostgreSQL, a tenth of a second.
+        customers = pool.submit(_count_customers, con.cursor())
         try:
             con.execute(
                 f"create temp table _preview as "
@@ -169,7 +175,7 @@ def run_preview(settings: Settings, target: Target, at: datetime, *,
             )
         except duckdb.Error as error:
             raise SegOpsError(f"{target.name}: the SQL failed in the warehouse: {error}") from None
-        result = _summarise(con, target, at)
+        result = _summarise(con, target, at, customers.result())
         if keep_members:
             result.members = frozenset(
                 row[0] for row in con.execute("select customer_id from _preview").fetchall())
@@ -177,7 +183,13 @@ def run_preview(settings: Settings, target: Target, at: datetime, *,
     return result
 
 
-def _summarise(con: duckdb.DuckDBPyConnection, target: Target, at: datetime) -> PreviewResult:
+def _count_customers(cursor: duckdb.DuckDBPyConnection) -> int:
+    with cursor:
+        return cursor.execute("select count(*) from raw.customers").fetchone()[0]
+
+
+def _summarise(con: duckdb.DuckDBPyConnection, target: Target, at: datetime,
+               customers: int) -> PreviewResult:
     reach, distinct = con.execute(
         "select count(*), count(distinct customer_id) from _preview"
     ).fetchone()
@@ -186,7 +198,6 @@ def _summarise(con: duckdb.DuckDBPyConnection, target: Target, at: datetime) -> 
             f"{target.name}: {reach - distinct} duplicate customer_id rows "
             "(a segment has one row per member)"
         )
-    customers = con.execute("select count(*) from raw.customers").fetchone()[0]
     sample = con.execute(
         f"select customer_id, attributes::varchar from _preview order by customer_id "
         f"limit {SAMPLE}"

@@ -111,7 +111,7 @@ def _segment_meta(yml: str) -> dict:
 def _evaluate(settings: Settings, catalog: Catalog, name: str, status: str,
               sources: dict[str, tuple[str, str, dict]], at: datetime) -> SegmentDiff:
     """`sources`: label -> (compiled SQL, where it comes from, its YAML's settings)."""
-    with read_segment_inputs(settings) as con:
+    with read_segment_inputs(settings, [sql for sql, _, _ in sources.values()]) as con:
         set_session_now(con, at)
         versions = {}
         for label, (compiled, where, meta) in sources.items():

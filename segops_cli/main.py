@@ -135,16 +135,20 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_preview(args: argparse.Namespace, settings: Settings) -> None:
-    from segops.preview import resolve_target, run_preview
-    from segops_cli.reports import print_preview
-
     if (args.target is None) == (args.sql is None):
         raise SegOpsError("give a segment name or a .sql file, or --sql, but not both")
     if args.watch:
         watch_preview(args, settings)
         return
+    from segops.live_reach import open_soon
+
+    opening = open_soon(settings)  # before the imports and the compilation below
+    from segops.preview import resolve_target, run_preview
+    from segops_cli.reports import print_preview
+
     target = resolve_target(settings, args.target, args.sql)
-    result = run_preview(settings, target, parse_timestamp(args.at) if args.at else utc_now())
+    result = run_preview(settings, target, parse_timestamp(args.at) if args.at else utc_now(),
+                         opening=opening)
     if args.json:
         print(json.dumps(result.to_dict(), default=str, indent=1))
     else:

@@ -4,12 +4,14 @@ consumer committed a moment ago is in the reach, before any flush and with no wa
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 from demo.traffic import event
 from segops.dbt import run_dbt
 from segops.live_reach import read_segment_inputs
 from segops.preview import resolve_target, run_preview
+from segops_cli.main import main
 from tests.live_helpers import NOW, nightly, stream
 
 
@@ -59,3 +61,14 @@ def test_preview_compiles_what_a_bare_parse_left_uncompiled(live_shop):
     run_dbt(live_shop, ["parse"])  # a manifest without compiled SQL, as `dbt parse` leaves it
     stream(live_shop, *views("paris", 30))
     assert reach(live_shop, "high_intent_browsers") == (1, ["paris"])
+
+
+def test_the_command_previews_sql_on_a_segment_through_the_views_that_segment_reads(
+        live_shop, capsys):
+    stream(live_shop, *views("paris", 30), *views("rome", 20),
+           event("rome", "identify", NOW, country="IT"))
+    main(["preview", "--json", "--sql",
+          "select customer_id from {{ ref('high_intent_browsers') }} where customer_id > 'q'"])
+    answer = json.loads(capsys.readouterr().out)
+    assert (answer["reach"], answer["customers"]) == (1, 1), "one profile in PostgreSQL"
+    assert [row["customer_id"] for row in answer["sample"]] == ["rome"]
