@@ -39,7 +39,7 @@ def open_soon(settings: Settings) -> Future[duckdb.DuckDBPyConnection] | None:
     if not settings.postgres_dsn:
         return None
     pool = ThreadPoolExecutor(max_workers=1)
-    opening = pool.submit(_attached, settings)
+    opening = pool.submit(_opened, settings)
     pool.shutdown(wait=False)
     return opening
 
@@ -54,19 +54,25 @@ def read_segment_inputs(settings: Settings, reads: Iterable[str] = (), *,
         with connect(settings.warehouse, read_only=True, timeout=timeout) as con:
             yield con
         return
-    con = opening.result() if opening is not None else _attached(settings)
+    con = opening.result() if opening is not None else _opened(settings)
     try:
-        _layer(con, _compiled_catalog(settings), tuple(reads))
+        _lay_models(con, _compiled_catalog(settings), tuple(reads))
         yield con
     finally:
         con.close()
 
 
-def _attached(settings: Settings) -> duckdb.DuckDBPyConnection:
+def _opened(settings: Settings) -> duckdb.DuckDBPyConnection:
+    """The lake and PostgreSQL attached, and the raw tables and membership laid over them:
+    all a command can do before it knows what its SQL reads."""
     con = duckdb.connect(config=duckdb_config())
     try:
         attach_lake(con, settings.postgres_dsn, settings.lake_data_path, read_only=True)
         attach_postgres(con, settings.postgres_dsn, read_only=True)
+        con.execute("create schema raw; create schema segops")
+        con.execute(f"create view raw.events as {_events(con)}")
+        for table in FROM_POSTGRES:
+            con.execute(f"create view {table} as select * from live.{table}")
     except BaseException:
         con.close()
         raise
@@ -104,11 +110,10 @@ def _read_by(views: dict[str, Model], reads: tuple[str, ...]) -> dict[str, Model
     return needed
 
 
-def _layer(con: duckdb.DuckDBPyConnection, catalog: Catalog, reads: tuple[str, ...]) -> None:
-    con.execute("create schema raw; create schema segops")
-    con.execute(f"create view raw.events as {_events(con)}")
-    for table in FROM_POSTGRES:
-        con.execute(f"create view {table} as select * from live.{table}")
+def _lay_models(con: duckdb.DuckDBPyConnection, catalog: Catalog,
+                reads: tuple[str, ...]) -> None:
+    """The view models `reads` needs over the raw tables, and a search path that finds them
+    first and the lake's tables next."""
     views = _read_by(_view_models(catalog), reads)
     order = TopologicalSorter({uid: [d for d in m.depends_on if d in views]
                                for uid, m in views.items()}).static_order()
