@@ -211,16 +211,21 @@ class PubSubSource:
         return batch
 
     def stop(self) -> None:
-        """Stop pulling and hand back what was pulled but not processed, for redelivery."""
+        """Stop pulling and hand back what was pulled but not processed, for redelivery: nacked
+        before the stream closes, while the client still sends requests (after, a nack is
+        dropped and the message waits out its lease); the client nacks what it held itself."""
+        self._nack_queued()
         if self._future is not None:
             self._future.cancel()
             # A cancelled stream reports its cancellation as an error; that is expected here.
             with contextlib.suppress(Exception):
                 self._future.result(timeout=10)
+        if self._subscriber is not None:
+            self._subscriber.close()
+
+    def _nack_queued(self) -> None:
         while True:
             try:
                 self._queue.get_nowait()[1].nack()
             except queue.Empty:
                 break
-        if self._subscriber is not None:
-            self._subscriber.close()
