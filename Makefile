@@ -9,7 +9,7 @@ DEMO_CUSTOMERS ?= 20000
 DBT := $(BIN)/dbt --no-use-colors
 DBT_ARGS := --project-dir dbt_project --profiles-dir dbt_project
 
-.PHONY: demo test lint manifest nightly install clean up up-postgres chaos
+.PHONY: demo test lint manifest nightly install clean up chaos
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,23 +31,17 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 nightly: manifest $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/segops nightly
 
-demo: install
-	$(BIN)/segops generate --customers $(DEMO_CUSTOMERS)
-	$(MAKE) --no-print-directory nightly
-	$(BIN)/segops story
-	$(BIN)/segops segments --sample 3
+# The whole product once, on its own PostgreSQL (data/postgres) and lake (data/lake).
+demo: manifest $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/segops demo --customers $(DEMO_CUSTOMERS)
 
 $(SEGOPS_WAREHOUSE): | $(BIN)/.installed
 	$(BIN)/segops generate --customers $(DEMO_CUSTOMERS)
 
-# The live platform: emulator, consumer, Dagster (UI on :3000) and demo traffic; Ctrl-C stops.
+# The live platform: emulator, PostgreSQL, two consumers, Dagster (UI on :3000) and demo
+# traffic; Ctrl-C stops.
 up: manifest $(DAGSTER_HOME)/dagster.yaml $(SEGOPS_WAREHOUSE)
-	$(BIN)/segops up
-
-# The same with the live tables in the project's own PostgreSQL (data/postgres) and three
-# consumers sharing the subscription.
-up-postgres: manifest $(DAGSTER_HOME)/dagster.yaml $(SEGOPS_WAREHOUSE)
-	$(BIN)/segops up --postgres --consumers 3
+	$(BIN)/segops up --postgres --consumers 2
 
 test: manifest
 	$(BIN)/pytest -q

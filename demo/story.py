@@ -1,8 +1,9 @@
 """A scripted real-time act for the demo: shoppers whose every move changes their segments.
 
-It runs the streaming consumer in this process, publishes a short story to Pub/Sub and prints
-each enter and exit as the consumer commits it, with the latency from the event that caused it
-(or, for changes that time alone makes, from the moment the boundary passed).
+It runs the streaming consumer in this process (on PostgreSQL when SEGOPS_POSTGRES_DSN is set),
+publishes a short story to Pub/Sub and prints each enter and exit as the consumer commits it,
+with the latency from the event that caused it (or, for changes that time alone makes, from the
+moment the boundary passed).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from rich.console import Console
 from demo.producer import make_publisher, publish
 from demo.traffic import event
 from segops.clock import utc_now
+from segops.errors import SegOpsError
+from segops.live_state import read_live_state
 from segops.pubsub import ensure_pubsub, subscription_path
 from segops.settings import Settings
-from segops.warehouse import connect
 from streaming.consumer import Consumer, ConsumerConfig
+from streaming.live_consumer import LiveConsumer, default_consumer_id
 from streaming.source import PubSubSource
 
 
@@ -87,13 +90,22 @@ STORY = [
 def tell(settings: Settings, console: Console, timeout: float = 30.0) -> bool:
     """Publish the story through Pub/Sub and narrate the changes; True if all happened."""
     ensure_pubsub(settings)
-    consumer = Consumer(settings, ConsumerConfig(batch_wait_seconds=0.05, tick_seconds=0.5))
+    config = ConsumerConfig(batch_wait_seconds=0.05, tick_seconds=0.5)
+    committed = threading.Event()
+    if settings.postgres_dsn:
+        config.consumer_id = default_consumer_id()
+        consumer = LiveConsumer(settings, config, on_commit=lambda *_: committed.set())
+    else:
+        consumer = Consumer(settings, config, on_commit=lambda *_: committed.set())
     worker = threading.Thread(
         target=consumer.run, args=(PubSubSource(subscription_path(settings)),), daemon=True
     )
     worker.start()
     publisher = make_publisher()
-    last_change = _wait_until_started(settings, consumer)
+    while not committed.wait(0.05):  # its first round: every segment evaluated, streaming
+        if not worker.is_alive():
+            raise SegOpsError("the consumer stopped before the story began; its log says why")
+    last_change = _last_change_id(settings)
     complete = True
     try:
         for beat in STORY:
@@ -132,25 +144,19 @@ def tell(settings: Settings, console: Console, timeout: float = 30.0) -> bool:
     return complete
 
 
-def _wait_until_started(settings: Settings, consumer: Consumer) -> int:
-    while consumer.watermark is None:
-        time.sleep(0.05)
-    return _last_change_id(settings)
-
-
 def _last_change_id(settings: Settings) -> int:
-    with connect(settings.warehouse) as con:
+    with read_live_state(settings.warehouse, settings.postgres_dsn) as con:
         return con.execute(
             "select coalesce(max(change_id), 0) from segops.segment_membership_changes"
         ).fetchone()[0]
 
 
 def _changes_since(settings: Settings, change_id: int) -> list[tuple]:
-    with connect(settings.warehouse) as con:
+    with read_live_state(settings.warehouse, settings.postgres_dsn) as con:
         return con.execute(
-            """
+            f"""
             select change_id, customer_id, segment, change, recorded_at
-            from segops.segment_membership_changes where change_id > ? order by change_id
-            """,
-            [change_id],
+            from segops.segment_membership_changes where change_id > {int(change_id)}
+            order by change_id
+            """
         ).fetchall()

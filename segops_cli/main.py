@@ -125,6 +125,12 @@ def cmd_story(args: argparse.Namespace, settings: Settings) -> None:
             raise SystemExit(1)
 
 
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
+    from demo.tour import run_tour
+
+    run_tour(settings, console, customers=args.customers)
+
+
 def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
     from demo.platform import run_platform
 
@@ -307,6 +313,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], None]] = {
     "copy-to-postgres": cmd_copy_to_postgres,
     "produce": cmd_produce,
     "story": cmd_story,
+    "demo": cmd_demo,
     "up": cmd_up,
     "preview": cmd_preview,
     "replay": cmd_replay,
@@ -355,6 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--seed", type=int, default=11)
 
     sub.add_parser("story", help="publish a scripted real-time story and narrate the changes")
+
+    demo = sub.add_parser("demo", help="the whole product once: a generated shop in PostgreSQL "
+                          "and the lake, the nightly job, a real-time story, the segments")
+    demo.add_argument("--customers", type=int, default=20_000)
 
     up = sub.add_parser("up", help="run emulator, consumer, Dagster and demo traffic together")
     up.add_argument("--rate", type=float, default=20.0, help="demo events per second")

@@ -6,6 +6,7 @@ stream, not once per consumer, and the command line and the sensor read PostgreS
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 from datetime import timedelta
@@ -13,7 +14,9 @@ from datetime import timedelta
 import dagster as dg
 import psycopg
 import pytest
+from rich.console import Console
 
+from demo.story import tell
 from demo.traffic import event
 from orchestration.realtime import build_realtime_sensor
 from orchestration.resources import WarehouseResource
@@ -169,3 +172,13 @@ def test_a_replay_goes_through_postgres_once_however_often_it_is_run(project, tm
             (1, 1, 1)]
     assert members(project, "recent_purchasers") == {"ann"}
     assert "1 already stored" in capsys.readouterr().out
+
+
+def test_the_demo_story_plays_on_postgres(live):
+    """`make demo`'s real-time act: every enter and exit it narrates happens, on PostgreSQL."""
+    told = io.StringIO()
+    assert tell(live, Console(file=told, width=200)), told.getvalue()
+    assert "ada → enters cart_abandoners" in told.getvalue()
+    with psycopg.connect(live.postgres_dsn) as con:
+        assert con.execute("select segment from segops.segment_membership "
+                           "where customer_id = 'bob'").fetchall() == [("high_intent_browsers",)]
