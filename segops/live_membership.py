@@ -24,16 +24,17 @@ from segops.catalog import Segment
 from segops.clock import set_session_now
 from segops.heartbeat import REPLAY_CONSUMER_ID, Heartbeat
 from segops.live_heartbeat import heartbeats
-from segops.membership import members_query
+from segops.membership import members_query, stage_found
 from segops.parity import SAMPLE, Drift
 
 
 def batch_members(con: duckdb.DuckDBPyConnection, segment: Segment, at: datetime
                   ) -> list[tuple[str, str, str | None]]:
-    """(segment, customer_id, attributes as JSON text) of the segment's model at `at`."""
+    """(segment, customer_id, attributes as JSON text) of the segment's model at `at`,
+    checked against the segment contract (SegmentContractError)."""
     set_session_now(con, at)
-    query = members_query(con, segment.name, segment.relation)
-    return con.execute(f"select segment, customer_id, attributes::varchar from ({query})"
+    stage_found(con, {segment.name: members_query(con, segment.name, segment.relation)})
+    return con.execute("select segment, customer_id, attributes::varchar from _found"
                        ).fetchall()
 
 
@@ -77,7 +78,7 @@ def apply_found(con: psycopg.Connection, found: Sequence[tuple[str, str, str | N
                 segments: Sequence[str], customers: Iterable[str] | None, source: str,
                 changed_at: datetime) -> Counter[tuple[str, str]]:
     """Bring the customers' membership of `segments` to `found` (segment, customer_id,
-    attributes as JSON text); `customers` None means every customer. Enters, exits and their
+    attributes as JSON text) for `customers` (None: every customer). Enters, exits and their
     changes recorded, attributes kept current. What was already so changes nothing, so a
     redelivered batch records nothing twice. Returns (segment, enter|exit) counts. The stream
     runs it under the customers' locks (`lock_customers`).
@@ -89,6 +90,7 @@ def apply_found(con: psycopg.Connection, found: Sequence[tuple[str, str, str | N
         with found as (
             select * from jsonb_to_recordset(%(found)s::jsonb)
                 as f (segment text, customer_id text, attributes jsonb)
+            where %(customers)s::text[] is null or customer_id = any(%(customers)s)
         ),
         held as (
             select * from segops.segment_membership

@@ -79,7 +79,8 @@ def members_query(con: duckdb.DuckDBPyConnection, segment: str, members: str) ->
 def stage_found(
     con: duckdb.DuckDBPyConnection, queries: dict[str, str], *, together: bool = False
 ) -> None:
-    """Evaluate each segment's members_query into `_found`, the input of apply_membership.
+    """Evaluate each segment's members_query into `_found`, the input of either membership
+    writer; rows that break the segment contract raise SegmentContractError naming the segment.
 
     `together` runs them as one statement, which is a third of the time for a micro-batch;
     if it fails, SegmentsFailed says to evaluate them one by one to learn which failed.
@@ -95,12 +96,13 @@ def stage_found(
         except duckdb.Error as error:
             reason = str(error).splitlines()[0]
             raise SegmentsFailed(f"one of {', '.join(queries)} failed: {reason}") from error
-        return
-    for segment, query in queries.items():
-        try:
-            con.execute(f"insert into _found {query}")
-        except duckdb.Error as error:
-            raise SegmentFailed(segment, error) from error
+    else:
+        for segment, query in queries.items():
+            try:
+                con.execute(f"insert into _found {query}")
+            except duckdb.Error as error:
+                raise SegmentFailed(segment, error) from error
+    _check_contract(con)
 
 
 def apply_membership(
@@ -117,7 +119,7 @@ def apply_membership(
     The members found are in `_found` (see stage_found). `scope` names a table whose
     `customer_id` column lists the customers that were evaluated (None: all customers), so a
     member missing from `_found` exits only if it was in scope. Run it inside the caller's
-    transaction; nothing is written if any segment breaks the contract. `sizes=False` skips
+    transaction. `sizes=False` skips
     counting each segment's members, a scan of the membership table that a micro-batch does not
     need.
     """
@@ -126,7 +128,6 @@ def apply_membership(
     in_scope = "true" if scope is None else f"customer_id in (select customer_id from {scope})"
     if scope is not None:
         con.execute(f"delete from _found where not ({in_scope})")
-    _check_contract(con)
     names = {"names": segments}
     # The one pass over the membership table: the members of these segments among the customers
     # evaluated, with their row ids. Everything after works on this copy and on row ids, so a

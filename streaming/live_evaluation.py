@@ -43,9 +43,9 @@ def evaluate_batch(pg: psycopg.Connection, evaluator: RealtimeEvaluator, engine:
             engine.con.execute(f"create or replace temp table {copy} as "
                                f"select * from {relation}")
     set_session_now(engine.con, now)
-    queries = {name: evaluator.members_query(engine.con, name) for name in segments}
     try:
-        stage_found(engine.con, queries, together=together)
+        stage_found(engine.con, {name: evaluator.members_query(engine.con, name)
+                                 for name in segments}, together=together)
     except SegmentContractError as error:
         raise SegmentFailed(error.segment, error) from error
     found = engine.con.execute("select segment, customer_id, attributes::varchar from _found"

@@ -22,6 +22,7 @@ from orchestration.resources import WarehouseResource
 from segops.catalog import Catalog, Segment
 from segops.clock import set_session_now, utc_now
 from segops.customers import queue_reevaluation
+from segops.errors import SegOpsError
 from segops.heartbeat import latest_heartbeat
 from segops.live_membership import apply_batch, batch_members, held_count, live_drift, stream_state
 from segops.membership import (
@@ -99,7 +100,7 @@ def _membership_in_postgres(context: dg.AssetExecutionContext, warehouse: Wareho
         try:
             with warehouse.get_connection() as con:
                 found = batch_members(con, segment, at)
-        except duckdb.Error as error:
+        except (duckdb.Error, SegOpsError) as error:
             raise dg.Failure(description=f"{segment.name}: {error}") from None
         if realtime:
             drift = live_drift(pg, segment, found, at) if swept else None
