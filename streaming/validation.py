@@ -50,7 +50,19 @@ def validate(data: bytes, now: datetime, plan: TrackingPlan) -> Event | Rejected
         return Rejected(f"not JSON: {error}")
     if not isinstance(body, dict):
         return Rejected(f"not a JSON object but {type(body).__name__}")
+    if "\\u0000" in text and _holds_nul(body):  # the only way JSON text carries one
+        return Rejected("a NUL character (\\u0000) in a string, which PostgreSQL cannot store")
     return _validate_body(body, now, plan)
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def _validate_body(body: dict, now: datetime, plan: TrackingPlan) -> Event | Rejected:

@@ -182,3 +182,19 @@ def test_the_demo_story_plays_on_postgres(live):
     with psycopg.connect(live.postgres_dsn) as con:
         assert con.execute("select segment from segops.segment_membership "
                            "where customer_id = 'bob'").fetchall() == [("high_intent_browsers",)]
+
+
+def test_a_nul_character_is_a_dead_letter_not_a_poisoned_batch(live_shop):
+    """PostgreSQL cannot store U+0000 in text or jsonb; one such event must not fail the
+    batch it came in, over and over as it is redelivered."""
+    good = event("paris", "product_view", utc_now(), category="books", price=9.0)
+    poisoned = {**event("rome", "product_view", utc_now(), category="books", price=9.0),
+                "properties": {"category": "bo\u0000oks", "price": 9.0}}
+    consumer = LiveConsumer(live_shop, ConsumerConfig(consumer_id="one", publish_changes=False))
+    with consumer.session():
+        consumer.start()
+        consumer.process([incoming(good), incoming(poisoned)])
+    with psycopg.connect(live_shop.postgres_dsn) as con:
+        assert con.execute("select customer_id from raw.events").fetchall() == [("paris",)]
+        [(reason,)] = con.execute("select reason from raw.dead_letters").fetchall()
+    assert "NUL" in reason
