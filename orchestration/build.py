@@ -31,22 +31,26 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     dbt_models = build_dbt_assets(project)
     raw_events = build_raw_events(settings)
     nightly = build_nightly_job(dbt_models, raw_events)
-    in_lake = bool(settings.postgres_dsn)  # the live state in PostgreSQL, the models in a lake
+    # The live state in PostgreSQL and the models in a lake: the stream's outbox publishes the
+    # nightly's changes too, so the file's change-feed asset, job and sensor are not there.
+    in_lake = bool(settings.postgres_dsn)
+    file_feed = [] if in_lake else [
+        build_change_feed_asset(settings, list(catalog.segments.values()))]
     return dg.Definitions(
         assets=[
             raw_customers,
             raw_events,
             dbt_models,
             *(build_membership_asset(segment, catalog) for segment in catalog.segments.values()),
-            build_change_feed_asset(settings, list(catalog.segments.values())),
+            *file_feed,
         ],
         asset_checks=[tracking_plan_check],
-        jobs=[nightly, publish_changes_job, build_preview_job(settings),
-              *([lake_maintenance] if in_lake else [])],
+        jobs=[nightly, build_preview_job(settings),
+              *([lake_maintenance] if in_lake else [publish_changes_job])],
         schedules=[build_nightly_schedule(nightly),
                    *([build_events_flush_schedule(raw_events), lake_maintenance_schedule]
                      if in_lake else [])],
-        sensors=[build_realtime_sensor(catalog.realtime_segments()), batch_changes_sensor,
-                 event_types_sensor],
+        sensors=[build_realtime_sensor(catalog.realtime_segments()), event_types_sensor,
+                 *([] if in_lake else [batch_changes_sensor])],
         resources=build_resources(settings, project),
     )
