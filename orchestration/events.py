@@ -8,6 +8,7 @@ from orchestration.nightly.raw import raw_events
 from orchestration.resources import WarehouseResource
 from segops.clock import utc_now
 from segops.event_report import EventTypeReport, event_types
+from segops.live_connection import PostgresUnreachable
 from segops.tracking_plan import PlanError, load_plan
 from segops.warehouse import WarehouseBusy, WarehouseMissing
 
@@ -60,6 +61,8 @@ def event_types_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse
         return dg.SkipReason("the warehouse stayed locked; will look again next time")
     except WarehouseMissing:
         return dg.SkipReason("no warehouse yet")
+    except PostgresUnreachable as error:
+        return dg.SkipReason(str(error))
     check = plan_check_result(reports)
     return dg.SensorResult(asset_events=[
         dg.AssetObservation(

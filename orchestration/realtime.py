@@ -9,6 +9,7 @@ from orchestration.resources import WarehouseResource
 from segops.catalog import Segment
 from segops.clock import utc_now
 from segops.heartbeat import latest_heartbeat
+from segops.live_connection import PostgresUnreachable
 from segops.warehouse import WarehouseBusy, WarehouseMissing
 
 BUSY_TIMEOUT_SECONDS = 10.0
@@ -48,6 +49,8 @@ def build_realtime_sensor(segments: list[Segment]) -> dg.SensorDefinition:
             return dg.SkipReason("the warehouse stayed locked; will read the change log next time")
         except WarehouseMissing:
             return dg.SkipReason("no warehouse yet; run `make demo` or `segops init`")
+        except PostgresUnreachable as error:
+            return dg.SkipReason(str(error))
 
         wall = utc_now()
         events: list = [

@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 
 from segops.errors import SegOpsError
+from segops.live_connection import unreachable
 from segops.sql import literal
 
 # wheel name → the name the extension loads as (the postgres extension is `postgres_scanner`);
@@ -59,7 +60,10 @@ def attach_postgres(con: duckdb.DuckDBPyConnection, dsn: str, *, read_only: bool
     con.execute(f"set extension_directory = {literal(str(extension_directory()))}")
     con.execute("load postgres_scanner")
     mode = ", read_only" if read_only else ""
-    con.execute(f"attach {literal(dsn)} as live (type postgres{mode})")
+    try:
+        con.execute(f"attach {literal(dsn)} as live (type postgres{mode})")
+    except duckdb.IOException as error:
+        raise unreachable(dsn, error) from None
 
 
 def _wheel_file(wheel: str, version: str) -> Path:

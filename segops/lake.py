@@ -14,6 +14,7 @@ from contextlib import contextmanager
 import duckdb
 
 from segops.extensions import duckdb_config, extension_directory
+from segops.live_connection import unreachable
 from segops.settings import Settings
 from segops.sql import literal
 
@@ -43,6 +44,8 @@ def attach_lake(con: duckdb.DuckDBPyConnection, dsn: str, data_path: str, *,
     try:
         con.execute(attach + mode)
         return
+    except duckdb.IOException as error:  # its catalog, PostgreSQL, is not there
+        raise unreachable(dsn, error) from None
     except duckdb.InvalidInputException as error:  # a reader finding no lake yet creates it
         if not read_only or "does not exist" not in str(error):
             raise

@@ -30,6 +30,7 @@ import psycopg
 
 from segops.change_feed import BATCH, ChangeFeed
 from segops.clock import utc_now
+from segops.live_connection import connect
 from segops.live_heartbeat import record_beat
 from segops.live_leases import EVERYONE, OUTBOX, SWEEP, release, take_lease, wait_for_lease
 from segops.live_membership import lock_customers
@@ -88,7 +89,7 @@ class LiveConsumer(StreamLoop):
 
     @contextmanager
     def session(self) -> Iterator[None]:
-        with psycopg.connect(self.settings.postgres_dsn, autocommit=True) as self.pg:
+        with connect(self.settings.postgres_dsn, autocommit=True) as self.pg:
             ensure_live_schema(self.pg)
             yield
         self.pg = None

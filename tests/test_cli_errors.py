@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from demo.emulator import free_port
+from segops.pubsub import ensure_pubsub
 
 
 def segops(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -58,3 +59,14 @@ def test_debug_shows_the_traceback(warehouse):
     result = segops("--debug", "members", "cart_abandoner")
     assert result.returncode != 0
     assert "Traceback" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["segments"], ["preview", "cart_abandoners"],
+                                     ["stream", "--until-idle", "1"]])
+def test_an_unreachable_postgres_names_it_and_how_to_start_it(warehouse, pubsub, command):
+    ensure_pubsub(pubsub)
+    port = free_port()
+    result = segops(*command, env={"SEGOPS_POSTGRES_DSN": f"host=127.0.0.1 port={port} "
+                                                          "user=segops dbname=segops"})
+    assert_readable(result, f"cannot reach PostgreSQL at 127.0.0.1:{port}/segops",
+                    "make up")

@@ -1,0 +1,29 @@
+"""Connecting to the live state's PostgreSQL, with a sentence that says what to do, rather
+than a driver's traceback, when it is not there."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from segops.errors import SegOpsError
+
+
+class PostgresUnreachable(SegOpsError):
+    """The PostgreSQL named by SEGOPS_POSTGRES_DSN refused or did not answer."""
+
+
+def unreachable(dsn: str, error: Exception) -> PostgresUnreachable:
+    parts = conninfo_to_dict(dsn)
+    where = f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+    reason = str(error).strip().splitlines()[0]
+    return PostgresUnreachable(
+        f"cannot reach PostgreSQL at {where} (SEGOPS_POSTGRES_DSN): {reason}; start it "
+        "(`make up` starts the project's own, under data/postgres) or correct the DSN")
+
+
+def connect(dsn: str, **options) -> psycopg.Connection:
+    try:
+        return psycopg.connect(dsn, **options)
+    except psycopg.OperationalError as error:
+        raise unreachable(dsn, error) from None
