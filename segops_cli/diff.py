@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -65,11 +66,13 @@ def changed_segments(settings: Settings, base: str) -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
-def diff_segments(settings: Settings, base: str, at: datetime) -> list[SegmentDiff]:
-    """Each changed segment's two versions, evaluated against the warehouse at `at`."""
+def diff_segments(settings: Settings, base: str, at: datetime, *,
+                  opening: Future[duckdb.DuckDBPyConnection] | None = None) -> list[SegmentDiff]:
+    """Each changed segment's two versions, evaluated against the live inputs at `at`, all
+    on one read of them (`opening` is `live_reach.open_soon`'s, when the command started it)."""
     folder = settings.dbt_project_dir / "models" / "segments"
     catalog = Catalog.load(settings.manifest_path)
-    diffs = []
+    changed = {}
     for name, status in changed_segments(settings, base).items():
         versions = {}
         for label, ref, absent in (("before", base, "added"), ("after", None, "deleted")):
@@ -79,8 +82,19 @@ def diff_segments(settings: Settings, base: str, at: datetime) -> list[SegmentDi
                 compiled = compile_inline(settings, sql, where=where,
                                           own_file=folder / f"{name}.sql")
                 versions[label] = (compiled, where, meta)
-        diffs.append(_evaluate(settings, catalog, name, status, versions, at))
-    return diffs
+        changed[name] = (status, versions)
+    if not changed:
+        if opening is not None:
+            opening.result().close()
+        return []
+    reads = [sql for _, versions in changed.values() for sql, _, _ in versions.values()]
+    with read_segment_inputs(settings, reads, opening=opening) as con:
+        set_session_now(con, at)
+        # read once for every version's overlaps (from PostgreSQL, through the scanner)
+        con.execute("create temp table _membership as "
+                    "select segment, customer_id from segops.segment_membership")
+        return [_evaluate(con, catalog, name, status, versions)
+                for name, (status, versions) in changed.items()]
 
 
 def _source(folder: Path, name: str, ref: str | None) -> tuple[str, str, dict] | None:
@@ -108,34 +122,32 @@ def _segment_meta(yml: str) -> dict:
     return {"segment": {}, "materialized": "table"}
 
 
-def _evaluate(settings: Settings, catalog: Catalog, name: str, status: str,
-              sources: dict[str, tuple[str, str, dict]], at: datetime) -> SegmentDiff:
+def _evaluate(con: duckdb.DuckDBPyConnection, catalog: Catalog, name: str, status: str,
+              sources: dict[str, tuple[str, str, dict]]) -> SegmentDiff:
     """`sources`: label -> (compiled SQL, where it comes from, its YAML's settings)."""
-    with read_segment_inputs(settings, [sql for sql, _, _ in sources.values()]) as con:
-        set_session_now(con, at)
-        versions = {}
-        for label, (compiled, where, meta) in sources.items():
-            try:
-                con.execute(f"create or replace temp table _{label} as "
-                            f"{members_query(con, name, '(' + compiled + ')')}")
-            except (duckdb.Error, SegmentContractError) as error:
-                raise SegOpsError(f"{where}: the SQL failed in the warehouse: {error}") from None
-            versions[label] = Version(
-                refresh=meta["segment"].get("refresh"),
-                reach=con.execute(f"select count(*) from _{label}").fetchone()[0],
-                refused=_refusal(catalog, name, compiled, meta),
-                overlap=dict(con.execute(
-                    f"select m.segment, count(*) from segops.segment_membership as m "
-                    f"join _{label} using (customer_id) where m.segment <> {literal(name)} "
-                    "group by 1 order by 1").fetchall()),
-            )
-        for label in ("before", "after"):
-            if label not in versions:
-                con.execute(f"create or replace temp table _{label} "
-                            "(segment varchar, customer_id varchar, attributes json)")
-        diff = SegmentDiff(name, status, versions.get("before"), versions.get("after"))
-        diff.enters, diff.enter_sample = _moved(con, "_after", "_before")
-        diff.exits, diff.exit_sample = _moved(con, "_before", "_after")
+    versions = {}
+    for label, (compiled, where, meta) in sources.items():
+        try:
+            con.execute(f"create or replace temp table _{label} as "
+                        f"{members_query(con, name, '(' + compiled + ')')}")
+        except (duckdb.Error, SegmentContractError) as error:
+            raise SegOpsError(f"{where}: the SQL failed in the warehouse: {error}") from None
+        versions[label] = Version(
+            refresh=meta["segment"].get("refresh"),
+            reach=con.execute(f"select count(*) from _{label}").fetchone()[0],
+            refused=_refusal(catalog, name, compiled, meta),
+            overlap=dict(con.execute(
+                f"select m.segment, count(*) from _membership as m "
+                f"join _{label} using (customer_id) where m.segment <> {literal(name)} "
+                "group by 1 order by 1").fetchall()),
+        )
+    for label in ("before", "after"):
+        if label not in versions:
+            con.execute(f"create or replace temp table _{label} "
+                        "(segment varchar, customer_id varchar, attributes json)")
+    diff = SegmentDiff(name, status, versions.get("before"), versions.get("after"))
+    diff.enters, diff.enter_sample = _moved(con, "_after", "_before")
+    diff.exits, diff.exit_sample = _moved(con, "_before", "_after")
     return diff
 
 

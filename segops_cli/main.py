@@ -239,12 +239,15 @@ def run_nightly(settings: Settings) -> None:
 
 
 def cmd_diff(args: argparse.Namespace, settings: Settings) -> None:
+    from segops.live_reach import open_soon
+
+    opening = open_soon(settings)  # before the imports and the compilation below
     from rich.markdown import Markdown
 
     from segops_cli.diff import as_json, as_markdown, diff_segments, merge_base
 
     at = parse_timestamp(args.at) if args.at else utc_now()
-    diffs = diff_segments(settings, args.base or merge_base(settings), at)
+    diffs = diff_segments(settings, args.base or merge_base(settings), at, opening=opening)
     if args.format == "json":
         print(as_json(diffs))
     elif args.format == "markdown":

@@ -5,12 +5,15 @@ consumer committed a moment ago is in the reach, before any flush and with no wa
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from datetime import timedelta
 
 from demo.traffic import event
-from segops.dbt import run_dbt
+from segops.dbt import compile_segments, run_dbt
 from segops.live_reach import read_segment_inputs
 from segops.preview import resolve_target, run_preview
+from segops.settings import DBT_PROJECT_DIR, load_settings
 from segops_cli.main import main
 from tests.live_helpers import NOW, nightly, stream
 
@@ -72,3 +75,32 @@ def test_the_command_previews_sql_on_a_segment_through_the_views_that_segment_re
     answer = json.loads(capsys.readouterr().out)
     assert (answer["reach"], answer["customers"]) == (1, 1), "one profile in PostgreSQL"
     assert [row["customer_id"] for row in answer["sample"]] == ["rome"]
+
+
+def test_diff_on_postgres_moves_who_a_change_would_move_in_every_changed_segment(
+        live_shop, tmp_path, monkeypatch, capsys):
+    repo = tmp_path / "repo"
+    shutil.copytree(DBT_PROJECT_DIR, repo / "dbt_project",
+                    ignore=shutil.ignore_patterns("target", "logs"))
+    for command in (["init", "-q", "-b", "main"], ["add", "."],
+                    ["-c", "user.name=a", "-c", "user.email=a@example.com", "commit", "-qm", "x"]):
+        subprocess.run(["git", *command], cwd=repo, check=True, capture_output=True)
+    monkeypatch.setenv("SEGOPS_DBT_PROJECT_DIR", str(repo / "dbt_project"))
+    settings = load_settings()
+    compile_segments(settings)
+    stream(settings, *views("paris", 30), *views("rome", 100))
+    segments = repo / "dbt_project" / "models" / "segments"
+    for name, before, after in (
+            ("high_intent_browsers", "interval '1 hour'", "interval '2 hours'"),
+            ("cart_abandoners", "interval '30 minutes'", "interval '45 minutes'")):
+        path = segments / f"{name}.sql"
+        path.write_text(path.read_text().replace(before, after))
+
+    main(["diff", "--base", "main", "--format", "json"])
+    diffs = {d["segment"]: d for d in json.loads(capsys.readouterr().out)}
+    assert set(diffs) == {"high_intent_browsers", "cart_abandoners"}
+    browsers = diffs["high_intent_browsers"]
+    assert (browsers["enters"], browsers["exits"]) == (1, 0), "rome's views were 100 minutes ago"
+    assert [m["customer_id"] for m in browsers["enter_sample"]] == ["rome"]
+    assert browsers["after"]["overlap"] == {}, "paris is in no other segment"
+    assert (diffs["cart_abandoners"]["enters"], diffs["cart_abandoners"]["exits"]) == (0, 0)
