@@ -35,12 +35,9 @@ nightly: manifest $(DAGSTER_HOME)/dagster.yaml
 demo: manifest $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/segops demo --customers $(DEMO_CUSTOMERS)
 
-$(SEGOPS_WAREHOUSE): | $(BIN)/.installed
-	$(BIN)/segops generate --customers $(DEMO_CUSTOMERS)
-
 # The live platform: emulator, PostgreSQL, two consumers, Dagster (UI on :3000) and demo
 # traffic; Ctrl-C stops.
-up: manifest $(DAGSTER_HOME)/dagster.yaml $(SEGOPS_WAREHOUSE)
+up: manifest $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/segops up --postgres --consumers 2
 
 test: manifest

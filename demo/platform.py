@@ -5,8 +5,8 @@ schedule and the sensor really run) and a producer of demo traffic, each in its 
 group. Ctrl-C (or SIGTERM) stops them in reverse order, draining the consumer.
 
 With `postgres`, the live tables go to PostgreSQL (the project's own server under
-`data/postgres`, unless SEGOPS_POSTGRES_DSN names one), filled from the warehouse the first
-time, and `consumers` consumers share the subscription.
+`data/postgres`, unless SEGOPS_POSTGRES_DSN names one), a shop generated into them if they hold
+none (as after `make demo`, they do), and `consumers` consumers share the subscription.
 """
 
 from __future__ import annotations
@@ -63,8 +63,7 @@ def run_platform(settings: Settings, console: Console, *, rate: float, port: int
         try:
             subprocess.run([*segops, "init"], env=env, check=True)
             if postgres:
-                subprocess.run([*segops, "copy-to-postgres", "--if-empty"], env=env,
-                               check=True)
+                subprocess.run([*segops, "generate", "--if-empty"], env=env, check=True)
             for name, command in (
                 *((f"consumer {n + 1}", [*segops, "stream"]) for n in range(consumers)),
                 ("dagster", [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-p",

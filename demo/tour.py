@@ -3,8 +3,9 @@
 A generated shop goes into the project's own PostgreSQL (`data/postgres`, a fresh database each
 time) with the Pub/Sub emulator beside it; the nightly job copies its history into the lake
 (`data/lake`), builds every model there and writes the nightly segments; the real-time story
-streams through a consumer; the segments are listed with a sample of members. With
-SEGOPS_POSTGRES_DSN set, that database is used as it is and the shop copied only if it is empty.
+streams through a consumer; the segments are listed with a sample of members. No warehouse file
+is written. With SEGOPS_POSTGRES_DSN set, that database is used as it is and a shop generated
+only if it holds none.
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ def run_tour(settings: Settings, console: Console, *, customers: int) -> None:
             shutil.rmtree(Path(settings.lake_data_path), ignore_errors=True)  # the old catalog's
         segops = [str(BIN / "segops")]
         for command in (
-            ["generate", "--customers", str(customers)],
             ["init"],
-            ["copy-to-postgres", *([] if own_database else ["--if-empty"])],
+            ["generate", "--customers", str(customers), *([] if own_database else ["--if-empty"])],
             ["nightly"],
             ["story"],
             ["segments", "--sample", "3"],

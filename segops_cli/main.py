@@ -23,21 +23,33 @@ READABLE_ERRORS = (SegOpsError, FileNotFoundError)
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> None:
+    """Into the warehouse file, or with the live state in PostgreSQL into its (empty) tables,
+    generated in memory and copied there."""
+    import duckdb
+
     from demo import synthetic
+    from segops.extensions import duckdb_config
+    from segops.live_copy import copy_catalog_to_postgres, occupied_tables
     from segops.warehouse import connect
 
     now = parse_timestamp(args.now) if args.now else utc_now()
-    with connect(settings.warehouse) as con:
-        summary = synthetic.generate(
-            con,
-            customers=args.customers,
-            seed=args.seed,
-            now=now,
-            events_per_customer=args.events_per_customer,
-        )
+    shop = {"customers": args.customers, "seed": args.seed, "now": now,
+            "events_per_customer": args.events_per_customer}
+    if not settings.postgres_dsn:
+        with connect(settings.warehouse) as con:
+            summary = synthetic.generate(con, **shop)
+        where = str(settings.warehouse)
+    elif args.if_empty and occupied_tables(settings.postgres_dsn):
+        console.print("PostgreSQL already holds a shop: nothing generated")
+        return
+    else:
+        with duckdb.connect(config=duckdb_config()) as con:
+            summary = synthetic.generate(con, **shop)
+            copy_catalog_to_postgres(con, "memory", settings.postgres_dsn)
+        where = "PostgreSQL"
     console.print(
         f"generated {summary.customers:,} customers and {summary.events:,} events "
-        f"in {summary.seconds:.1f}s into {settings.warehouse}"
+        f"in {summary.seconds:.1f}s into {where}"
     )
 
 
@@ -49,13 +61,22 @@ def cmd_segments(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
     from segops.pubsub import describe_target, ensure_pubsub
-    from segops.schema import ensure_schema
-    from segops.warehouse import connect
 
-    with connect(settings.warehouse) as con:
-        ensure_schema(con)
+    if settings.postgres_dsn:
+        from segops.live_connection import connect as connect_postgres
+        from segops.live_schema import ensure_live_schema
+
+        with connect_postgres(settings.postgres_dsn) as pg:
+            ensure_live_schema(pg)
+        console.print("live tables ready in PostgreSQL")
+    else:
+        from segops.schema import ensure_schema
+        from segops.warehouse import connect
+
+        with connect(settings.warehouse) as con:
+            ensure_schema(con)
+        console.print(f"warehouse ready at {settings.warehouse}")
     created = ensure_pubsub(settings)
-    console.print(f"warehouse ready at {settings.warehouse}")
     console.print(
         f"Pub/Sub ready on {describe_target()}: "
         + (", ".join(created) if created else "topics and subscription already existed")
@@ -340,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--events-per-customer", type=float, default=10.0)
     generate.add_argument("--seed", type=int, default=7)
     generate.add_argument("--now", help="anchor time (RFC 3339); default: now")
+    generate.add_argument("--if-empty", action="store_true",
+                          help="with the live state in PostgreSQL: only if it holds no shop yet")
 
     segments = sub.add_parser("segments", help="every segment with its refresh mode and size")
     segments.add_argument("--sample", type=int, default=0, help="show N members of each")

@@ -13,6 +13,7 @@ from segops.live_copy import copy_to_postgres
 from segops.live_membership import apply_found
 from segops.schema import ensure_schema
 from segops.warehouse import connect
+from segops_cli.main import main
 
 AT = datetime(2026, 6, 1, 12, 0)
 
@@ -43,3 +44,19 @@ def test_the_history_arrives_whole_and_only_once(settings, live_dsn):
                           "order by change_id").fetchall() == [(41, "enter"), (42, "exit")]
     with pytest.raises(SegOpsError, match="already holds rows"):
         copy_to_postgres(settings.warehouse, live_dsn)
+
+
+def test_a_shop_is_generated_into_postgres_without_a_warehouse_file(settings, live_dsn,
+                                                                    monkeypatch, capsys):
+    monkeypatch.setenv("SEGOPS_POSTGRES_DSN", live_dsn)
+    main(["generate", "--customers", "40", "--seed", "3"])
+    with psycopg.connect(live_dsn) as pg:
+        customers, events = pg.execute("select (select count(*) from raw.customers), "
+                                       "(select count(*) from raw.events)").fetchone()
+    assert customers == 40 and events > 0
+    main(["generate", "--customers", "40", "--if-empty"])
+    assert "already holds a shop: nothing generated" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["generate", "--customers", "40"])
+    assert "already holds rows" in capsys.readouterr().out
+    assert not settings.warehouse.exists(), "nothing was written to the file"
