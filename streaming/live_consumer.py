@@ -30,6 +30,7 @@ import psycopg
 
 from segops.change_feed import BATCH, ChangeFeed
 from segops.clock import utc_now
+from segops.heartbeat import BatchCounts
 from segops.live_connection import connect
 from segops.live_heartbeat import record_beat
 from segops.live_leases import EVERYONE, OUTBOX, SWEEP, release, take_lease, wait_for_lease
@@ -95,8 +96,11 @@ class LiveConsumer(StreamLoop):
         self.pg = None
 
     def start(self) -> None:
-        """Evaluate for everyone the segments whose definition no consumer evaluated yet."""
+        """Evaluate for everyone the segments whose definition no consumer evaluated yet, and
+        beat: the sensors see a consumer from its start, not from its first batch."""
         self._evaluate_everyone(self.segments.healthy(), due=False)
+        record_beat(self.pg, self.config.consumer_id, evaluated_at=self.clock(), wall=utc_now(),
+                    counts=BatchCounts(), failed_segments=self.segments.failed)
 
     def maintain(self) -> None:
         """Between batches: pick up a changed tracking plan and manifest, retry failed

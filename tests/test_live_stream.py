@@ -198,3 +198,12 @@ def test_a_nul_character_is_a_dead_letter_not_a_poisoned_batch(live_shop):
         assert con.execute("select customer_id from raw.events").fetchall() == [("paris",)]
         [(reason,)] = con.execute("select reason from raw.dead_letters").fetchall()
     assert "NUL" in reason
+
+
+def test_a_consumer_beats_when_it_starts_before_any_batch(live_shop):
+    consumer = LiveConsumer(live_shop, ConsumerConfig(consumer_id="one", publish_changes=False))
+    with consumer.session():
+        consumer.start()
+    with psycopg.connect(live_shop.postgres_dsn) as con:
+        assert con.execute("select consumer_id, batches, failed_segments "
+                           "from segops.consumer_heartbeat").fetchall() == [("one", 0, {})]
