@@ -3,9 +3,12 @@ in-process, the nightly's jobs, and reading either store."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import dagster as dg
 import psycopg
 
+from demo.traffic import event
 from orchestration.build import build_definitions
 from segops.clock import parse_timestamp
 from segops.dbt import run_dbt
@@ -15,6 +18,13 @@ from streaming.stream_loop import ConsumerConfig
 from tests.stream_helpers import incoming
 
 NOW = parse_timestamp("2026-06-01T12:00:00")
+
+
+def views(customer: str, start_minute: int) -> list[dict]:
+    """Three book views, a minute apart, the first `start_minute` minutes before NOW: enough
+    for high_intent_browsers while they are within its hour."""
+    return [event(customer, "product_view", NOW - timedelta(minutes=start_minute - i),
+                  category="books", price=9.0) for i in range(3)]
 
 
 def stream(settings, *events: dict) -> None:

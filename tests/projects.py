@@ -1,8 +1,10 @@
-"""The shipped dbt project with extra segments, compiled, for tests of what a segment may do."""
+"""The shipped dbt project with extra segments, compiled, for tests of what a segment may do;
+and the project committed in a Git repository, for tests of `segops diff`."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,16 @@ def project_with_segments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     settings = load_settings()
     compile_segments(settings)
     return settings
+
+
+def committed_project(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """A copy of the project committed on `main` in a Git repository under `folder`, and
+    settings that point at it."""
+    shutil.copytree(DBT_PROJECT_DIR, folder / "dbt_project",
+                    ignore=shutil.ignore_patterns("target", "logs"))
+    for command in (["init", "-q", "-b", "main"], ["add", "."],
+                    ["-c", "user.name=analyst", "-c", "user.email=a@example.com",
+                     "commit", "-qm", "x"]):
+        subprocess.run(["git", *command], cwd=folder, check=True, capture_output=True)
+    monkeypatch.setenv("SEGOPS_DBT_PROJECT_DIR", str(folder / "dbt_project"))
+    return load_settings()

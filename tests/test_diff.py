@@ -4,8 +4,6 @@ membership, in text, markdown and JSON."""
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from datetime import timedelta
 
 import pytest
@@ -13,10 +11,10 @@ import pytest
 from segops import preview
 from segops.clock import utc_now
 from segops.dbt import run_dbt
-from segops.settings import DBT_PROJECT_DIR, load_settings
 from segops.warehouse import connect
 from segops_cli.main import main
 from streaming.consumer import Consumer, ConsumerConfig
+from tests.projects import committed_project
 from tests.shop import add_customer, add_event
 
 RANKED = """
@@ -29,21 +27,11 @@ REALTIME = ("models:\n  - name: top_browser\n    config:\n      materialized: vi
             "      meta:\n        segment:\n          refresh: realtime\n")
 
 
-def git(folder, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True)
-
-
 @pytest.fixture
 def repository(warehouse, tmp_path, monkeypatch):
     """The project committed on `main`, a shop with carts of every age, and live membership."""
     repo = tmp_path / "repo"
-    shutil.copytree(DBT_PROJECT_DIR, repo / "dbt_project",
-                    ignore=shutil.ignore_patterns("target", "logs"))
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", ".")
-    git(repo, "-c", "user.name=analyst", "-c", "user.email=a@example.com", "commit", "-qm", "x")
-    monkeypatch.setenv("SEGOPS_DBT_PROJECT_DIR", str(repo / "dbt_project"))
-    settings = load_settings()
+    settings = committed_project(repo, monkeypatch)
     now = utc_now()
     with connect(settings.warehouse) as con:
         for name, minutes in (("fresh", 5), ("twenty", 20), ("forty", 40)):

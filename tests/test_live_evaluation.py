@@ -7,19 +7,16 @@ from datetime import datetime, timedelta
 
 import psycopg
 
-from demo.traffic import event
 from segops.catalog import Catalog
 from segops.events import Event
 from segops.live_membership import lock_customers
 from segops.live_scope import ScopeEngine
 from segops.settings import load_settings
 from streaming.evaluator import RealtimeEvaluator
-from streaming.live_consumer import LiveConsumer
 from streaming.live_evaluation import crossed_customers, evaluate_batch, sweep_query
 from streaming.live_storage import store_events
-from streaming.stream_loop import ConsumerConfig
+from tests.live_helpers import stream, views
 from tests.projects import project_with_segments, realtime_yml
-from tests.stream_helpers import incoming
 
 NOW = datetime(2026, 6, 1, 12, 0)
 
@@ -97,14 +94,8 @@ def test_segments_breaking_the_contract_fail_alone_and_the_stream_goes_on(
         "outsider": ("select customer_id from {{ ref('stg_events') }} "
                      "union select 'zed'", realtime_yml("outsider")),
     })
-    consumer = LiveConsumer(settings, ConsumerConfig(consumer_id="one", publish_changes=False))
-    with consumer.session():
-        consumer.start()
-        for customer, minutes in (("paris", 30), ("rome", 20)):
-            consumer.process([incoming(event(customer, "product_view",
-                                             NOW - timedelta(minutes=minutes - i),
-                                             category="books", price=9.0))
-                              for i in range(3)])
+    stream(settings, *views("paris", 30))
+    stream(settings, *views("rome", 20))
     with psycopg.connect(settings.postgres_dsn) as con:
         (failed,) = con.execute("select failed_segments from segops.consumer_heartbeat"
                                 ).fetchone()

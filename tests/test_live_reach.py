@@ -5,22 +5,15 @@ consumer committed a moment ago is in the reach, before any flush and with no wa
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from datetime import timedelta
 
 from demo.traffic import event
 from segops.dbt import compile_segments, run_dbt
 from segops.live_reach import read_segment_inputs
 from segops.preview import resolve_target, run_preview
-from segops.settings import DBT_PROJECT_DIR, load_settings
 from segops_cli.main import main
-from tests.live_helpers import NOW, nightly, stream
-
-
-def views(customer: str, start_minute: int) -> list[dict]:
-    return [event(customer, "product_view", NOW - timedelta(minutes=start_minute - i),
-                  category="books", price=9.0) for i in range(3)]
+from tests.live_helpers import NOW, nightly, stream, views
+from tests.projects import committed_project
 
 
 def reach(settings, segment: str) -> tuple[int, list[str]]:
@@ -80,13 +73,7 @@ def test_the_command_previews_sql_on_a_segment_through_the_views_that_segment_re
 def test_diff_on_postgres_moves_who_a_change_would_move_in_every_changed_segment(
         live_shop, tmp_path, monkeypatch, capsys):
     repo = tmp_path / "repo"
-    shutil.copytree(DBT_PROJECT_DIR, repo / "dbt_project",
-                    ignore=shutil.ignore_patterns("target", "logs"))
-    for command in (["init", "-q", "-b", "main"], ["add", "."],
-                    ["-c", "user.name=a", "-c", "user.email=a@example.com", "commit", "-qm", "x"]):
-        subprocess.run(["git", *command], cwd=repo, check=True, capture_output=True)
-    monkeypatch.setenv("SEGOPS_DBT_PROJECT_DIR", str(repo / "dbt_project"))
-    settings = load_settings()
+    settings = committed_project(repo, monkeypatch)
     compile_segments(settings)
     stream(settings, *views("paris", 30), *views("rome", 100))
     segments = repo / "dbt_project" / "models" / "segments"

@@ -24,6 +24,7 @@ from segops.clock import utc_now
 from segops_cli.main import main
 from streaming.live_consumer import LiveConsumer
 from streaming.stream_loop import ConsumerConfig
+from tests.live_helpers import stream
 from tests.projects import project_with_segments, realtime_yml
 from tests.stream_helpers import (
     consumer_running,
@@ -190,10 +191,7 @@ def test_a_nul_character_is_a_dead_letter_not_a_poisoned_batch(live_shop):
     good = event("paris", "product_view", utc_now(), category="books", price=9.0)
     poisoned = {**event("rome", "product_view", utc_now(), category="books", price=9.0),
                 "properties": {"category": "bo\u0000oks", "price": 9.0}}
-    consumer = LiveConsumer(live_shop, ConsumerConfig(consumer_id="one", publish_changes=False))
-    with consumer.session():
-        consumer.start()
-        consumer.process([incoming(good), incoming(poisoned)])
+    stream(live_shop, good, poisoned)
     with psycopg.connect(live_shop.postgres_dsn) as con:
         assert con.execute("select customer_id from raw.events").fetchall() == [("paris",)]
         [(reason,)] = con.execute("select reason from raw.dead_letters").fetchall()
