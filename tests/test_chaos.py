@@ -135,9 +135,9 @@ def drain(settings, tmp_path: Path, expected: int, name: str) -> float:
 
 def test_f1_kill_dash_nine_at_random_moments(warehouse, pubsub, tmp_path):
     kills = sized(3, 20)
-    events = shop_events(sized(3_000, 200_000), seed=1)
+    events = shop_events(sized(6_000, 200_000), seed=1)
     published = {e["event_id"] for e in events}
-    producer = Producer(pubsub, events, rate=sized(1_000, 2_500))
+    producer = Producer(pubsub, events, rate=sized(1_500, 2_500))
     rng = random.Random(1)
     for kill in range(kills):
         consumer = ConsumerProcess(tmp_path / f"f1-{kill}.log", "--batch-size", "200")
