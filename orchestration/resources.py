@@ -63,7 +63,10 @@ def build_resources(settings: Settings, project: DbtProject) -> dict[str, object
             target_dir=str(settings.dbt_target_dir),
             target=LAKE_TARGET if settings.postgres_dsn else None,
         ),
-        "warehouse": WarehouseResource(database=str(settings.warehouse),
-                                       postgres_dsn=settings.postgres_dsn,
-                                       lake_data_path=settings.lake_data_path),
+        "warehouse": warehouse_resource(settings),
     }
+
+
+def warehouse_resource(settings: Settings) -> WarehouseResource:
+    return WarehouseResource(database=str(settings.warehouse), postgres_dsn=settings.postgres_dsn,
+                             lake_data_path=settings.lake_data_path)

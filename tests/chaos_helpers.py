@@ -24,7 +24,7 @@ from segops.membership import stage_found
 from segops.parity import measure_drift
 from segops.warehouse import connect
 from streaming.evaluator import RealtimeEvaluator
-from tests.stream_helpers import realtime_segments
+from tests.stream_helpers import realtime_segments, rows
 
 SCALE = os.environ.get("SEGOPS_CHAOS_SCALE", "small")
 RESULTS: dict[str, dict] = {}
@@ -102,23 +102,24 @@ class ConsumerProcess:
 
 
 def stored_count(settings) -> int:
-    """Distinct events stored; cheap to poll, since no ids leave the warehouse."""
-    with connect(settings.warehouse, read_only=True) as con:
-        return con.execute("select count(distinct event_id) from raw.events").fetchone()[0]
+    """Distinct events stored; cheap to poll, since no ids leave the store."""
+    if settings.postgres_dsn:  # its key makes each stored row distinct
+        return rows(settings, "select count(*) from raw.events")[0][0]
+    return rows(settings, "select count(distinct event_id) from raw.events")[0][0]
 
 
 def stored_ids(settings) -> list[str]:
-    with connect(settings.warehouse, read_only=True) as con:
-        return [row[0] for row in con.execute("select event_id from raw.events").fetchall()]
+    return [row[0] for row in rows(settings, "select event_id from raw.events")]
 
 
 def dead_letters(settings) -> list[tuple[str, str]]:
-    with connect(settings.warehouse, read_only=True) as con:
-        return con.execute("select message_id, reason from raw.dead_letters").fetchall()
+    return rows(settings, "select message_id, reason from raw.dead_letters")
 
 
 def drift(settings) -> dict[str, int]:
     """Each real-time segment's difference from a batch recomputation at the stream's now."""
+    if settings.postgres_dsn:
+        return live_drift(settings)
     with connect(settings.warehouse, read_only=True) as con:
         watermark = latest_heartbeat(con).evaluated_at
         return {s.name: measure_drift(con, s, watermark).total
@@ -126,7 +127,9 @@ def drift(settings) -> dict[str, int]:
 
 
 def tally(settings, published: set[str], *, bad: int = 0) -> dict[str, int]:
-    """published, stored, duplicates, dead-lettered and lost, as the results table shows them."""
+    """published, stored, duplicates, dead-lettered and lost, as the results table shows them.
+    A duplicate on PostgreSQL is one event id stored twice (for two customers), since the key
+    refuses the same event twice."""
     ids = stored_ids(settings)
     stored = set(ids)
     return {
@@ -160,24 +163,6 @@ def report(write: Callable[[str], None]) -> None:
         Path(target).write_text(json.dumps(
             {"machine": describe_machine(), "scale": SCALE, "scenarios": RESULTS}, indent=2
         ) + "\n")
-
-
-def live_count(dsn: str) -> int:
-    """Events stored in PostgreSQL (its key makes each one distinct)."""
-    with psycopg.connect(dsn) as con:
-        return con.execute("select count(*) from raw.events").fetchone()[0]
-
-
-def live_tally(dsn: str, published: set[str]) -> dict[str, int]:
-    """`tally` for the stream on PostgreSQL; a duplicate there is one event id stored twice
-    (for two customers), since the key refuses the same event twice."""
-    with psycopg.connect(dsn) as con:
-        ids = [row[0] for row in con.execute("select event_id from raw.events").fetchall()]
-        dead = con.execute("select count(*) from raw.dead_letters").fetchone()[0]
-    stored = set(ids)
-    return {"published": len(published), "stored": len(stored & published),
-            "duplicates": len(ids) - len(stored), "dead_lettered": dead,
-            "lost": len(published - stored)}
 
 
 def live_drift(settings) -> dict[str, int]:

@@ -15,7 +15,7 @@ import pytest
 
 from demo.emulator import EmulatorUnavailable, PubSubEmulator
 from demo.postgres import LocalPostgres
-from segops.dbt import run_dbt
+from segops.dbt import compile_segments, run_dbt
 from segops.live_schema import ensure_live_schema
 from segops.schema import ensure_schema
 from segops.settings import PROJECT_ROOT, Settings, load_settings
@@ -115,8 +115,27 @@ def pubsub(pubsub_emulator: str, settings: Settings, monkeypatch: pytest.MonkeyP
     return load_settings()
 
 
+@pytest.fixture(scope="session")
+def compiled_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The segments' manifest, compiled once in memory as `make manifest` does: what the stream,
+    preview and the live fixtures read, with no warehouse built."""
+    target = tmp_path_factory.mktemp("compiled") / "target"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SEGOPS_DBT_TARGET_DIR", str(target))
+        compile_segments(load_settings())
+    return target / "manifest.json"
+
+
 @pytest.fixture
-def live(warehouse: Settings, pubsub: Settings, live_dsn: str,
+def manifest(settings: Settings, compiled_manifest: Path) -> Settings:
+    """Settings with this test's own copy of the compiled manifest."""
+    settings.dbt_target_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(compiled_manifest, settings.manifest_path)
+    return settings
+
+
+@pytest.fixture
+def live(manifest: Settings, pubsub: Settings, live_dsn: str,
          monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Settings for the stream on PostgreSQL: this test's database, Pub/Sub project and
     manifest; consumer processes it starts inherit them."""
@@ -125,7 +144,7 @@ def live(warehouse: Settings, pubsub: Settings, live_dsn: str,
 
 
 @pytest.fixture
-def live_shop(warehouse: Settings, live_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def live_shop(manifest: Settings, live_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Settings with the live state in this test's PostgreSQL database and the models in a
     lake cataloged there, the clock pinned at live_helpers.NOW; no Pub/Sub."""
     monkeypatch.setenv("SEGOPS_POSTGRES_DSN", live_dsn)

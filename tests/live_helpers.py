@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import dagster as dg
-import psycopg
 
 from demo.traffic import event
 from orchestration.build import build_definitions
@@ -44,7 +43,3 @@ def lake_rows(settings, sql: str) -> list[tuple]:
     with lake_connection(settings.postgres_dsn, settings.lake_data_path, read_only=True) as con:
         return con.execute(sql).fetchall()
 
-
-def rows(settings, sql: str) -> list[tuple]:
-    with psycopg.connect(settings.postgres_dsn) as con:
-        return con.execute(sql).fetchall()

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
+import psycopg
 from google.cloud import pubsub_v1
 
 from demo.producer import publish
@@ -17,14 +18,20 @@ from segops.clock import utc_now
 from segops.pubsub import ensure_pubsub, subscription_path, topic_path
 from segops.settings import Settings
 from segops.warehouse import connect
-from streaming.consumer import Consumer, ConsumerConfig
+from streaming.consumer import Consumer
+from streaming.live_consumer import LiveConsumer
 from streaming.source import Incoming, PubSubSource
-from streaming.stream_loop import StreamLoop
+from streaming.stream_loop import ConsumerConfig, StreamLoop
 
 
-def consume_until_idle(settings: Settings, idle: float = 2.0, **config) -> Consumer:
+def consumer_kind(settings: Settings) -> type[StreamLoop]:
+    """The consumer that keeps `settings`' live state: PostgreSQL's when a DSN is set."""
+    return LiveConsumer if settings.postgres_dsn else Consumer
+
+
+def consume_until_idle(settings: Settings, idle: float = 2.0, **config) -> StreamLoop:
     """Run the real consumer on the real subscription until no message came for `idle` s."""
-    consumer = Consumer(settings, ConsumerConfig(**config))
+    consumer = consumer_kind(settings)(settings, ConsumerConfig(**config))
     consumer.run(PubSubSource(subscription_path(settings)), until_idle=idle)
     return consumer
 
@@ -40,20 +47,23 @@ def incoming(event: dict) -> Incoming:
     return Incoming(data=json.dumps(event).encode(), message_id=event["event_id"])
 
 
+def rows(settings: Settings, sql: str, *params) -> list[tuple]:
+    """`sql` (with `?` parameters) on the live state, wherever `settings` keep it."""
+    if settings.postgres_dsn:
+        with psycopg.connect(settings.postgres_dsn) as con:
+            return con.execute(sql.replace("?", "%s"), list(params)).fetchall()
+    with connect(settings.warehouse) as con:
+        return con.execute(sql, list(params)).fetchall()
+
+
 def members(settings: Settings, segment: str) -> dict[str, str]:
     """customer_id -> source of who is in `segment` now."""
-    with connect(settings.warehouse) as con:
-        return dict(
-            con.execute(
-                "select customer_id, source from segops.segment_membership where segment = ?",
-                [segment],
-            ).fetchall()
-        )
+    return dict(rows(settings, "select customer_id, source from segops.segment_membership "
+                               "where segment = ?", segment))
 
 
 def scalar(settings: Settings, sql: str, *params) -> object:
-    with connect(settings.warehouse) as con:
-        return con.execute(sql, list(params)).fetchone()[0]
+    return rows(settings, sql, *params)[0][0]
 
 
 def realtime_segments(settings: Settings) -> list:
@@ -101,11 +111,11 @@ def receive(path: str, expected_ids: set[int]) -> list[tuple[dict, str]]:
 
 
 @contextmanager
-def consumer_running(settings: Settings, kind: type[StreamLoop] = Consumer,
+def consumer_running(settings: Settings, kind: type[StreamLoop] | None = None,
                      clock: Callable[[], datetime] = utc_now, **config) -> Iterator[StreamLoop]:
-    """The real consumer (of `kind`) on the real subscription, in a thread, for the `with`
-    block."""
-    consumer = kind(settings, ConsumerConfig(**config), clock=clock)
+    """The real consumer (of `kind`, by default the one for `settings`' store) on the real
+    subscription, in a thread, for the `with` block."""
+    consumer = (kind or consumer_kind(settings))(settings, ConsumerConfig(**config), clock=clock)
     worker = threading.Thread(target=consumer.run,
                               args=(PubSubSource(subscription_path(settings)),), daemon=True)
     worker.start()

@@ -28,7 +28,7 @@ from demo.emulator import PubSubEmulator, free_port
 from demo.producer import publish
 from demo.traffic import ShopTraffic
 from orchestration.realtime import build_realtime_sensor
-from orchestration.resources import WarehouseResource
+from orchestration.resources import warehouse_resource
 from segops.clock import utc_now
 from segops.dbt import compile_segments, run_dbt
 from segops.heartbeat import latest_heartbeat
@@ -42,9 +42,6 @@ from tests.chaos_helpers import (
     dead_letters,
     drift,
     live_changes_alternate,
-    live_count,
-    live_drift,
-    live_tally,
     record,
     sized,
     stored_count,
@@ -401,7 +398,7 @@ def sensor_checks(settings) -> dict[str, dg.AssetCheckEvaluation]:
     """The real-time sensor's stream-health check of each segment, from a fresh cursor."""
     sensor = build_realtime_sensor(realtime_segments(settings))
     with dg.build_sensor_context(
-        resources={"warehouse": WarehouseResource(database=str(settings.warehouse))}
+        resources={"warehouse": warehouse_resource(settings)}
     ) as context:
         result = sensor(context)
     return {e.asset_key.path[-1]: e for e in result.asset_events
@@ -540,15 +537,15 @@ def test_f10_three_consumers_one_killed_at_random_again_and_again(live, tmp_path
             consumers[victim].stop(signal.SIGKILL)
             consumers[victim] = consumer()
         assert producer.done() == published
-        wait_for_count(lambda: live_count(live.postgres_dsn), len(published),
+        wait_for_count(lambda: stored_count(live), len(published),
                        f"{len(published)} events stored", stall=REDELIVERY_TIMEOUT,
                        keep_going=lambda: all(c.alive() for c in consumers))
     finally:
         codes = [c.stop(signal.SIGTERM) for c in consumers]
     assert codes == [0, 0, 0], [c.log()[-3000:] for c in consumers]
 
-    counts = live_tally(live.postgres_dsn, published)
-    off = live_drift(live)
+    counts = tally(live, published)
+    off = drift(live)
     disordered = live_changes_alternate(live.postgres_dsn)
     passed = (counts["lost"] == counts["duplicates"] == disordered == 0
               and not any(off.values()))

@@ -17,12 +17,11 @@ from segops.live_import import import_live_raw
 from segops.live_reach import read_segment_inputs
 from streaming.live_consumer import LiveConsumer
 from streaming.stream_loop import ConsumerConfig
-from tests.live_helpers import NOW, lake_rows, nightly, rows, stream
-from tests.stream_helpers import incoming
+from tests.live_helpers import NOW, lake_rows, nightly, stream
+from tests.stream_helpers import incoming, rows
 
 
 def test_the_nightly_reads_what_the_stream_stored_and_writes_postgres(live_shop):
-    live_shop.warehouse.unlink()
     day = timedelta(days=1)
     stream(live_shop,
            event("berlin", "identify", NOW - 2 * day, country="DE"),

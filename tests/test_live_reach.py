@@ -22,7 +22,6 @@ def reach(settings, segment: str) -> tuple[int, list[str]]:
 
 
 def test_preview_reads_what_the_stream_committed_a_moment_ago(live_shop):
-    live_shop.warehouse.unlink()
     stream(live_shop, *views("paris", 30))
     assert reach(live_shop, "high_intent_browsers") == (1, ["paris"]), "nothing flushed yet"
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from demo.story import tell
 from demo.traffic import event
 from orchestration.realtime import build_realtime_sensor
-from orchestration.resources import WarehouseResource
+from orchestration.resources import warehouse_resource
 from segops.clock import utc_now
 from segops_cli.main import main
 from streaming.live_consumer import LiveConsumer
@@ -33,14 +33,16 @@ from tests.stream_helpers import (
     publish_all,
     realtime_segments,
     receive,
+    rows,
     wait_for,
 )
+from tests.stream_helpers import members as sources_of_members
 
 DUTCH = "select customer_id, city from {{ ref('stg_customers') }} where country = 'NL'"
 
 
 @pytest.fixture
-def project(warehouse, pubsub, live_dsn, tmp_path, monkeypatch):
+def project(manifest, pubsub, live_dsn, tmp_path, monkeypatch):
     """The shipped segments plus a real-time one on a trait, kept in PostgreSQL."""
     settings = project_with_segments(tmp_path, monkeypatch, {
         "dutch": (DUTCH, realtime_yml("dutch")),
@@ -49,15 +51,8 @@ def project(warehouse, pubsub, live_dsn, tmp_path, monkeypatch):
     return dataclasses.replace(settings, postgres_dsn=live_dsn)
 
 
-def rows(settings, sql: str, *params) -> list[tuple]:
-    with psycopg.connect(settings.postgres_dsn) as con:
-        return con.execute(sql, list(params)).fetchall()
-
-
 def members(settings, segment: str) -> set[str]:
-    return {row[0] for row in rows(
-        settings, "select customer_id from segops.segment_membership where segment = %s",
-        segment)}
+    return set(sources_of_members(settings, segment))
 
 
 def test_traits_and_time_move_customers_and_the_feed_follows_in_order(project):
@@ -124,7 +119,6 @@ def test_the_command_line_and_the_sensor_read_postgres_not_the_file(project, cap
         consumer.start()
         consumer.process([incoming(event("bob", "identify", utc_now(), country="NL",
                                          city="Utrecht"))])
-    project.warehouse.unlink()  # whatever is read comes from PostgreSQL
 
     main(["members", "dutch", "--format", "json"])
     (member,) = json.loads(capsys.readouterr().out)
@@ -133,8 +127,7 @@ def test_the_command_line_and_the_sensor_read_postgres_not_the_file(project, cap
     assert "dutch" in capsys.readouterr().out
 
     sensor = build_realtime_sensor(realtime_segments(project))
-    result = sensor(dg.build_sensor_context(resources={"warehouse": WarehouseResource(
-        database=str(project.warehouse), postgres_dsn=project.postgres_dsn)}))
+    result = sensor(dg.build_sensor_context(resources={"warehouse": warehouse_resource(project)}))
     reported = {e.asset_key.to_user_string() for e in result.asset_events
                 if isinstance(e, dg.AssetMaterialization)}
     checks = [e for e in result.asset_events if isinstance(e, dg.AssetCheckEvaluation)]

@@ -12,7 +12,7 @@ import pytest
 
 from demo.traffic import event
 from orchestration.customers import raw_customers
-from orchestration.resources import WarehouseResource
+from orchestration.resources import warehouse_resource
 from segops.clock import utc_now
 from segops.customers import traits_at
 from segops.warehouse import connect
@@ -167,7 +167,7 @@ def test_the_dagster_asset_loads_a_parquet_file(project, tmp_path):
                   "seats": [3, 5]}).to_parquet(path)
     result = dg.materialize(
         [raw_customers],
-        resources={"warehouse": WarehouseResource(database=str(project.warehouse))},
+        resources={"warehouse": warehouse_resource(project)},
         run_config={"ops": {"raw__customers": {"config": {"path": str(path)}}}},
     )
     metadata = result.asset_materializations_for_node("raw__customers")[0].metadata

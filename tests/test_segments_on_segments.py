@@ -19,10 +19,10 @@ from segops.settings import load_settings
 from segops.warehouse import connect
 from streaming.consumer import Consumer, ConsumerConfig
 from streaming.live_consumer import LiveConsumer
-from tests.live_helpers import nightly, rows
+from tests.live_helpers import nightly
 from tests.projects import project_with_segments, realtime_yml
 from tests.shop import add_customer, add_event
-from tests.stream_helpers import incoming, members, scalar
+from tests.stream_helpers import incoming, members, rows, scalar
 
 VIP_CARTS = """
 select carts.customer_id, carts.cart_value, vips.revenue_90d

@@ -10,7 +10,7 @@ import dagster as dg
 from demo.traffic import event
 from orchestration.membership_checks import STREAM_HEARTBEAT
 from orchestration.realtime import build_realtime_sensor
-from orchestration.resources import WarehouseResource
+from orchestration.resources import warehouse_resource
 from segops.clock import utc_now
 from streaming.consumer import Consumer, ConsumerConfig
 from tests.stream_helpers import incoming, realtime_segments
@@ -20,7 +20,7 @@ OFFLINE = ConsumerConfig(publish_changes=False)  # these tests need no Pub/Sub
 
 def evaluate(sensor: dg.SensorDefinition, settings, cursor: str | None) -> dg.SensorResult:
     context = dg.build_sensor_context(
-        cursor=cursor, resources={"warehouse": WarehouseResource(database=str(settings.warehouse))}
+        cursor=cursor, resources={"warehouse": warehouse_resource(settings)}
     )
     return sensor(context)
 

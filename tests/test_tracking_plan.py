@@ -14,7 +14,7 @@ import pytest
 
 from demo.traffic import event
 from orchestration.events import TRACKING_PLAN, event_types_sensor
-from orchestration.resources import WarehouseResource
+from orchestration.resources import warehouse_resource
 from segops.clock import utc_now
 from segops.events import Event
 from segops.settings import PROJECT_ROOT
@@ -122,7 +122,7 @@ def test_a_custom_event_moves_a_customer_and_what_arrives_is_reported(shop_plan,
     assert seen["email_open"]["last_day"] == 0, "planned types show even before they arrive"
 
     context = dg.build_sensor_context(
-        resources={"warehouse": WarehouseResource(database=str(settings.warehouse))})
+        resources={"warehouse": warehouse_resource(settings)})
     observation, check = event_types_sensor(context).asset_events
     assert observation.metadata["last_hour/subscription_started"].value == 1
     assert (check.check_name, check.passed) == (TRACKING_PLAN, False)
