@@ -3,13 +3,15 @@ in-process, the nightly's jobs, and reading either store."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 
 import dagster as dg
 
 from demo.traffic import event
 from orchestration.build import build_definitions
-from segops.clock import parse_timestamp
+from segops.clock import parse_timestamp, utc_now
 from segops.dbt import run_dbt
 from segops.lake import lake_connection
 from streaming.live_consumer import LiveConsumer
@@ -43,3 +45,14 @@ def lake_rows(settings, sql: str) -> list[tuple]:
     with lake_connection(settings.postgres_dsn, settings.lake_data_path, read_only=True) as con:
         return con.execute(sql).fetchall()
 
+
+@contextmanager
+def started(settings, *, clock: Callable[[], datetime] = utc_now,
+            **config) -> Iterator[LiveConsumer]:
+    """A LiveConsumer in its session, started, for a test to drive batch by batch (offline
+    unless `publish_changes=True`)."""
+    consumer = LiveConsumer(settings, ConsumerConfig(**{
+        "consumer_id": "one", "publish_changes": False, **config}), clock=clock)
+    with consumer.session():
+        consumer.start()
+        yield consumer

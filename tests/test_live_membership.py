@@ -8,10 +8,12 @@ from datetime import datetime, timedelta
 
 import psycopg
 
+from demo.traffic import event as traffic_event
 from segops.events import Event
 from segops.live_membership import apply_found, lock_customers
 from streaming.live_storage import store_events
-from tests.stream_helpers import wait_for
+from tests.live_helpers import started
+from tests.stream_helpers import incoming, scalar, wait_for
 
 NOW = datetime(2026, 6, 1, 12, 0)
 
@@ -21,12 +23,27 @@ def event(event_id: str, customer_id: str, minutes_ago: int) -> Event:
                  '{"category": "home"}')
 
 
-def test_a_redelivered_event_is_stored_once(live_dsn):
+def test_a_redelivered_event_is_stored_once(live_shop):
+    """Also through a consumer: a redelivery (a crash between commit and ack) is counted as a
+    duplicate, beside new events stored, and its customer's enter is not recorded again."""
     first = [event("e1", "ann", 5), event("e2", "bob", 5)]
-    with psycopg.connect(live_dsn) as con:
+    with psycopg.connect(live_shop.postgres_dsn) as con:
         assert store_events(con, first, NOW) == {"e1", "e2"}
         assert store_events(con, [*first, event("e3", "ann", 1)], NOW) == {"e3"}
         assert con.execute("select count(*) from raw.events").fetchone() == (3,)
+
+    purchase = traffic_event("buyer", "purchase", NOW, order_value=10.0, order_id="o1")
+    view = traffic_event("buyer", "page_view", NOW, path="/")
+    with started(live_shop) as consumer:
+        outcome = consumer.process([incoming(purchase)])
+        assert (outcome.stored, outcome.duplicates) == (1, 0)
+        outcome = consumer.process([incoming(purchase)])
+        assert (outcome.stored, outcome.duplicates) == (0, 1)
+        outcome = consumer.process([incoming(purchase), incoming(view)])
+        assert (outcome.stored, outcome.duplicates) == (1, 1)
+    assert scalar(live_shop, "select count(*) from raw.events where customer_id = 'buyer'") == 2
+    assert scalar(live_shop, "select count(*) from segops.segment_membership_changes "
+                             "where change = 'enter' and segment = 'recent_purchasers'") == 1
 
 
 def test_two_batches_that_share_a_customer_take_turns(live_dsn):
@@ -54,23 +71,27 @@ def test_two_batches_that_share_a_customer_take_turns(live_dsn):
 
 
 def test_membership_follows_what_was_found_and_a_repeat_changes_nothing(live_dsn):
-    def apply(found, customers=("ann", "bob", "cy")):
+    def apply(found, customers=("ann", "bob", "cy"), at=NOW):
         return apply_found(con, found, segments=["browsers"], customers=customers,
-                           source="realtime", changed_at=NOW)
+                           source="realtime", changed_at=at)
 
     with psycopg.connect(live_dsn) as con:
         assert apply([("browsers", "ann", '{"views": 3}'), ("browsers", "bob", None)]) == {
             ("browsers", "enter"): 2}
         assert apply([("browsers", "ann", '{"views": 3}'), ("browsers", "bob", None)]) == {}, (
             "a redelivered batch records nothing twice")
-        assert apply([("browsers", "ann", '{"views": 4}')]) == {("browsers", "exit"): 1}
+        later = NOW + timedelta(hours=1)
+        assert apply([("browsers", "ann", '{"views": 4}')], at=later) == {
+            ("browsers", "exit"): 1}
         assert apply([], customers=["cy"]) == {}, "customers out of scope keep their membership"
-        members = con.execute("select customer_id, attributes from segops.segment_membership"
-                              ).fetchall()
-        changes = con.execute("select customer_id, change from "
+        members = con.execute("select customer_id, attributes, entered_at "
+                              "from segops.segment_membership").fetchall()
+        changes = con.execute("select customer_id, change, changed_at, source from "
                               "segops.segment_membership_changes order by change_id").fetchall()
-    assert members == [("ann", {"views": 4})], "attributes stay current"
-    assert changes == [("ann", "enter"), ("bob", "enter"), ("bob", "exit")]
+    assert members == [("ann", {"views": 4}, NOW)], (
+        "attributes stay current; a member who stays keeps the time it entered")
+    assert changes == [("ann", "enter", NOW, "realtime"), ("bob", "enter", NOW, "realtime"),
+                       ("bob", "exit", later, "realtime")]
 
 
 def test_concurrent_batches_for_one_customer_record_one_enter(live_dsn):
