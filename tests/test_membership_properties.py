@@ -1,19 +1,23 @@
-"""Property test of the one membership writer: any run of scoped evaluations keeps the current
-table, the change history and point-in-time reads in agreement with a simple model."""
+"""Property test of the one membership writer (PostgreSQL's apply_found): any run of scoped
+evaluations keeps the current table, the change history and point-in-time reads (through
+read_live_state, as the product reads them) in agreement with a simple model."""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import duckdb
 import pandas as pd
-from hypothesis import given, settings
+import psycopg
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
 from hypothesis import strategies as st
 
-from segops.membership import apply_membership, members_at, members_query, stage_found
-from segops.schema import ensure_schema
-from segops.warehouse import transaction
+from segops.live_membership import apply_found
+from segops.live_state import read_live_state
+from segops.membership import members_at
 
 T0 = datetime(2026, 6, 1, 12, 0, 0)
 SEGMENTS = ("vip", "churn")
@@ -52,46 +56,29 @@ def steps(draw: st.DrawFn) -> Step:
     )
 
 
-def fresh_warehouse() -> duckdb.DuckDBPyConnection:
-    """A throwaway in-memory warehouse per example, set up like segops.warehouse.connect."""
-    con = duckdb.connect()
-    con.execute("set TimeZone = 'UTC'; set enable_progress_bar = false")
-    ensure_schema(con)
-    return con
+def evaluate(pg: psycopg.Connection, step: Step, at: datetime) -> Counter:
+    """Apply the step's members (strays included: the writer must ignore them) for its scope,
+    in one transaction as the batch and the stream do."""
+    found = [(step.segment, c, json.dumps({"tier": tier})) for c, tier in step.found.items()]
+    found += [(step.segment, c, '{"tier": "stray"}') for c in sorted(step.stray)]
+    with pg.transaction():
+        return apply_found(pg, found, segments=[step.segment],
+                           customers=None if step.scope is None else sorted(step.scope),
+                           source=step.source, changed_at=at)
 
 
-def evaluate(con: duckdb.DuckDBPyConnection, step: Step, at: datetime):
-    """Stage the step's members and scope the way the batch and stream callers do, then apply."""
-    con.execute("create or replace temp table m (customer_id varchar, tier varchar)")
-    rows = [*step.found.items(), *((c, "stray") for c in sorted(step.stray))]
-    if rows:
-        con.executemany("insert into m values (?, ?)", rows)
-    scope_table = None
-    if step.scope is not None:
-        con.execute("create or replace temp table s (customer_id varchar)")
-        if step.scope:
-            con.executemany("insert into s values (?)", [[c] for c in sorted(step.scope)])
-        scope_table = "s"
-    with transaction(con):
-        stage_found(con, {step.segment: members_query(con, step.segment, "m")})
-        (delta,) = apply_membership(
-            con, segments=[step.segment], scope=scope_table, source=step.source, changed_at=at
-        )
-    return delta
-
-
-def current(con: duckdb.DuckDBPyConnection) -> dict[Pair, datetime]:
-    rows = con.execute(
+def current(pg: psycopg.Connection) -> dict[Pair, datetime]:
+    rows = pg.execute(
         "select segment, customer_id, entered_at from segops.segment_membership"
     ).fetchall()
     return {(s, c): at for s, c, at in rows}
 
 
-def changes(con: duckdb.DuckDBPyConnection, after_id: int = 0) -> list[tuple]:
-    return con.execute(
+def changes(pg: psycopg.Connection, after_id: int = 0) -> list[tuple]:
+    return pg.execute(
         """
         select change_id, segment, customer_id, change, changed_at, source
-        from segops.segment_membership_changes where change_id > ? order by change_id
+        from segops.segment_membership_changes where change_id > %s order by change_id
         """,
         [after_id],
     ).fetchall()
@@ -117,13 +104,18 @@ def as_of(frame: pd.DataFrame) -> dict[str, datetime]:
             for c, at in zip(frame["customer_id"], frame["entered_at"], strict=True)}
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.lists(steps(), min_size=1, max_size=12))
-def test_membership_table_history_and_point_in_time_agree(run: list[Step]):
-    """Batch and stream both write through apply_membership, so any interleaving of full and
-    scoped evaluations must leave the table equal to its history, with exact scoped updates."""
-    con = fresh_warehouse()
-    try:
+@examples(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(run=st.lists(steps(), min_size=1, max_size=12))
+def test_membership_table_history_and_point_in_time_agree(settings, live_dsn, run: list[Step]):
+    """Batch and stream both write through apply_found, so any interleaving of full and
+    scoped evaluations must leave the table equal to its history, with exact scoped updates.
+    One database for every example, emptied before each: one per example would cost more
+    than the example."""
+    with psycopg.connect(live_dsn) as pg:
+        with pg.transaction():
+            pg.execute("truncate segops.segment_membership, segops.segment_membership_changes "
+                       "restart identity")
         model: dict[Pair, datetime] = {}
         snapshots: dict[datetime, dict[Pair, datetime]] = {}  # last state at each timestamp
         at = T0
@@ -132,7 +124,7 @@ def test_membership_table_history_and_point_in_time_agree(run: list[Step]):
             at += step.gap
             evaluated = set(POOL) if step.scope is None else step.scope
             before = dict(model)
-            delta = evaluate(con, step, at)
+            delta = evaluate(pg, step, at)
 
             # (b) in scope, membership becomes exactly the members found; nothing else moves.
             # With scope None every existing member of the segment was evaluated.
@@ -143,36 +135,35 @@ def test_membership_table_history_and_point_in_time_agree(run: list[Step]):
                 del model[key]
             for key in entering:
                 model[key] = at
-            assert current(con) == model
+            assert current(pg) == model
 
-            assert (delta.segment, delta.size, delta.enters, delta.exits) == (
-                step.segment, len(of_segment(model, step.segment)), len(entering), len(leaving)
-            )
-            new = changes(con, last_id)
+            assert (delta[(step.segment, "enter")], delta[(step.segment, "exit")]) == (
+                len(entering), len(leaving))
+            assert set(delta) <= {(step.segment, "enter"), (step.segment, "exit")}
+            new = changes(pg, last_id)
             assert {(s, c, ch) for _, s, c, ch, _, _ in new} == (
                 {(s, c, "enter") for s, c in entering} | {(s, c, "exit") for s, c in leaving}
             )
             assert all(t == at and src == step.source for *_, t, src in new)
             assert len(new) == len(entering) + len(leaving)
             last_id = max([last_id, *(row[0] for row in new)])
-            assert replay(changes(con)) == current(con) == model, before
+            assert replay(changes(pg)) == current(pg) == model, before
             snapshots[at] = dict(model)
 
-        history = changes(con)
-        assert replay(history) == current(con)
+        history = changes(pg)
+        assert replay(history) == current(pg)
 
-        # (a) per pair the history alternates enter, exit, enter, ... starting with an enter.
-        last_change: dict[Pair, str] = {}
-        for _, segment, customer_id, change, _, _ in history:
-            expected = "exit" if last_change.get((segment, customer_id)) == "enter" else "enter"
-            assert change == expected, (segment, customer_id, history)
-            last_change[(segment, customer_id)] = change
+    # (a) per pair the history alternates enter, exit, enter, ... starting with an enter.
+    last_change: dict[Pair, str] = {}
+    for _, segment, customer_id, change, _, _ in history:
+        expected = "exit" if last_change.get((segment, customer_id)) == "enter" else "enter"
+        assert change == expected, (segment, customer_id, history)
+        last_change[(segment, customer_id)] = change
 
-        # (c) members_at(t) is the state after the last step stamped t (ties: latest change wins).
+    # (c) members_at(t) is the state after the last step stamped t (ties: latest change wins).
+    with read_live_state(settings.warehouse, live_dsn) as reader:
         for t, state in snapshots.items():
             for segment in SEGMENTS:
-                assert as_of(members_at(con, segment, t)) == of_segment(state, segment), t
+                assert as_of(members_at(reader, segment, t)) == of_segment(state, segment), t
         for segment in SEGMENTS:
-            assert members_at(con, segment, T0 - timedelta(seconds=1)).empty
-    finally:
-        con.close()
+            assert members_at(reader, segment, T0 - timedelta(seconds=1)).empty
