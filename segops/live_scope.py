@@ -91,8 +91,12 @@ class ScopeEngine:
         arrays = [pa.array(values, type=_ARROW_TYPES[kind])
                   for values, (_, kind) in zip(zip(*rows, strict=True), columns, strict=True)]
         self.con.register("_rows", pa.table(arrays, names=[name for name, _ in columns]))
+        # JSON as DuckDB writes it: PostgreSQL's jsonb prints '{"plan": "pro"}', and the trait
+        # rules compare profiles as text, so an unchanged profile would count as changed.
+        normalized = ", ".join(f"json({name}) as {name}" if kind == "JSON" else name
+                               for name, kind in columns)
         try:
-            self.con.execute(f"insert into {table} by name select * from _rows")
+            self.con.execute(f"insert into {table} by name select {normalized} from _rows")
         finally:
             self.con.unregister("_rows")
 

@@ -1,6 +1,6 @@
-"""Customers' traits in real time: identify events through the real emulator, loads of CSV and
-Parquet files from the command line and from Dagster, and the real-time segments that read the
-traits following every change."""
+"""Customers' traits in real time, kept in PostgreSQL: identify events through the real emulator,
+loads of CSV and Parquet files from the command line and from Dagster, and the real-time
+segments that read the traits following every change."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 import pandas as pd
+import psycopg
 import pytest
 
 from demo.traffic import event
@@ -15,9 +16,9 @@ from orchestration.customers import raw_customers
 from orchestration.resources import warehouse_resource
 from segops.clock import utc_now
 from segops.customers import traits_at
-from segops.warehouse import connect
+from segops.live_state import read_live_state
 from segops_cli.main import main
-from streaming.consumer import Consumer, ConsumerConfig
+from tests.live_helpers import started
 from tests.projects import project_with_segments, realtime_yml
 from tests.shop import add_customer
 from tests.stream_helpers import (
@@ -25,20 +26,26 @@ from tests.stream_helpers import (
     incoming,
     members,
     publish_all,
+    rows,
     scalar,
     wait_for,
 )
 
 DUTCH = "select customer_id, city from {{ ref('stg_customers') }} where country = 'NL'"
 ON_PRO_PLAN = "select customer_id from {{ ref('stg_customers') }} where traits ->> 'plan' = 'pro'"
+# Whoever did anything in the shop: an identify is a profile update, not shop behaviour.
+BEHAVED = "select distinct customer_id from {{ ref('stg_events') }}"
 
 
 @pytest.fixture
-def project(warehouse, tmp_path, monkeypatch):
-    """Real-time segments on a typed trait and on an extra trait."""
+def project(manifest, live_dsn, tmp_path, monkeypatch):
+    """Real-time segments on a typed trait, on an extra trait and on any shop event, with the
+    live state in this test's PostgreSQL database."""
+    monkeypatch.setenv("SEGOPS_POSTGRES_DSN", live_dsn)
     return project_with_segments(tmp_path, monkeypatch, {
         "dutch": (DUTCH, realtime_yml("dutch")),
         "on_pro_plan": (ON_PRO_PLAN, realtime_yml("on_pro_plan")),
+        "behaved": (BEHAVED, realtime_yml("behaved")),
     })
 
 
@@ -46,11 +53,16 @@ def identify(customer: str, at: datetime, **traits) -> dict:
     return event(customer, "identify", at, **traits)
 
 
-def profile(settings, customer: str) -> tuple:
-    with connect(settings.warehouse) as con:
-        return con.execute(
-            "select email, country, city, signed_up_at, traits::varchar from raw.customers "
-            "where customer_id = ?", [customer]).fetchone()
+def profile(settings, customer: str) -> tuple | None:
+    found = rows(settings, "select email, country, city, signed_up_at, traits "
+                           "from raw.customers where customer_id = ?", customer)
+    return found[0] if found else None
+
+
+def traits_then(settings, customer: str, at: datetime) -> dict:
+    """The customer's traits at `at`, read from the history as the product reads it."""
+    with read_live_state(settings.warehouse, settings.postgres_dsn) as con:
+        return traits_at(con, customer, at)
 
 
 def test_identify_events_set_traits_and_move_segments_in_the_same_batch(pubsub, project):
@@ -64,10 +76,11 @@ def test_identify_events_set_traits_and_move_segments_in_the_same_batch(pubsub, 
             identify("newcomer", now - timedelta(minutes=5), email="n@example.com",
                      country="nl", city="Utrecht", signed_up_at="2026-01-02T03:04:05+01:00",
                      plan="pro"),
+            event("shopper", "page_view", now - timedelta(minutes=5), path="/"),
         ])
-        wait_for(stored(1))
+        wait_for(stored(2))
         assert profile(project, "newcomer") == (
-            "n@example.com", "nl", "Utrecht", datetime(2026, 1, 2, 2, 4, 5), '{"plan":"pro"}')
+            "n@example.com", "nl", "Utrecht", datetime(2026, 1, 2, 2, 4, 5), {"plan": "pro"})
         assert set(members(project, "dutch")) == {"newcomer"}
         assert set(members(project, "on_pro_plan")) == {"newcomer"}
 
@@ -77,46 +90,23 @@ def test_identify_events_set_traits_and_move_segments_in_the_same_batch(pubsub, 
             identify("newcomer", now - timedelta(minutes=3), country="FR",
                      email="old@example.com"),
         ])
-        wait_for(stored(3))
+        wait_for(stored(4))
     email, country, city, _, extra = profile(project, "newcomer")
     assert (email, country, city, extra) == ("old@example.com", "DE", "Utrecht",
-                                             '{"plan":"free"}')
+                                             {"plan": "free"})
     assert members(project, "dutch") == {} and members(project, "on_pro_plan") == {}
-    with connect(project.warehouse) as con:
-        then = traits_at(con, "newcomer", now - timedelta(minutes=4))
-        events = con.execute("select count(*) from staging.stg_events "
-                             "where customer_id = 'newcomer'").fetchone()[0]
+    then = traits_then(project, "newcomer", now - timedelta(minutes=4))
     assert (then["country"], then["plan"]) == ("nl", "pro"), "the history keeps the traits then"
-    assert events == 0, "an identify is a profile update, not shop behaviour"
-
-
-def test_a_late_identify_applied_first_gives_the_same_profile(project):
-    now = utc_now().replace(microsecond=0)
-    newer = identify("either", now - timedelta(minutes=1), country="DE")
-    older = identify("either", now - timedelta(minutes=2), country="NL", city="Leiden")
-    profiles = []
-    for order in ((older, newer), (newer, older)):
-        with connect(project.warehouse) as con:
-            con.execute("delete from raw.customers where customer_id = 'either'")
-            con.execute("delete from raw.customer_traits where customer_id = 'either'")
-        consumer = Consumer(project, ConsumerConfig(publish_changes=False))
-        consumer.start()
-        for body in order:
-            fresh_id = f"{body['event_id']}-{len(profiles)}"
-            consumer.process([incoming({**body, "event_id": fresh_id})])
-        profiles.append(profile(project, "either")[1:3])
-    assert profiles == [("DE", "Leiden"), ("DE", "Leiden")]
+    assert set(members(project, "behaved")) == {"shopper"}, "an identify is not shop behaviour"
 
 
 def test_a_generated_customer_keeps_its_profile_before_the_change_as_history(project):
     joined = datetime(2026, 3, 1, 9, 0)
-    with connect(project.warehouse) as con:
+    with psycopg.connect(project.postgres_dsn) as con:
         add_customer(con, "veteran", country="US", signed_up_at=joined)
-    consumer = Consumer(project, ConsumerConfig(publish_changes=False))
-    consumer.start()
-    consumer.process([incoming(identify("veteran", utc_now(), country="NL"))])
-    with connect(project.warehouse) as con:
-        before = traits_at(con, "veteran", joined)
+    with started(project) as consumer:
+        consumer.process([incoming(identify("veteran", utc_now(), country="NL"))])
+    before = traits_then(project, "veteran", joined)
     assert before["country"] == "US" and before["email"] == "veteran@example.com"
     assert profile(project, "veteran")[1:4] == ("NL", "Somewhere", joined)
     assert set(members(project, "dutch")) == {"veteran"}
@@ -144,20 +134,18 @@ def test_a_csv_load_applies_the_good_rows_reports_each_bad_one_and_the_stream_fo
     assert "crm.csv, line 5: customer_id 'ann' is already on line 2" in said
     assert "2 of 5 rows applied, 2 customers changed" in said
     assert profile(project, "ann") == ("ann@example.com", "NL", "Delft",
-                                       datetime(2026, 5, 1, 10), '{"plan":"pro"}')
+                                       datetime(2026, 5, 1, 10), {"plan": "pro"})
     assert profile(project, "bob") is None, "a rejected row changes nothing"
     assert profile(project, "cid")[3] == datetime(2026, 5, 3, 8), "no zone means UTC"
 
-    consumer = Consumer(project, ConsumerConfig(publish_changes=False))
-    consumer.start()
-    assert set(members(project, "on_pro_plan")) == {"ann", "cid"}
-    path.write_text("customer_id,plan\nann,free\ncid,pro\n")
-    main(["load-customers", str(path)])
-    assert "2 of 2 rows applied, 1 customers changed" in capsys.readouterr().out
-    consumer.process([])  # the next batch, with no event: re-evaluates what the load changed
+    with started(project) as consumer:
+        assert set(members(project, "on_pro_plan")) == {"ann", "cid"}
+        path.write_text("customer_id,plan\nann,free\ncid,pro\n")
+        main(["load-customers", str(path)])
+        assert "2 of 2 rows applied, 1 customers changed" in capsys.readouterr().out
+        consumer.process([])  # the next batch, with no event: re-evaluates what the load changed
     assert set(members(project, "on_pro_plan")) == {"cid"}
-    with connect(project.warehouse) as con:
-        assert con.execute("select count(*) from segops.reevaluate_queue").fetchone() == (0,)
+    assert scalar(project, "select count(*) from segops.reevaluate_queue") == 0
 
 
 def test_the_dagster_asset_loads_a_parquet_file(project, tmp_path):
@@ -172,5 +160,5 @@ def test_the_dagster_asset_loads_a_parquet_file(project, tmp_path):
     )
     metadata = result.asset_materializations_for_node("raw__customers")[0].metadata
     assert (metadata["applied"].value, metadata["changed"].value) == (2, 2)
-    assert profile(project, "pia")[1:] == ("NL", None, datetime(2026, 4, 1, 12), '{"seats":3}')
+    assert profile(project, "pia")[1:] == ("NL", None, datetime(2026, 4, 1, 12), {"seats": 3})
     assert profile(project, "quin")[1] is None
