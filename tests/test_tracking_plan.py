@@ -1,6 +1,7 @@
 """The tracking plan: read with every problem named by its line, applied by policy to unplanned
 and invalid events, picked up live by a running consumer, reported by `segops events` and in
-Dagster, and a shop's own event type usable in a segment without a code change."""
+Dagster from PostgreSQL, and a shop's own event type usable in a segment without a code
+change."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from segops.events import Event
 from segops.settings import PROJECT_ROOT
 from segops.tracking_plan import PlanError, load_plan
 from segops_cli.main import main
-from streaming.consumer import Consumer, ConsumerConfig
 from streaming.validation import Rejected, validate
+from tests.live_helpers import started
 from tests.projects import project_with_segments, realtime_yml
 from tests.stream_helpers import consume_until, incoming, members, publish_all, scalar
 
@@ -88,8 +89,10 @@ where event_type = 'subscription_started' and (properties ->> 'plan') = 'pro'
 
 
 @pytest.fixture
-def shop_plan(pubsub, warehouse, tmp_path, monkeypatch):
-    """The shipped plan plus a shop's own event type, and a segment on its property."""
+def shop_plan(pubsub, manifest, live_dsn, tmp_path, monkeypatch):
+    """The shipped plan plus a shop's own event type, and a segment on its property, with the
+    live state in this test's PostgreSQL database."""
+    monkeypatch.setenv("SEGOPS_POSTGRES_DSN", live_dsn)
     path = write_plan(tmp_path / "tracking_plan.yml", SHIPPED + SUBSCRIPTIONS)
     monkeypatch.setenv("SEGOPS_TRACKING_PLAN", str(path))
     settings = project_with_segments(tmp_path, monkeypatch, {
@@ -132,22 +135,22 @@ def test_a_custom_event_moves_a_customer_and_what_arrives_is_reported(shop_plan,
 def test_a_running_consumer_picks_up_a_changed_plan_and_survives_a_bad_one(shop_plan, caplog):
     settings, path = shop_plan
     caplog.set_level(logging.INFO, logger="streaming")
-    consumer = Consumer(settings, ConsumerConfig(publish_changes=False))
-    consumer.start()
     now = utc_now()
-    assert consumer.process([incoming(event("una", "refund", now))]).stored == 1
+    with started(settings) as consumer:
+        assert consumer.process([incoming(event("una", "refund", now))]).stored == 1
 
-    write_plan(path, SHIPPED.replace("unplanned_events: allow", "unplanned_events: block")
-               + SUBSCRIPTIONS)
-    consumer.maintain()
-    assert "tracking plan changed: unplanned_events allow -> block" in caplog.text
-    assert consumer.process([incoming(event("una", "refund", now))]).dead_lettered == 1
+        write_plan(path, SHIPPED.replace("unplanned_events: allow", "unplanned_events: block")
+                   + SUBSCRIPTIONS)
+        consumer.maintain()
+        assert "tracking plan changed: unplanned_events allow -> block" in caplog.text
+        assert consumer.process([incoming(event("una", "refund", now))]).dead_lettered == 1
 
-    write_plan(path, SHIPPED.replace("{type: string}", "{type: strng}", 1))
-    consumer.maintain()
-    consumer.maintain()
-    refusals = [r for r in caplog.records if "the tracking plan in force stays" in r.message]
-    assert len(refusals) == 1 and "line 18" in refusals[0].message
-    outcome = consumer.process([incoming(event("una", "refund", now)),
-                                incoming(event("una", "subscription_started", now, plan="pro"))])
+        write_plan(path, SHIPPED.replace("{type: string}", "{type: strng}", 1))
+        consumer.maintain()
+        consumer.maintain()
+        refusals = [r for r in caplog.records if "the tracking plan in force stays" in r.message]
+        assert len(refusals) == 1 and "line 18" in refusals[0].message
+        outcome = consumer.process([
+            incoming(event("una", "refund", now)),
+            incoming(event("una", "subscription_started", now, plan="pro"))])
     assert (outcome.stored, outcome.dead_lettered) == (1, 1), "the plan in force stayed"
