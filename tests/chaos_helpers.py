@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
@@ -168,25 +169,13 @@ def report(write: Callable[[str], None]) -> None:
 def live_drift(settings) -> dict[str, int]:
     """Each real-time segment's difference, in PostgreSQL, from the segment evaluated over every
     stored row at the stream's sweep time (run it once the consumers stopped)."""
-    evaluator = RealtimeEvaluator.from_catalog(Catalog.load(settings.manifest_path))
     with psycopg.connect(settings.postgres_dsn) as con:
         (at,) = con.execute("select at from segops.stream_state where name = 'sweep'"
                             ).fetchone()
-        customers = [row[0] for row in con.execute(
-            "select customer_id from raw.events union select customer_id from raw.customers"
-        ).fetchall()]
-        engine = ScopeEngine(memory_limit="2GB")
-        engine.load(con, customers)
         members = set(con.execute("select segment, customer_id from segops.segment_membership"
                                   ).fetchall())
-    for copy, relation in evaluator.sources().items():
-        engine.con.execute(f"create temp table {copy} as select * from {relation}")
-    set_session_now(engine.con, at)
-    stage_found(engine.con, {name: evaluator.members_query(engine.con, name)
-                             for name in evaluator.queries})
-    found = set(engine.con.execute("select segment, customer_id from _found").fetchall())
-    return {name: sum(1 for pair in found ^ members if pair[0] == name)
-            for name in evaluator.queries}
+    return {name: len(found ^ {c for s, c in members if s == name})
+            for name, found in batch_members(settings, at).items()}
 
 
 def live_changes_alternate(dsn: str) -> int:
@@ -209,3 +198,25 @@ def live_changes_alternate(dsn: str) -> int:
                    select from segops.segment_membership as m
                    where (m.customer_id, m.segment) = (o.customer_id, o.segment)))
             """).fetchone()[0]
+
+
+def batch_members(settings, at: datetime, evaluator: RealtimeEvaluator | None = None
+                  ) -> dict[str, set[str]]:
+    """Each real-time segment's members by the batch evaluation: its SQL over every row stored
+    in PostgreSQL, in one ScopeEngine, at `at`; what the stream's membership must equal."""
+    evaluator = evaluator or RealtimeEvaluator.from_catalog(Catalog.load(settings.manifest_path))
+    with psycopg.connect(settings.postgres_dsn) as con:
+        customers = [row[0] for row in con.execute(
+            "select customer_id from raw.events union select customer_id from raw.customers"
+        ).fetchall()]
+        engine = ScopeEngine(memory_limit="2GB")
+        engine.load(con, customers)
+    for copy, relation in evaluator.sources().items():
+        engine.con.execute(f"create temp table {copy} as select * from {relation}")
+    set_session_now(engine.con, at)
+    stage_found(engine.con, {name: evaluator.members_query(engine.con, name)
+                             for name in evaluator.queries})
+    found = engine.con.execute("select segment, customer_id from _found").fetchall()
+    engine.con.close()
+    return {name: {customer for segment, customer in found if segment == name}
+            for name in evaluator.queries}

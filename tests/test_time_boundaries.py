@@ -6,16 +6,14 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import psycopg
 import pytest
 import sqlglot
 
 from demo.traffic import event
-from segops.catalog import Catalog
-from segops.clock import set_session_now
-from segops.sql import without_database
-from segops.warehouse import connect
-from streaming.consumer import Consumer, ConsumerConfig
 from streaming.time_boundaries import time_dependence
+from tests.chaos_helpers import batch_members
+from tests.live_helpers import started
 from tests.projects import project_with_segments, realtime_yml
 from tests.shop import add_customer
 from tests.stream_helpers import incoming, members
@@ -88,9 +86,10 @@ where extract(hour from {{ segops_now() }}) between 9 and 16
 
 
 @pytest.fixture
-def project(warehouse, tmp_path, monkeypatch):
+def project(manifest, live_dsn, tmp_path, monkeypatch):
     """The shipped project plus three real-time segments on customers' own timestamps and on
-    the hour of the day."""
+    the hour of the day, with the live state in this test's PostgreSQL database."""
+    monkeypatch.setenv("SEGOPS_POSTGRES_DSN", live_dsn)
     return project_with_segments(tmp_path, monkeypatch, {
         "new_accounts_no_purchase": (NEW_ACCOUNTS, realtime_yml("new_accounts_no_purchase")),
         "business_hours": (BUSINESS_HOURS, realtime_yml(
@@ -99,48 +98,38 @@ def project(warehouse, tmp_path, monkeypatch):
     })
 
 
-def batch_members(settings, segment: str, now: datetime) -> set[str]:
-    compiled = Catalog.load(settings.manifest_path).segments[segment].compiled_sql
-    with connect(settings.warehouse) as con:
-        set_session_now(con, now)
-        return {row[0] for row in con.execute(
-            f"select customer_id from ({without_database(compiled)})").fetchall()}
-
-
 def test_a_customer_timestamp_boundary_passes_with_no_event(project):
     start = datetime(2026, 6, 1, 12, 0, 0)
-    with connect(project.warehouse) as con:
+    with psycopg.connect(project.postgres_dsn) as con:
         add_customer(con, "fresh", signed_up_at=start - timedelta(hours=23, minutes=59))
         add_customer(con, "older", signed_up_at=start - timedelta(hours=2))
     clock = [start]
-    consumer = Consumer(project, ConsumerConfig(publish_changes=False), clock=lambda: clock[0])
-    consumer.start()
     segment = "new_accounts_no_purchase"
-    assert set(members(project, segment)) == {"fresh", "older"}
+    with started(project, clock=lambda: clock[0]) as consumer:
+        assert set(members(project, segment)) == {"fresh", "older"}
 
-    for offset, expected in ((timedelta(minutes=1, seconds=1), {"older"}),
-                             (timedelta(hours=22, seconds=1), set())):
-        clock[0] = start + offset
-        consumer.process([])  # a tick: no event at all
-        assert set(members(project, segment)) == expected
-        assert batch_members(project, segment, clock[0]) == expected, "parity with the batch"
+        for offset, expected in ((timedelta(minutes=1, seconds=1), {"older"}),
+                                 (timedelta(hours=22, seconds=1), set())):
+            clock[0] = start + offset
+            consumer.process([])  # a tick: no event at all
+            assert set(members(project, segment)) == expected
+            assert batch_members(project, clock[0])[segment] == expected, "parity with the batch"
 
 
 def test_a_segment_read_at_the_hour_of_day_follows_its_reevaluation_period(project):
     start = datetime(2026, 6, 1, 8, 58, 0)
-    with connect(project.warehouse) as con:
+    with psycopg.connect(project.postgres_dsn) as con:
         add_customer(con, "anyone", signed_up_at=start - timedelta(days=3))
     clock = [start]
-    consumer = Consumer(project, ConsumerConfig(publish_changes=False), clock=lambda: clock[0])
-    consumer.start()
-    assert "anyone" not in members(project, "business_hours")
-    refusal = consumer.segments.failed["business_hours_unbounded"]
-    assert "EXTRACT(HOUR FROM segops_now())" in refusal and "reevaluate_every" in refusal
+    with started(project, clock=lambda: clock[0]) as consumer:
+        assert "anyone" not in members(project, "business_hours")
+        refusal = consumer.segments.failed["business_hours_unbounded"]
+        assert "EXTRACT(HOUR FROM segops_now())" in refusal and "reevaluate_every" in refusal
 
-    clock[0] = start + timedelta(minutes=3)  # 09:01, but the period has not passed
-    consumer.process([incoming(event("someone-else", "page_view", clock[0], path="/"))])
-    consumer.maintain()
-    assert "anyone" not in members(project, "business_hours")
-    clock[0] = start + timedelta(minutes=5)  # 09:03: five minutes since the last full run
-    consumer.maintain()
-    assert "anyone" in members(project, "business_hours")
+        clock[0] = start + timedelta(minutes=3)  # 09:01, but the period has not passed
+        consumer.process([incoming(event("someone-else", "page_view", clock[0], path="/"))])
+        consumer.maintain()
+        assert "anyone" not in members(project, "business_hours")
+        clock[0] = start + timedelta(minutes=5)  # 09:03: five minutes since the last full run
+        consumer.maintain()
+        assert "anyone" in members(project, "business_hours")
