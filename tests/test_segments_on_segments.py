@@ -1,7 +1,7 @@
 """Real-time segments built on other segments: on a real-time one (its SQL inlined, so time and
 events move both together) and on a nightly one (read as its last build left it, from the
-warehouse or with the live state in PostgreSQL from the lake; the nightly run hands the stream
-the customers it changed)."""
+lake; the nightly run hands the stream the customers it changed). The live state is in
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,16 +13,9 @@ import pytest
 from demo.traffic import event
 from orchestration.build import build_definitions
 from segops.clock import utc_now
-from segops.dbt import run_dbt
-from segops.schema import ensure_schema
-from segops.settings import load_settings
-from segops.warehouse import connect
-from streaming.consumer import Consumer, ConsumerConfig
-from streaming.live_consumer import LiveConsumer
-from tests.live_helpers import nightly
+from tests.live_helpers import nightly, started
 from tests.projects import project_with_segments, realtime_yml
-from tests.shop import add_customer, add_event
-from tests.stream_helpers import incoming, members, rows, scalar
+from tests.stream_helpers import incoming, members, rows
 
 VIP_CARTS = """
 select carts.customer_id, carts.cart_value, vips.revenue_90d
@@ -38,98 +31,63 @@ inner join {{ ref('high_intent_browsers') }} as browsers
 
 
 @pytest.fixture
-def project(settings, tmp_path, monkeypatch):
-    project = project_with_segments(tmp_path, monkeypatch, {
+def project(manifest, live_dsn, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEGOPS_POSTGRES_DSN", live_dsn)
+    return project_with_segments(tmp_path, monkeypatch, {
         "vip_carts": (VIP_CARTS, realtime_yml("vip_carts")),
         "browsing_carts": (BROWSING_CARTS, realtime_yml("browsing_carts")),
     })
-    with connect(project.warehouse) as con:
-        ensure_schema(con)
-    return project
 
 
 def test_a_segment_on_a_real_time_segment_follows_time_and_events_with_it(project):
     start = utc_now().replace(microsecond=0)
     clock = [start]
-    consumer = Consumer(project, ConsumerConfig(publish_changes=False), clock=lambda: clock[0])
-    consumer.start()
-    consumer.process([
-        incoming(event("ada", "add_to_cart", start - timedelta(minutes=29), category="home",
-                       price=20.0)),
-        *(incoming(event("ada", "product_view", start - timedelta(minutes=50),
-                         category="home", price=20.0)) for _ in range(3)),
-    ])
-    assert members(project, "browsing_carts") == {}
-    clock[0] = start + timedelta(minutes=1, seconds=1)  # the cart turns 30 minutes old
-    consumer.process([])
-    assert set(members(project, "browsing_carts")) == {"ada"}
-    clock[0] = start + timedelta(minutes=10, seconds=1)  # the views turn an hour old
-    consumer.process([])
+    with started(project, clock=lambda: clock[0]) as consumer:
+        consumer.process([
+            incoming(event("ada", "add_to_cart", start - timedelta(minutes=29),
+                           category="home", price=20.0)),
+            *(incoming(event("ada", "product_view", start - timedelta(minutes=50),
+                             category="home", price=20.0)) for _ in range(3)),
+        ])
+        assert members(project, "browsing_carts") == {}
+        clock[0] = start + timedelta(minutes=1, seconds=1)  # the cart turns 30 minutes old
+        consumer.process([])
+        assert set(members(project, "browsing_carts")) == {"ada"}
+        clock[0] = start + timedelta(minutes=10, seconds=1)  # the views turn an hour old
+        consumer.process([])
     assert members(project, "browsing_carts") == {}
     assert "ada" in members(project, "cart_abandoners")
 
 
-def test_a_segment_on_a_nightly_segment_follows_the_nightly_rebuild(project):
-    now = utc_now().replace(microsecond=0)
-    run_dbt(project, ["build"])  # the nightly tables as of before the purchase: no VIP yet
-    with connect(project.warehouse) as con:
-        add_customer(con, "vip", signed_up_at=now - timedelta(days=200))
-        add_event(con, "vip", "purchase", now - timedelta(days=2), order_value=500.0,
-                  order_id="o1")
-        add_event(con, "vip", "add_to_cart", now - timedelta(minutes=40), category="home",
-                  price=30.0)
-        for number in range(19):  # the top 5 % of twenty buyers is the one VIP
-            add_customer(con, f"buyer{number}", signed_up_at=now - timedelta(days=200))
-            add_event(con, f"buyer{number}", "purchase", now - timedelta(days=3),
-                      order_value=10.0, order_id=f"b{number}")
-    consumer = Consumer(project, ConsumerConfig(publish_changes=False))
-    consumer.start()
-    assert "vip" in members(project, "cart_abandoners")
-    assert members(project, "vip_carts") == {}, "vip_quarterly's table has no VIP yet"
-
-    defs = build_definitions(project)
-    graph = defs.resolve_asset_graph()
-    assert dg.AssetKey(["membership", "vip_quarterly"]) in graph.get(
-        dg.AssetKey(["membership", "vip_carts"])).parent_keys, "reconciled after what it reads"
-    result = defs.resolve_job_def("nightly_segments").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
-    assert result.success
-    assert scalar(project, "select list(customer_id) from segops.reevaluate_queue "
-                           "where reason = 'nightly:vip_quarterly'") == ["vip"]
-    parity = {check.check_name: check for check in result.get_asset_check_evaluations()
-              if check.asset_key == dg.AssetKey(["membership", "vip_carts"])}["parity"]
-    assert parity.passed, parity.description
-
-    consumer.process([])  # the stream's next batch re-evaluates what the rebuild changed
-    assert set(members(project, "vip_carts")) == {"vip"}
-    assert scalar(project, "select count(*) from segops.reevaluate_queue") == 0
-
-
-def test_on_postgres_a_segment_on_a_nightly_segment_reads_its_table_in_the_lake(
-        project, live_dsn, monkeypatch):
-    monkeypatch.setenv("SEGOPS_POSTGRES_DSN", live_dsn)
-    settings = load_settings()
+def test_on_postgres_a_segment_on_a_nightly_segment_reads_its_table_in_the_lake(project):
+    """Also what the nightly job promises such a segment: it is reconciled after the nightly
+    segment it reads, and its parity check passes."""
     now = utc_now().replace(microsecond=0)
     buyers = [event(f"buyer{number}", "purchase", now - timedelta(days=3), order_value=10.0,
                     order_id=f"b{number}") for number in range(19)]
-    consumer = LiveConsumer(settings, ConsumerConfig(consumer_id="one", publish_changes=False))
-    with consumer.session():
-        consumer.start()
+    with started(project) as consumer:
         consumer.process([incoming(e) for e in [
             *buyers,
             event("vip", "purchase", now - timedelta(days=2), order_value=500.0, order_id="o1"),
             event("vip", "add_to_cart", now - timedelta(minutes=40), category="home",
                   price=30.0)]])
         assert "vip_carts" in consumer.segments.failed, "no vip_quarterly in the lake yet"
-        assert rows(settings, "select segment from segops.segment_membership where "
-                              "customer_id = 'vip' order by 1") == [("cart_abandoners",),
-                                                                    ("recent_purchasers",)]
+        assert rows(project, "select segment from segops.segment_membership where "
+                             "customer_id = 'vip' order by 1") == [("cart_abandoners",),
+                                                                   ("recent_purchasers",)]
 
-        assert nightly(settings).success  # builds vip_quarterly in the lake, queues who moved
-        assert rows(settings, "select customer_id, reason from segops.reevaluate_queue") == [
+        graph = build_definitions(project).resolve_asset_graph()
+        assert dg.AssetKey(["membership", "vip_quarterly"]) in graph.get(
+            dg.AssetKey(["membership", "vip_carts"])).parent_keys, "reconciled after what it reads"
+        result = nightly(project)  # builds vip_quarterly in the lake, queues who moved
+        assert result.success
+        assert rows(project, "select customer_id, reason from segops.reevaluate_queue") == [
             ("vip", "nightly:vip_quarterly")]
+        parity = {check.check_name: check for check in result.get_asset_check_evaluations()
+                  if check.asset_key == dg.AssetKey(["membership", "vip_carts"])}["parity"]
+        assert parity.passed, parity.description
         consumer.segments.failed.clear()
         consumer.process([])  # the next batch takes the queue and reads the lake's table
-    assert rows(settings, "select customer_id from segops.segment_membership "
-                          "where segment = 'vip_carts'") == [("vip",)]
-    assert rows(settings, "select count(*) from segops.reevaluate_queue") == [(0,)]
+    assert rows(project, "select customer_id from segops.segment_membership "
+                         "where segment = 'vip_carts'") == [("vip",)]
+    assert rows(project, "select count(*) from segops.reevaluate_queue") == [(0,)]
