@@ -1,10 +1,11 @@
-"""What every figure shares: the sizes of a scale, generated warehouses, the emulator, and the
-environment each measurement runs in.
+"""What every figure shares: the sizes of a scale, generated shops, the emulator, PostgreSQL, and
+the environment each measurement runs in.
 
-A `Lab` lives in one temporary directory for one run. It generates each synthetic shop once
-(anchored at one "now"), compiles the segments' SQL once, starts the Pub/Sub emulator when a
-figure first needs it, and hands every figure its own copy of a warehouse and manifest, with
-SEGOPS_* variables pointing there while the figure runs.
+A `Lab` lives in one temporary directory for one run. It starts PostgreSQL and the Pub/Sub
+emulator when a figure first needs them, generates each synthetic shop once (anchored at one
+"now") into a PostgreSQL database of its own that serves as a template, compiles the segments'
+SQL once, and hands every figure its own database (a copy of the template, made by PostgreSQL in
+seconds), lake and manifest, with SEGOPS_* variables pointing there while the figure runs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import os
 import shutil
 import statistics
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,15 +22,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import psycopg
+
 from demo.emulator import PubSubEmulator
-from demo.synthetic import generate
+from demo.postgres import LocalPostgres
+from demo.synthetic import generate_into_postgres
 from demo.traffic import ShopTraffic, known_customers
 from segops.clock import utc_now
 from segops.dbt import compile_segments
 from segops.settings import Settings, load_settings
-from segops.warehouse import connect
 
-WAREHOUSE = "warehouse.duckdb"
 TARGET = "target"
 MANIFEST = "manifest.json"
 
@@ -87,12 +90,14 @@ SCALES = {
 
 @dataclass(frozen=True)
 class Shop:
-    """A generated warehouse with its compiled manifest, ready to be copied."""
+    """A generated shop in a PostgreSQL database that figures copy theirs from; once the
+    nightly ran on it, with the lake it built."""
 
-    directory: Path
+    database: str
     customers: int
     events: int
     now: datetime  # the anchor the history was generated at
+    lake: Path | None = None
 
     @property
     def label(self) -> str:
@@ -112,10 +117,11 @@ class Lab:
         self.root = root
         self.scale = scale
         self.shops: dict[int, Shop] = {}
-        self.built: dict[int, Path] = {}  # warehouses the nightly job has run on (B4 → B6)
+        self.built: dict[int, Shop] = {}  # shops the nightly job has run on (B4 → B5, B6)
         self._manifest: Path | None = None
         self._emulator: PubSubEmulator | None = None
         self._emulator_host = emulator  # one already running, else started when first needed
+        self._postgres: LocalPostgres | None = None
         self.run_id = uuid.uuid4().hex[:8]  # Pub/Sub projects of their own on a shared emulator
 
     # -- the pieces, each made once per run ------------------------------------------------
@@ -129,8 +135,33 @@ class Lab:
             self._emulator = emulator
         return self._emulator.host
 
+    def postgres(self) -> LocalPostgres:
+        """The project's own PostgreSQL for this run. Its folder is not under the run's
+        directory: as root the server runs as `postgres`, which must reach it."""
+        if self._postgres is None:
+            folder = Path(tempfile.mkdtemp(prefix="segops-bench-postgres-"))
+            folder.chmod(0o755)
+            server = LocalPostgres(folder / "postgres")
+            server.start()
+            self._postgres = server
+        return self._postgres
+
+    def database(self, name: str, *, template: str | None = None) -> str:
+        """A new database (a copy of `template`, without another session on it); its DSN."""
+        server = self.postgres()
+        with psycopg.connect(server.dsn, autocommit=True) as con:
+            if template:
+                con.execute("select pg_terminate_backend(pid) from pg_stat_activity "
+                            "where datname = %s", [template])
+            con.execute(f"create database {name}" + (f" template {template}" if template else ""))
+        return database_dsn(server.dsn, name)
+
+    def drop(self, name: str) -> None:
+        with psycopg.connect(self.postgres().dsn, autocommit=True) as con:
+            con.execute(f"drop database if exists {name} with (force)")
+
     def manifest(self) -> Path:
-        """A manifest with every segment's compiled SQL (in-memory target: no warehouse)."""
+        """A manifest with every segment's compiled SQL (in-memory target: no database)."""
         if self._manifest is None:
             directory = self.root / "compile"
             with environment(directory):
@@ -142,42 +173,49 @@ class Lab:
     def shop(self, customers: int) -> Shop:
         """The synthetic shop of `customers` customers (about ten events each)."""
         if customers not in self.shops:
-            directory = self.root / f"shop-{customers}"
-            directory.mkdir(parents=True)
+            database = f"shop_{customers}"
             now = utc_now()
-            with connect(directory / WAREHOUSE) as con:
-                summary = generate(con, customers=customers, now=now)
+            summary = generate_into_postgres(self.database(database), customers=customers,
+                                             now=now)
             print(f"  generated {summary.customers:,} customers / {summary.events:,} events "
                   f"in {summary.seconds:.1f}s", flush=True)
-            (directory / TARGET).mkdir()
-            shutil.copy(self.manifest(), directory / TARGET / MANIFEST)
-            self.shops[customers] = Shop(directory, customers, summary.events, now)
+            self.shops[customers] = Shop(database, customers, summary.events, now)
         return self.shops[customers]
 
     # -- one figure's own copy --------------------------------------------------------------
 
     @contextlib.contextmanager
     def workspace(
-        self, name: str, source: Path, *, pubsub: bool = False, keep: bool = False
+        self, name: str, shop: Shop, *, pubsub: bool = False, keep: bool = False
     ) -> Iterator[Settings]:
-        """A copy of `source` (a warehouse and its target/manifest.json) under `name`, with the
-        environment pointing at it; removed afterwards unless `keep`."""
+        """A database copied from `shop`'s, the manifest, and a lake of its own (or, for a
+        built shop, the lake its nightly built, read by the copy's catalog), under `name`, with
+        the environment pointing at them; removed afterwards unless `keep`."""
         directory = self.root / name
         (directory / TARGET).mkdir(parents=True)
-        shutil.copy(source / WAREHOUSE, directory / WAREHOUSE)
-        shutil.copy(source / TARGET / MANIFEST, directory / TARGET / MANIFEST)
+        shutil.copy(self.manifest(), directory / TARGET / MANIFEST)
+        database = f"figure_{name.lower().replace('-', '_')}"
+        dsn = self.database(database, template=shop.database)
         host = self.emulator_host() if pubsub else None
         try:
-            with environment(directory, project=f"bench-{name.lower()}-{self.run_id}",
-                             emulator=host):
+            with environment(directory, dsn=dsn, lake=shop.lake or directory / "lake",
+                             project=f"bench-{name.lower()}-{self.run_id}", emulator=host):
                 yield load_settings()
         finally:
             if not keep:
+                self.drop(database)
                 shutil.rmtree(directory, ignore_errors=True)
 
     def close(self) -> None:
         if self._emulator is not None:
             self._emulator.stop()
+        if self._postgres is not None:
+            self._postgres.stop()
+            shutil.rmtree(self._postgres.folder.parent, ignore_errors=True)
+
+
+def database_dsn(dsn: str, database: str) -> str:
+    return dsn.replace("dbname=postgres", f"dbname={database}")
 
 
 @contextlib.contextmanager
@@ -200,15 +238,18 @@ def overridden(values: dict[str, str | None]) -> Iterator[None]:
 
 
 def environment(
-    directory: Path, *, project: str = "bench", emulator: str | None = None
+    directory: Path, *, dsn: str | None = None, lake: Path | None = None,
+    project: str = "bench", emulator: str | None = None,
 ) -> contextlib.AbstractContextManager[None]:
-    """SEGOPS_* (and dbt's and Dagster's) settings pointing into `directory` meanwhile.
+    """SEGOPS_* (and dbt's and Dagster's) settings pointing into `directory` and at the
+    database `dsn` meanwhile.
 
     "Now" is never pinned (figures that need a fixed now pin it themselves), Dagster runs on
     an ephemeral instance, and dagster-dbt writes its target folders here, not in the project.
     """
     return overridden({
-        "SEGOPS_WAREHOUSE": str(directory / WAREHOUSE),
+        "SEGOPS_POSTGRES_DSN": dsn,
+        "SEGOPS_LAKE_DATA_PATH": f"{lake}/" if lake else None,
         "SEGOPS_DBT_TARGET_DIR": str(directory / TARGET),
         "DBT_TARGET_PATH": str(directory / TARGET),
         "SEGOPS_PROJECT": project,

@@ -1,13 +1,13 @@
 """B7: the consumer's resident memory stays flat over a long run at a steady rate.
 
-`segops stream` runs as its own process on the streaming shop and the emulator while this
-process publishes live shop traffic at the B2 rate (10 minutes at full scale). Its resident set
-(VmRSS in /proc/<pid>/status) is sampled every few seconds. The figure is the growth of the last
-minute of traffic over the minute after the warm-up (the first minute), each the median of its
-samples, so one allocation spike does not decide it. Both windows lie inside the traffic: once
-it stops, the consumer gives the warehouse up and its memory falls, which says nothing about a
-consumer that never idles. Afterwards the consumer must have stored every event and, on SIGTERM,
-drain and exit 0.
+`segops stream` runs as its own process on the streaming shop (in PostgreSQL) and the emulator
+while this process publishes live shop traffic at the B2 rate (10 minutes at full scale). Its
+resident set (VmRSS in /proc/<pid>/status) is sampled every few seconds. The figure is the growth
+of the last minute of traffic over the minute after the warm-up (the first minute), each the
+median of its samples, so one allocation spike does not decide it. Both windows lie inside the
+traffic: once it stops, the consumer's memory falls, which says nothing about a consumer that
+never idles. Afterwards the consumer must have stored every event and, on SIGTERM, drain and
+exit 0.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
+
 from bench.harness import Lab, figure, traffic, wait_for
 from demo.producer import publish
 from segops.pubsub import ensure_pubsub
-from segops.warehouse import connect
 
 FIGURES = ("B7",)
 GOAL_GROWTH = 0.10
@@ -59,16 +60,16 @@ class Sampler(threading.Thread):
 
 
 def stored_events(settings) -> int:
-    with connect(settings.warehouse, read_only=True, timeout=30) as con:
+    with psycopg.connect(settings.postgres_dsn) as con:
         return con.execute("select count(*) from raw.events").fetchone()[0]
 
 
 def measure(lab: Lab) -> dict[str, dict]:
     scale = lab.scale
     shop = lab.shop(scale.stream_customers)
-    with lab.workspace("memory", shop.directory, pubsub=True) as settings:
+    with lab.workspace("memory", shop, pubsub=True) as settings:
         ensure_pubsub(settings)
-        log = settings.warehouse.parent / "stream.log"
+        log = settings.dbt_target_dir.parent / "stream.log"
         with open(log, "w") as output:
             consumer = subprocess.Popen(
                 [sys.executable, "-m", "segops_cli", "stream"],

@@ -1,13 +1,14 @@
 """B4: the nightly rebuild of every segment through Dagster and dbt, against a hand-written script.
 
-On one copy of the big shop, at the fixed "now" it was generated at: the hand-written DuckDB
-script (bench/nightly_baseline.sql) once to warm the caches, the `nightly_segments` Dagster job
-(dbt build of staging, marts, segments and their tests, then membership for every segment) as
-the schedule runs it, then the script again, timed. The job's time is its run, from start to
-finish; parsing the dbt project and loading the definitions come before it, as they do when
-the code location is deployed, and are reported beside it. The figure is the job's time over the
-script's. Before it counts, every segment's members from the script must equal the members the
-job recorded, and the script must cover every segment the project has.
+On one copy of the big shop, at the fixed "now" it was generated at: the `nightly_segments`
+Dagster job as the schedule runs it (the events PostgreSQL holds copied into the lake, dbt build
+of staging, marts, segments and their tests there, then membership for every segment in
+PostgreSQL), then the hand-written DuckDB script (bench/nightly_baseline.sql) twice, the first
+to warm the caches, over the lake's copy of the same events. The job's time is its run, from
+start to finish; parsing the dbt project and loading the definitions come before it, as they do
+when the code location is deployed, and are reported beside it. The figure is the job's time
+over the script's. Before it counts, every segment's members from the script must equal the
+members the job recorded, and the script must cover every segment the project has.
 """
 
 from __future__ import annotations
@@ -16,17 +17,22 @@ import contextlib
 import gc
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
+import duckdb
+from psycopg.conninfo import conninfo_to_dict
 
-from bench.harness import Lab, figure, pinned_now
+from bench.harness import Lab, Shop, figure, pinned_now
 from orchestration.run_now import execute, load_job
 from segops.catalog import Catalog
+from segops.extensions import attach_postgres
+from segops.lake import ALIAS, lake_connection
+from segops.live_membership import batch_members
 from segops.settings import Settings
-from segops.warehouse import connect
 
 FIGURES = ("B4",)
 BASELINE_SQL = Path(__file__).with_name("nightly_baseline.sql")
@@ -59,40 +65,54 @@ def run_nightly(settings: Settings) -> NightlyRun:
     return NightlyRun(loaded - started, finished - loaded, result)
 
 
-def run_baseline(settings: Settings, now: datetime) -> float:
-    """Seconds the hand-written script takes, from opening the warehouse to closing it."""
+@contextlib.contextmanager
+def baseline_connection(settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB where the script's `raw.*` are the lake's (what the job copied
+    there) and its `baseline.*` tables are its own."""
+    with lake_connection(settings.postgres_dsn, settings.lake_data_path, read_only=True) as con:
+        con.execute("use memory")
+        con.execute("create schema raw")
+        for table in ("events", "customers"):
+            con.execute(f"create view raw.{table} as select * from {ALIAS}.raw.{table}")
+        yield con
+
+
+def run_baseline(con: duckdb.DuckDBPyConnection, now: datetime) -> float:
+    """Seconds the hand-written script takes."""
     started = time.monotonic()
-    with connect(settings.warehouse) as con:
-        con.execute(f"set variable bench_now = timestamp '{now.isoformat(sep=' ')}'")
-        con.execute(BASELINE_SQL.read_text())
+    con.execute(f"set variable bench_now = timestamp '{now.isoformat(sep=' ')}'")
+    con.execute(BASELINE_SQL.read_text())
     return time.monotonic() - started
 
 
-def compare(settings: Settings) -> dict[str, int]:
-    """Segment sizes; raises unless the script and the job found the same members."""
-    segments = sorted(Catalog.load(settings.manifest_path).segments)
-    with connect(settings.warehouse, read_only=True) as con:
-        tables = sorted(row[0] for row in con.execute(
-            "select table_name from information_schema.tables where table_schema = 'baseline'"
-        ).fetchall())
-        if tables != segments:
-            raise AssertionError(f"the baseline computes {tables}, the project has {segments}")
-        sizes, differences = {}, {}
-        for segment in segments:
-            size, job_size, differ = con.execute(
-                f"""
-                with script as (select customer_id from baseline."{segment}"),
-                     job as (select customer_id from segops.segment_membership
-                             where segment = $segment)
-                select (select count(*) from script), (select count(*) from job),
-                       (select count(*) from ((select * from script except select * from job)
-                                       union all (select * from job except select * from script)))
-                """,
-                {"segment": segment},
-            ).fetchone()
-            sizes[segment] = size
-            if size != job_size or differ:
-                differences[segment] = f"script {size}, job {job_size}, {differ} differ"
+def compare(con: duckdb.DuckDBPyConnection, settings: Settings, now: datetime
+            ) -> dict[str, int]:
+    """Segment sizes; raises unless the script and the job found the same members: a nightly
+    segment's membership the job wrote to PostgreSQL, a real-time one's model as the job
+    evaluated it (at the same now; its membership is the stream's to keep)."""
+    segments = Catalog.load(settings.manifest_path).segments
+    tables = sorted(row[0] for row in con.execute(
+        "select table_name from information_schema.tables "
+        "where table_catalog = 'memory' and table_schema = 'baseline'"
+    ).fetchall())
+    if tables != sorted(segments):
+        raise AssertionError(f"the baseline computes {tables}, the project has {sorted(segments)}")
+    attach_postgres(con, settings.postgres_dsn, read_only=True)
+    con.execute(f"use {ALIAS}")  # where the models' compiled SQL finds them
+    sizes, differences = {}, {}
+    for name, segment in sorted(segments.items()):
+        script = {row[0] for row in con.execute(
+            f'select customer_id from memory.baseline."{name}"').fetchall()}
+        if segment.refresh == "realtime":
+            job = {customer for _, customer, _ in batch_members(con, segment, now)}
+        else:
+            job = {row[0] for row in con.execute(
+                "select customer_id from live.segops.segment_membership where segment = ?",
+                [name]).fetchall()}
+        sizes[name] = len(script)
+        if script != job:
+            differences[name] = (f"script {len(script)}, job {len(job)}, "
+                                 f"{len(script ^ job)} differ")
     if differences:
         raise AssertionError(f"the baseline disagrees with the nightly job: {differences}")
     return sizes
@@ -124,25 +144,31 @@ def dbt_breakdown(settings: Settings) -> dict:
     }
 
 
-def built(lab: Lab, customers: int) -> Path:
-    """A copy of the shop the nightly job has run on (B4's, or one made now untimed)."""
+def built(lab: Lab, customers: int) -> Shop:
+    """The shop after the nightly job ran on it (B4's, or one made now untimed)."""
     if customers not in lab.built:
         shop = lab.shop(customers)
-        with lab.workspace(f"built-{customers}", shop.directory, keep=True) as settings, \
+        with lab.workspace(f"built-{customers}", shop, keep=True) as settings, \
                 pinned_now(shop.now):
             run_nightly(settings)
-        lab.built[customers] = settings.warehouse.parent
+        lab.built[customers] = after_the_nightly(shop, settings)
     return lab.built[customers]
+
+
+def after_the_nightly(shop: Shop, settings: Settings) -> Shop:
+    return replace(shop, database=conninfo_to_dict(settings.postgres_dsn)["dbname"],
+                   lake=Path(settings.lake_data_path))
 
 
 def measure(lab: Lab) -> dict[str, dict]:
     shop = lab.shop(lab.scale.history_customers)
-    with lab.workspace("nightly", shop.directory, keep=True) as settings, pinned_now(shop.now):
-        warm = run_baseline(settings, shop.now)
+    with lab.workspace("nightly", shop, keep=True) as settings, pinned_now(shop.now):
         nightly = run_nightly(settings)
-        script = run_baseline(settings, shop.now)
-        sizes = compare(settings)
-    lab.built.setdefault(shop.customers, settings.warehouse.parent)
+        with baseline_connection(settings) as con:
+            warm = run_baseline(con, shop.now)
+            script = run_baseline(con, shop.now)
+            sizes = compare(con, settings, shop.now)
+    lab.built.setdefault(shop.customers, after_the_nightly(shop, settings))
     job = nightly.run_seconds
     ratio = job / script
     print(f"  nightly job {job:.1f}s (after {nightly.load_seconds:.1f}s loading it), "

@@ -1,34 +1,56 @@
-"""B1 and B2: the streaming consumer on the real emulator, each beside its limit in the same run.
+"""B1, B2, B8 and B9: the stream with one consumer and with three, each a process of its own (as
+replicas run), on the real emulator and the project's own PostgreSQL.
 
-B1: consumer throughput with every real-time segment evaluated, against a bare streaming pull
-    plus ack of the same emulator with the same client, scheduler and flow control.
-B2: publish → membership committed latency at a steady rate (p50, p95, p99, max).
+B1: events/s stored and evaluated from a backlog, every real-time segment evaluated, beside a
+    bare streaming pull + ack of the same emulator with the same client, scheduler and flow
+    control, in the same run.
+B2: publish → membership committed latency at 1,000 events/s.
+B8: one "is customer X in segment Y" lookup, while three consumers take those 1,000 events/s.
+B9: the nightly job (copy from PostgreSQL, dbt build, membership) while three consumers take
+    1,000 events/s, against the same job alone; and the stream's latency meanwhile.
 
-    python -m bench --only B1,B2
+    python -m bench --only B1,B2,B8,B9
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import json
+import random
 import re
-import statistics
+import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
+import psycopg
 from google.cloud import pubsub_v1
 
-from bench.harness import Lab, figure, median_steps_ms, percentile, traffic, wait_for
+from bench.harness import (
+    Lab,
+    Shop,
+    figure,
+    median_steps_ms,
+    overridden,
+    percentile,
+    traffic,
+    wait_for,
+)
+from bench.nightly import run_nightly
+from demo.emulator import stop_group
 from demo.producer import PublishReport, publish
-from segops.clock import utc_now
 from segops.pubsub import ensure_pubsub, subscription_path
-from streaming.consumer import Consumer, ConsumerConfig
-from streaming.source import LEASE_SECONDS, InlineScheduler, PubSubSource
+from segops.settings import load_settings
+from streaming.source import LEASE_SECONDS, InlineScheduler
+from streaming.stream_loop import ConsumerConfig
 
-FIGURES = ("B1", "B2")
+FIGURES = ("B1", "B2", "B8", "B9")
+CONSUMERS = (1, 3)
 
 
 def bare_pull_rate(settings, messages: int, max_outstanding: int) -> float:
@@ -77,95 +99,203 @@ def publish_elsewhere(customers: int, seed: int, rate: float, duration: float) -
                          seconds=float(said[2]))
 
 
-class Recorder:
-    """Counts committed messages and their publish → commit latency."""
+class Lookups(threading.Thread):
+    """Asks PostgreSQL whether a random customer is in a random segment, back to back, with the
+    milliseconds each answer took, until stopped."""
 
-    def __init__(self):
-        self.received = 0
-        self.latencies_ms: list[float] = []
-        self.steps: list[dict[str, float]] = []  # of each batch recorded (BatchOutcome.steps)
-        self.batch_sizes: list[int] = []
-        self.first_commit: float | None = None
-        self.last_commit: float | None = None
-        self.recording = True
+    def __init__(self, dsn: str, customers: list[str], segments: list[str]):
+        super().__init__(daemon=True)
+        self.dsn, self.customers, self.segments = dsn, customers, segments
+        self.ms: list[float] = []
+        self.stopping = threading.Event()
+        self.start()
 
-    def __call__(self, batch, outcome) -> None:
-        committed = utc_now()
-        now = time.monotonic()
-        if batch:
-            self.first_commit = self.first_commit or now
-            self.last_commit = now
-        self.received += outcome.received
-        if self.recording and batch:
-            self.steps.append(outcome.steps)
-            self.batch_sizes.append(len(batch))
-        if self.recording:
-            self.latencies_ms += [
-                (committed - m.publish_time).total_seconds() * 1000
-                for m in batch if m.publish_time
-            ]
+    def run(self) -> None:
+        rng = random.Random(8)
+        with psycopg.connect(self.dsn, autocommit=True) as con:
+            while not self.stopping.is_set():
+                asked = time.perf_counter()
+                con.execute("select exists (select from segops.segment_membership "
+                            "where customer_id = %s and segment = %s)",
+                            [rng.choice(self.customers), rng.choice(self.segments)]).fetchone()
+                self.ms.append((time.perf_counter() - asked) * 1000)
+                time.sleep(0.005)
+
+    def finish(self) -> list[float]:
+        self.stopping.set()
+        self.join()
+        return self.ms
+
+
+def stored(dsn: str) -> int:
+    with psycopg.connect(dsn) as con:
+        return con.execute("select count(*) from raw.events").fetchone()[0]
+
+
+def run_consumers(lab: Lab, shop: Shop, count: int) -> dict:
+    """`count` consumers take a backlog, then live traffic at the scale's rate (with lookups
+    alongside); what they and the lookups measured."""
+    scale = lab.scale
+    dsn = lab.database(f"live_{count}", template=shop.database)
+    history = stored(dsn)
+    names = {"SEGOPS_POSTGRES_DSN": dsn, "SEGOPS_EVENTS_TOPIC": f"live-{count}",
+             "SEGOPS_SUBSCRIPTION": f"live-{count}"}
+    reports = [lab.root / f"live-{count}-{n}.json" for n in range(count)]
+    with overridden(names):
+        live = load_settings()
+        ensure_pubsub(live)
+        publish(live, itertools.islice(traffic(scale.stream_customers, 2),
+                                       scale.throughput_events))
+        logs = [(lab.root / f"live-{count}-{n}.log").open("wb") for n in range(count)]
+        consumers = [subprocess.Popen([sys.executable, "-m", "bench.live_consumer", str(out)],
+                                      stdout=log, stderr=subprocess.STDOUT)
+                     for out, log in zip(reports, logs, strict=True)]
+        try:
+            backlog = history + scale.throughput_events
+            if not wait_for(lambda: stored(dsn) >= backlog, timeout=900, every=0.5):
+                raise RuntimeError(f"{count} consumers stored {stored(dsn) - history} of "
+                                   f"{scale.throughput_events} events in 15 minutes")
+            live_from = time.time()
+            with psycopg.connect(dsn) as con:
+                customers = [row[0] for row in con.execute(
+                    "select customer_id from raw.customers order by random() limit 1000")]
+                segments = [row[0] for row in con.execute(
+                    "select segment from segops.realtime_segments")]
+            lookups = Lookups(dsn, customers, segments)
+            report = publish_elsewhere(scale.stream_customers, 3, scale.rate,
+                                       scale.latency_seconds)
+            committed = wait_for(lambda: stored(dsn) >= backlog + report.published,
+                                 timeout=120, every=0.2)
+            lookup_ms = lookups.finish()
+            nightly = (nightly_beside_the_stream(scale, lambda: stored(dsn), lab.root)
+                       if count == 3 else {})
+        finally:
+            for consumer in consumers:
+                consumer.terminate()
+            for consumer in consumers:
+                consumer.wait(timeout=120)
+            for log in logs:
+                log.close()
+    measured = [json.loads(path.read_text()) for path in reports]
+    if nightly:
+        nightly["latencies_ms"] = [ms for m in measured for published, ms in m["latencies"]
+                                   if nightly["from"] <= published <= nightly["to"]]
+    commits = sorted(c for m in measured for c in m["commits"] if c[0] < live_from)
+    latencies = [ms for m in measured for published, ms in m["latencies"]
+                 if published >= live_from]
+    return {
+        "steps_ms": median_steps_ms([laps for m in measured for at, laps in m["steps"]
+                                     if at >= live_from]),
+        "events_per_second": scale.throughput_events / (commits[-1][0] - commits[0][0]),
+        "latencies_ms": latencies, "lookup_ms": lookup_ms, "committed": committed,
+        "published": report.published, "achieved_rate": report.rate, "nightly": nightly,
+    }
+
+
+def nightly_beside_the_stream(scale, stored_now, root: Path) -> dict:
+    """The nightly job alone (after a first night that copies the backlog in), then again while
+    live traffic at the scale's rate flows through the consumers (`segops produce` in its own
+    process, stopped when the job ends): both durations, and the window in which the stream's
+    latencies count. The job's dbt writes its own target folder, so the consumers never read a
+    manifest it is writing."""
+    target = root / "live-nightly-target"
+    target.mkdir()
+    shutil.copy(load_settings().manifest_path, target / "manifest.json")
+    with overridden({"SEGOPS_DBT_TARGET_DIR": str(target), "DBT_TARGET_PATH": str(target)}):
+        return _nightly_beside_the_stream(scale, stored_now)
+
+
+def _nightly_beside_the_stream(scale, stored_now) -> dict:
+    run_nightly(load_settings())
+    alone = run_nightly(load_settings()).run_seconds
+    before = stored_now()
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "segops_cli", "produce", "--customers",
+         str(scale.stream_customers), "--seed", "4", "--rate", str(scale.rate),
+         "--duration", "3600"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    try:
+        if not wait_for(lambda: stored_now() > before, timeout=120, every=0.1):
+            raise RuntimeError("no live event reached PostgreSQL within 2 minutes")
+        started = time.time()
+        busy = run_nightly(load_settings()).run_seconds
+        finished = time.time()
+    finally:  # never left publishing into the rest of a run (it may ignore SIGTERM, as a
+        # background job inherits)
+        stop_group(producer, signal.SIGKILL, timeout=10)
+    return {"alone_seconds": alone, "busy_seconds": busy, "from": started, "to": finished}
 
 
 def measure(lab: Lab) -> dict[str, dict]:
-    scale = lab.scale
-    events, customers = scale.throughput_events, scale.stream_customers
-    shop = lab.shop(customers)
-    with lab.workspace("stream", shop.directory, pubsub=True) as settings:
+    shop = lab.shop(lab.scale.stream_customers)
+    with lab.workspace("live", shop, pubsub=True) as settings:
         ensure_pubsub(settings)
-        config = ConsumerConfig()
-
-        bare = bare_pull_rate(settings, events, config.batch_size * 5)
+        bare = bare_pull_rate(settings, lab.scale.throughput_events,
+                              ConsumerConfig().batch_size * 5)
         print(f"  bare pull + ack: {bare:,.0f} msg/s", flush=True)
-
-        publish(settings, itertools.islice(traffic(customers, 2), events))
-        recorder = Recorder()
-        recorder.recording = False
-        consumer = Consumer(settings, config, on_commit=recorder)
-        worker = threading.Thread(
-            target=consumer.run, args=(PubSubSource(subscription_path(settings)),), daemon=True
-        )
-        worker.start()
-        try:
-            if not wait_for(lambda: recorder.received >= events, timeout=600):
-                raise RuntimeError(f"the consumer took only {recorder.received} of {events} "
-                                   "messages in 10 minutes")
-            throughput = events / (recorder.last_commit - recorder.first_commit)
-            print(f"  consumer: {throughput:,.0f} events/s ({throughput / bare:.2f}x bare pull)",
+        runs = {}
+        for count in CONSUMERS:
+            runs[count] = run_consumers(lab, shop, count)
+            print(f"  {count} consumer(s): {runs[count]['events_per_second']:,.0f} events/s",
                   flush=True)
 
-            recorder.recording = True
-            before = recorder.received
-            report = publish_elsewhere(customers, 3, scale.rate, scale.latency_seconds)
-            target = before + report.published
-            committed = wait_for(lambda: recorder.received >= target, timeout=120)
-        finally:
-            consumer.stop()
-            worker.join(timeout=60)
-
-    latencies = recorder.latencies_ms
-    p50, p95, p99 = (percentile(latencies, q) for q in (50, 95, 99))
+    rates = {n: run["events_per_second"] for n, run in runs.items()}
+    latency = {n: {q: percentile(run["latencies_ms"], q) for q in (50, 95, 99)}
+               for n, run in runs.items()}
+    lookups = runs[3]["lookup_ms"]
+    nightly = runs[3]["nightly"]
+    beside = {q: percentile(nightly["latencies_ms"], q) for q in (50, 99)}
+    ratio = nightly["busy_seconds"] / nightly["alone_seconds"]
+    p50, p99 = percentile(lookups, 50), percentile(lookups, 99)
+    history = {"history_customers": shop.customers, "history_events": shop.events}
     return {
         "B1": figure(
-            what="consumer throughput, every real-time segment evaluated, on the emulator",
-            value=round(throughput / bare, 3), unit="x bare pull+ack", goal=">= 0.9",
-            met=throughput / bare >= 0.9, baseline=round(bare, 1), baseline_unit="msg/s",
-            summary=f"{throughput / bare:.2f}x ({throughput:,.0f} events/s)",
-            consumer_events_per_second=round(throughput, 1), events=events,
-            history_customers=customers, history_events=shop.events,
-        ),
+            what="consumer throughput, every real-time segment evaluated, "
+                 "1 and 3 consumer processes",
+            value=round(rates[1] / bare, 3), unit="x bare pull+ack (1 consumer)",
+            goal="1 consumer >= 0.9x bare pull+ack, 3 consumers >= 1.5x one",
+            met=rates[1] >= 0.9 * bare and rates[3] >= 1.5 * rates[1],
+            baseline=round(bare, 1), baseline_unit="msg/s",
+            summary=f"1: {rates[1]:,.0f} events/s, 3: {rates[3]:,.0f} events/s "
+                    f"({rates[3] / rates[1]:.2f}x one; bare pull {bare:,.0f} msg/s)",
+            events_per_second={str(n): round(r, 1) for n, r in rates.items()},
+            events=lab.scale.throughput_events, **history),
         "B2": figure(
-            what=f"publish → membership committed latency at {scale.rate:,.0f} events/s",
-            value=round(p50, 1), unit="ms p50", goal="p50 <= 250 ms, p99 <= 1000 ms",
-            met=p50 <= 250 and p99 <= 1000 and committed, baseline=None,
-            summary=f"p50 {p50:,.0f} ms, p95 {p95:,.0f}, p99 {p99:,.0f}, "
-                    f"max {max(latencies):,.0f}",
-            p95_ms=round(p95, 1), p99_ms=round(p99, 1), max_ms=round(max(latencies), 1),
-            rate=scale.rate, seconds=scale.latency_seconds, published=report.published,
-            achieved_rate=round(report.rate, 1), samples=len(latencies),
-            all_committed_within_120_s=committed,
-            batches=len(recorder.steps),
-            median_batch_size=statistics.median(recorder.batch_sizes or [0]),
-            median_steps_ms=median_steps_ms(recorder.steps),
-            history_customers=customers, history_events=shop.events,
-        ),
+            what=f"publish → membership committed latency at {lab.scale.rate:,.0f} events/s, "
+                 "1 and 3 consumer processes",
+            value=round(latency[3][50], 1), unit="ms p50 (3 consumers)",
+            goal="p50 <= 250 ms, p99 <= 1000 ms, with 1 and with 3",
+            met=all(q[50] <= 250 and q[99] <= 1000 for q in latency.values())
+            and all(run["committed"] for run in runs.values()),
+            baseline=None,
+            summary="; ".join(f"{n}: p50 {q[50]:,.0f} ms, p95 {q[95]:,.0f}, p99 {q[99]:,.0f}"
+                              for n, q in latency.items()),
+            percentiles_ms={str(n): {f"p{k}": round(v, 1) for k, v in q.items()}
+                            for n, q in latency.items()},
+            samples={str(n): len(run["latencies_ms"]) for n, run in runs.items()},
+            achieved_rate={str(n): round(run["achieved_rate"], 1) for n, run in runs.items()},
+            median_steps_ms={str(n): run["steps_ms"] for n, run in runs.items()},
+            **history),
+        "B8": figure(
+            what="one membership lookup in PostgreSQL while 3 consumers take "
+                 f"{lab.scale.rate:,.0f} events/s",
+            value=round(p99, 2), unit="ms p99", goal="p99 <= 10 ms", met=p99 <= 10,
+            baseline=None,
+            summary=f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(lookups):.1f} ms "
+                    f"({len(lookups):,} lookups)",
+            p50_ms=round(p50, 2), max_ms=round(max(lookups), 2), lookups=len(lookups),
+            refused=0, **history),
+        "B9": figure(
+            what="the nightly job (PostgreSQL copy, dbt, membership) while 3 consumers take "
+                 f"{lab.scale.rate:,.0f} events/s, and the stream's latency meanwhile",
+            value=round(ratio, 3), unit="x the job alone",
+            goal="<= 1.2x alone; stream p99 <= 1000 ms meanwhile",
+            met=ratio <= 1.2 and beside[99] <= 1000,
+            baseline=round(nightly["alone_seconds"], 2), baseline_unit="s alone",
+            summary=f"{nightly['busy_seconds']:.1f} s beside the stream, "
+                    f"{nightly['alone_seconds']:.1f} s alone ({ratio:.2f}x); stream meanwhile "
+                    f"p50 {beside[50]:,.0f} ms, p99 {beside[99]:,.0f} ms",
+            busy_seconds=round(nightly["busy_seconds"], 2), stream_p50_ms=round(beside[50], 1),
+            stream_p99_ms=round(beside[99], 1), samples=len(nightly["latencies_ms"]),
+            **history),
     }

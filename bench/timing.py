@@ -1,6 +1,6 @@
 """B5: a time-driven exit is committed within seconds of its window boundary passing.
 
-The real consumer loop (`Consumer.run` on a `PubSubSource`, default tick, change feed on) runs
+The real consumer loop (`LiveConsumer.run` on a `PubSubSource`, default tick, change feed on) runs
 against the emulator on the big shop as production has it: after the nightly job (B4's copy), so
 membership is there when the stream starts. Once it is steady (whatever changes its start made
 are published), the measurement starts. Customers of our own are published into two windowed
@@ -22,6 +22,8 @@ import threading
 import time
 from datetime import datetime, timedelta
 
+import psycopg
+
 from bench.harness import Lab, figure, wait_for
 from bench.nightly import built
 from demo.producer import publish
@@ -29,9 +31,9 @@ from demo.traffic import event
 from segops.change_feed import BATCH
 from segops.clock import parse_timestamp, utc_now
 from segops.pubsub import ensure_pubsub, subscription_path
-from segops.warehouse import connect
-from streaming.consumer import Consumer, ConsumerConfig
+from streaming.live_consumer import LiveConsumer
 from streaming.source import PubSubSource
+from streaming.stream_loop import ConsumerConfig
 
 FIGURES = ("B5",)
 GOAL_SECONDS = 5.0
@@ -68,7 +70,7 @@ class CommitTimes:
     def __init__(self):
         self.by_evaluation: dict[datetime, datetime] = {}
         self.in_flight: list[int] = []
-        self.consumer: Consumer | None = None
+        self.consumer: LiveConsumer | None = None
 
     def __call__(self, batch, outcome) -> None:
         self.by_evaluation[outcome.evaluated_at] = utc_now()
@@ -87,7 +89,7 @@ def measure(lab: Lab) -> dict[str, dict]:
     with lab.workspace("timing", built(lab, shop.customers), pubsub=True) as settings:
         ensure_pubsub(settings)
         commits = CommitTimes()
-        consumer = commits.consumer = Consumer(settings, ConsumerConfig(), on_commit=commits)
+        consumer = commits.consumer = LiveConsumer(settings, ConsumerConfig(), on_commit=commits)
         worker = threading.Thread(
             target=consumer.run, args=(PubSubSource(subscription_path(settings)),), daemon=True
         )
@@ -107,14 +109,14 @@ def measure(lab: Lab) -> dict[str, dict]:
         finally:
             consumer.stop()
             worker.join(timeout=60)
-        with connect(settings.warehouse, read_only=True) as con:
+        with psycopg.connect(settings.postgres_dsn) as con:
             changes = con.execute(
                 """
                 select segment, customer_id, change, changed_at
                 from segops.segment_membership_changes
-                where customer_id like $prefix order by change_id
+                where customer_id like %s order by change_id
                 """,
-                {"prefix": PREFIX + "%"},
+                [PREFIX + "%"],
             ).fetchall()
 
     entered = {(s, c): at for s, c, change, at in changes if change == "enter"}

@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 
 from demo.shop import CATEGORIES, CHANNELS, COUNTRIES, DEVICES, PATHS
+from segops.extensions import duckdb_config
+from segops.live_copy import copy_catalog_to_postgres
 from segops.schema import ensure_schema
 
 # What one session holds, on average: a start, 1 + Poisson(3.5) views, and a cart that is
@@ -155,6 +157,15 @@ EVENT_KINDS = ["signup", "session_start", "page_view", "product_view", "add_to_c
 SIGNUP, SESSION_START, PAGE_VIEW, PRODUCT_VIEW, ADD_TO_CART, CHECKOUT, PURCHASE, EMAIL_OPEN = (
     range(len(EVENT_KINDS))
 )
+
+
+def generate_into_postgres(dsn: str, **shop) -> GenerationSummary:
+    """`generate` into the empty live tables of PostgreSQL at `dsn`: generated in memory, where
+    DuckDB builds it in seconds, then copied through PostgreSQL's COPY."""
+    with duckdb.connect(config=duckdb_config()) as con:
+        summary = generate(con, **shop)
+        copy_catalog_to_postgres(con, "memory", dsn)
+    return summary
 
 
 def _naive_us(moment: datetime) -> np.int64:

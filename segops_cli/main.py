@@ -25,11 +25,8 @@ READABLE_ERRORS = (SegOpsError, FileNotFoundError)
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> None:
     """Into the warehouse file, or with the live state in PostgreSQL into its (empty) tables,
     generated in memory and copied there."""
-    import duckdb
-
     from demo import synthetic
-    from segops.extensions import duckdb_config
-    from segops.live_copy import copy_catalog_to_postgres, occupied_tables
+    from segops.live_copy import occupied_tables
     from segops.warehouse import connect
 
     now = parse_timestamp(args.now) if args.now else utc_now()
@@ -43,9 +40,7 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> None:
         console.print("PostgreSQL already holds a shop: nothing generated")
         return
     else:
-        with duckdb.connect(config=duckdb_config()) as con:
-            summary = synthetic.generate(con, **shop)
-            copy_catalog_to_postgres(con, "memory", settings.postgres_dsn)
+        summary = synthetic.generate_into_postgres(settings.postgres_dsn, **shop)
         where = "PostgreSQL"
     console.print(
         f"generated {summary.customers:,} customers and {summary.events:,} events "
