@@ -36,6 +36,8 @@ def test_the_nightly_reads_what_the_stream_stored_and_writes_postgres(live_shop)
                            "where segment = 'dach_customers'") == [("berlin", "batch")]
     assert ("buyer", "recent_purchasers") in rows(
         live_shop, "select customer_id, segment from segops.segment_membership")
+    size = first.asset_materializations_for_node("membership__dach_customers")[0].metadata["size"]
+    assert size.value == 1
     checks = {(c.asset_key.to_user_string(), c.check_name): c.passed
               for c in first.get_asset_check_evaluations()}
     assert checks[("membership/recent_purchasers", "parity")], "the stream agrees with dbt"
@@ -52,6 +54,8 @@ def test_the_nightly_reads_what_the_stream_stored_and_writes_postgres(live_shop)
     assert lake_rows(live_shop, "select count(*) from raw.events") == [(5,)], "copied once"
     second = nightly(live_shop)
     assert second.success
+    metadata = second.asset_materializations_for_node("membership__dach_customers")[0].metadata
+    assert (metadata["enters"].value, metadata["exits"].value) == (0, 1)
     assert lake_rows(live_shop, "select country from raw.customers "
                                 "where customer_id = 'berlin'") == [("FR",)]
     assert rows(live_shop, "select customer_id, change, source from "

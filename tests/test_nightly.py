@@ -1,4 +1,6 @@
-"""The nightly job, executed in process: dbt build, then membership for every segment."""
+"""The nightly job on the lake, executed in process: the live tables copied from PostgreSQL,
+dbt build, then membership for every segment in PostgreSQL; its changes leave through the
+stream's outbox."""
 
 from __future__ import annotations
 
@@ -6,12 +8,10 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import dagster as dg
+import psycopg
 import pytest
 
 from demo.emulator import free_port
@@ -19,33 +19,26 @@ from demo.traffic import event
 from orchestration.build import build_definitions
 from orchestration.nightly.dbt_runner import prune_run_folders
 from segops.catalog import Catalog
-from segops.clock import parse_timestamp
 from segops.dbt import run_dbt
+from segops.live_membership import apply_batch
+from segops.live_state import read_live_state
 from segops.membership import current_members, members_at
-from segops.schema import ensure_schema
 from segops.settings import DBT_PROJECT_DIR, load_settings
-from segops.warehouse import connect
 from segops_cli import main as cli
-from streaming.consumer import Consumer, ConsumerConfig
+from tests.live_helpers import NOW, lake_rows, started
 from tests.shop import add_customer, add_event, ago
-from tests.stream_helpers import downstream_subscription, incoming, receive
-
-NOW = parse_timestamp("2026-06-01T12:00:00")
+from tests.stream_helpers import downstream_subscription, incoming, receive, rows
 
 
 @pytest.fixture
-def shop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A warehouse with three customers, and the clock pinned to NOW."""
-    monkeypatch.setenv("SEGOPS_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
-    monkeypatch.setenv("SEGOPS_DBT_TARGET_DIR", str(tmp_path / "target"))
-    pin_clock(monkeypatch, NOW)
-    with connect(load_settings().warehouse) as con:
-        ensure_schema(con)
+def shop(live_shop):
+    """Three customers in PostgreSQL, and the clock pinned to NOW."""
+    with psycopg.connect(live_shop.postgres_dsn) as con:
         add_customer(con, "berlin", country="DE", signed_up_at=ago(NOW, days=60))
         add_customer(con, "paris", country="FR", signed_up_at=ago(NOW, days=60))
         add_customer(con, "buyer", country="US", signed_up_at=ago(NOW, days=60))
         add_event(con, "buyer", "purchase", ago(NOW, days=1), order_value=80.0, order_id="o1")
-    return tmp_path
+    return live_shop
 
 
 def pin_clock(monkeypatch: pytest.MonkeyPatch, at: datetime) -> None:
@@ -66,9 +59,15 @@ def run_nightly(defs: dg.Definitions, instance: dg.DagsterInstance | None = None
 
 
 def members(segment: str, at: datetime | None = None) -> list[str]:
-    with connect(load_settings().warehouse, read_only=True) as con:
+    """Who is in `segment` now or at `at`, read as the product reads the live state."""
+    settings = load_settings()
+    with read_live_state(settings.warehouse, settings.postgres_dsn) as con:
         frame = current_members(con, segment) if at is None else members_at(con, segment, at)
     return sorted(frame["customer_id"])
+
+
+def change_rows(sql: str) -> list[tuple]:
+    return rows(load_settings(), sql)
 
 
 def test_definitions_list_the_job_schedule_and_every_segment(shop):
@@ -79,6 +78,12 @@ def test_definitions_list_the_job_schedule_and_every_segment(shop):
     assert schedule.execution_timezone == "UTC"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     assert schedule.job_name == defs.resolve_job_def("nightly_segments").name
+    flush = defs.resolve_schedule_def("flush_events_schedule")
+    assert (flush.cron_schedule, flush.job_name) == ("*/5 * * * *", "flush_events")
+    assert flush.default_status == dg.DefaultScheduleStatus.RUNNING
+    maintenance = defs.resolve_schedule_def("lake_maintenance_schedule")
+    assert maintenance.job_name == "lake_maintenance"
+    assert maintenance.default_status == dg.DefaultScheduleStatus.RUNNING
     graph = defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     for segment in ("cart_abandoners", "vip_quarterly", "dach_customers"):
@@ -96,31 +101,7 @@ def test_definitions_list_the_job_schedule_and_every_segment(shop):
     }, "the nightly job selects the raw sources' checks its dbt build runs"
 
 
-def test_two_nightly_runs_record_enters_and_exits(shop, monkeypatch):
-    defs = definitions()
-    first = run_nightly(defs)
-    assert first.success
-    assert members("dach_customers") == ["berlin"]
-    assert members("recent_purchasers") == ["buyer"]
-    size = first.asset_materializations_for_node("membership__dach_customers")[0].metadata["size"]
-    assert size.value == 1
-
-    with connect(load_settings().warehouse) as con:
-        con.execute("update raw.customers set country = 'FR' where customer_id = 'berlin'")
-        con.execute("update raw.customers set country = 'CH' where customer_id = 'paris'")
-    later = NOW + timedelta(days=3)
-    pin_clock(monkeypatch, later)
-    second = run_nightly(defs)
-    assert second.success
-    assert members("dach_customers") == ["paris"]
-    assert members("recent_purchasers") == [], "the purchase is now 4 days old"
-    metadata = second.asset_materializations_for_node("membership__dach_customers")[0].metadata
-    assert (metadata["enters"].value, metadata["exits"].value) == (1, 1)
-    assert members("dach_customers", at=NOW) == ["berlin"]
-    assert members("dach_customers", at=later) == ["paris"]
-
-
-def test_dbt_runs_in_process_reports_every_model_and_test_and_lets_the_warehouse_go(shop):
+def test_dbt_runs_in_process_and_reports_every_model_and_test(shop):
     defs = definitions()
     result = run_nightly(defs)
     assert result.success
@@ -142,14 +123,6 @@ def test_dbt_runs_in_process_reports_every_model_and_test_and_lets_the_warehouse
                                         True), "each segment's unit tests are a check of its own"
     run_folders = list(load_settings().dbt_target_dir.glob("segops_dbt_models-*/run_results.json"))
     assert len(run_folders) == 1, "each run keeps dbt's artifacts in a folder of its own"
-
-    # dbt ran in this process, which is still alive: another process can write the warehouse
-    other = subprocess.run(
-        [sys.executable, "-c",
-         f"import duckdb; duckdb.connect({str(load_settings().warehouse)!r}).close()"],
-        capture_output=True, text=True,
-    )
-    assert other.returncode == 0, other.stderr
 
     one = defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
@@ -175,15 +148,13 @@ def test_only_the_newest_run_folders_of_the_dbt_step_are_kept(tmp_path):
 
 def test_a_pinned_now_reaches_the_tables_dbt_builds(shop, monkeypatch):
     """SEGOPS_NOW pins dbt's models as well as membership: an event after it is not counted."""
-    with connect(load_settings().warehouse) as con:
+    with psycopg.connect(shop.postgres_dsn) as con:
         add_event(con, "paris", "page_view", NOW + timedelta(days=1))
     defs = definitions()
 
     def profile_events() -> int:
-        with connect(load_settings().warehouse, read_only=True) as con:
-            return con.execute(
-                "select events from marts.customer_profiles where customer_id = 'paris'"
-            ).fetchone()[0]
+        return lake_rows(load_settings(), "select events from marts.customer_profiles "
+                                          "where customer_id = 'paris'")[0][0]
 
     assert run_nightly(defs).success
     assert profile_events() == 0, "the page view is a day after the pinned now"
@@ -227,8 +198,9 @@ unit_tests:
 """
 
 
-def test_a_broken_segment_fails_alone_with_a_message_naming_it(shop, monkeypatch, capsys):
-    project = shop / "dbt_project"
+def test_a_broken_segment_fails_alone_with_a_message_naming_it(shop, tmp_path, monkeypatch,
+                                                               capsys):
+    project = tmp_path / "dbt_project"
     shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
     for name, (sql, refresh) in {**BROKEN_SEGMENTS, **FAILS_IN_DBT}.items():
         (project / "models" / "segments" / f"{name}.sql").write_text(sql + "\n")
@@ -275,83 +247,67 @@ def test_a_broken_segment_fails_alone_with_a_message_naming_it(shop, monkeypatch
     assert "membership__fails_in_dbt" in said
 
 
-def test_the_nightly_changes_reach_downstream_through_the_publish_job(shop, pubsub):
-    defs = definitions()
-    assert run_nightly(defs).success
-    subscription = downstream_subscription(pubsub)
-    sensor = defs.resolve_sensor_def("batch_changes_sensor")
-    with dg.build_sensor_context(resources=defs.resources, cursor=None) as context:
-        requested = sensor(context)
-    assert len(requested.run_requests) == 1, "unpublished batch changes ask for a publish run"
-
-    published = defs.resolve_job_def("publish_segment_changes").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral()
-    )
-    metadata = published.asset_materializations_for_node("activation__segment_changes")[0].metadata
-    with connect(load_settings().warehouse, read_only=True) as con:
-        stored = con.execute(
-            "select change_id, segment, customer_id, published_at is not null "
-            "from segops.segment_membership_changes where source = 'batch'"
-        ).fetchall()
-    assert metadata["published"].value == len(stored) > 0
-    assert all(marked for *_, marked in stored)
+def test_the_nightly_changes_reach_downstream_through_the_stream_s_outbox(shop, pubsub):
+    """No publish job on PostgreSQL: the consumer holding the outbox lease publishes the batch
+    changes with its own, and marks each once Pub/Sub accepted it."""
+    live = load_settings()  # the shop's PostgreSQL and this test's Pub/Sub project
+    assert run_nightly(definitions()).success
+    subscription = downstream_subscription(live)
+    with started(live, publish_changes=True) as consumer:
+        consumer.process([])  # takes the outbox lease and hands the backlog to Pub/Sub
+        consumer.flush_changes()
+    stored = change_rows("select change_id, segment, customer_id, published_at is not null "
+                         "from segops.segment_membership_changes where source = 'batch'")
+    assert stored and all(marked for *_, marked in stored)
     received = receive(subscription, {cid for cid, *_ in stored})
-    assert {(b["segment"], b["customer_id"], b["source"]) for b, _ in received} == {
+    assert {(b["segment"], b["customer_id"], b["source"]) for b, _ in received
+            if b["source"] == "batch"} == {
         (segment, customer, "batch") for _, segment, customer, _ in stored
     }
-    with dg.build_sensor_context(resources=defs.resources, cursor=None) as context:
-        assert sensor(context).skip_message == "every batch change is published"
 
 
-def test_the_publish_job_fails_readably_and_keeps_changes_when_pubsub_is_down(shop, monkeypatch):
+def test_the_outbox_marks_nothing_published_while_pubsub_is_down(shop, monkeypatch):
+    """The job's "fails readably, keeps the changes" on the outbox: batch changes (written as
+    the nightly writes them, without building the models) stay unpublished."""
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
-    defs = definitions()
-    assert run_nightly(defs).success
-    result = defs.resolve_job_def("publish_segment_changes").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False
-    )
-    assert not result.success
-    [failure] = result.get_step_failure_events()
-    message = failure.step_failure_data.error.message
-    assert "cannot reach the Pub/Sub emulator at 127.0.0.1:" in message
-    assert "gcloud beta emulators pubsub start" in message
-    with connect(load_settings().warehouse, read_only=True) as con:
-        unpublished = con.execute(
-            "select count(*) from segops.segment_membership_changes where published_at is null"
-        ).fetchone()[0]
-    assert unpublished > 0, "nothing is marked published that Pub/Sub did not accept"
+    with psycopg.connect(shop.postgres_dsn, autocommit=True) as pg:
+        apply_batch(pg, "dach_customers", [("dach_customers", "berlin", None)], NOW)
+    with started(load_settings(), publish_changes=True) as consumer:
+        consumer.process([])  # takes the outbox lease and hands the change to Pub/Sub
+        consumer.flush_changes()  # waits ten seconds for an answer that never comes
+    assert change_rows("select count(*) from segops.segment_membership_changes "
+                       "where source = 'batch' and published_at is null") == [(1,)], (
+        "nothing is marked published that Pub/Sub did not accept")
 
 
 def test_point_in_time_reads_equal_what_was_recorded_across_nightly_and_stream(shop, monkeypatch):
     """A scripted day of nightly runs and real-time batches; every moment reads back as it was."""
     defs = definitions()
     consumer_at = [NOW]
-    consumer = Consumer(load_settings(), ConsumerConfig(publish_changes=False),
-                        clock=lambda: consumer_at[0])
-    segments = sorted(Catalog.load(load_settings().manifest_path).segments)
+    segments = sorted(Catalog.load(shop.manifest_path).segments)
     recorded: list[tuple[datetime, dict[str, list[str]]]] = []
 
     def record(at: datetime) -> None:
         recorded.append((at, {segment: members(segment) for segment in segments}))
 
-    assert run_nightly(defs).success
-    record(NOW)
-    consumer.start()
-    for step, (customer, kind, props) in enumerate([
-        ("paris", "product_view", {"category": "books", "price": 9.0}),
-        ("paris", "product_view", {"category": "books", "price": 9.0}),
-        ("paris", "product_view", {"category": "books", "price": 9.0}),
-        ("berlin", "add_to_cart", {"product_id": "p1", "price": 20.0}),
-        ("paris", "purchase", {"order_value": 30.0, "order_id": "o9"}),
-    ], start=1):
-        consumer_at[0] = NOW + timedelta(minutes=10 * step)
-        consumer.process([incoming(event(customer, kind, consumer_at[0], **props))])
+    with started(shop, clock=lambda: consumer_at[0]) as consumer:
+        assert run_nightly(defs).success
+        record(NOW)
+        for step, (customer, kind, props) in enumerate([
+            ("paris", "product_view", {"category": "books", "price": 9.0}),
+            ("paris", "product_view", {"category": "books", "price": 9.0}),
+            ("paris", "product_view", {"category": "books", "price": 9.0}),
+            ("berlin", "add_to_cart", {"product_id": "p1", "price": 20.0}),
+            ("paris", "purchase", {"order_value": 30.0, "order_id": "o9"}),
+        ], start=1):
+            consumer_at[0] = NOW + timedelta(minutes=10 * step)
+            consumer.process([incoming(event(customer, kind, consumer_at[0], **props))])
+            record(consumer_at[0])
+        consumer_at[0] = NOW + timedelta(hours=2)
+        consumer.process([])  # berlin's cart turns abandoned with time alone
         record(consumer_at[0])
-    consumer_at[0] = NOW + timedelta(hours=2)
-    consumer.process([])  # berlin's cart turns abandoned with time alone
-    record(consumer_at[0])
 
-    with connect(load_settings().warehouse) as con:
+    with psycopg.connect(shop.postgres_dsn) as con:
         con.execute("update raw.customers set country = 'AT' where customer_id = 'paris'")
     pin_clock(monkeypatch, NOW + timedelta(days=1))
     assert run_nightly(defs).success
