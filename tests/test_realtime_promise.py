@@ -1,8 +1,9 @@
 """The real-time promise, as a property: for segments drawn from a small grammar (windows of
 several lengths on events and on customers' own timestamps, counts and sums over windows, the
 absence of a later event, traits, a shipped real-time segment) and random streams of events and
-identify events with times around the boundaries, the membership the real consumer leaves
-equals the batch evaluation of the same SQL, at every step of a clock moved forward by hand.
+identify events with times around the boundaries, the membership the real consumer leaves in
+PostgreSQL equals the batch evaluation of the same SQL over every stored row, at every step of
+a clock moved forward by hand.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
+import psycopg
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from demo.traffic import event, rfc3339
-from segops.clock import set_session_now
-from segops.sql import without_database
-from segops.warehouse import connect
-from streaming.consumer import Consumer, ConsumerConfig
+from segops.catalog import Catalog
+from streaming.evaluator import RealtimeEvaluator
+from tests.chaos_helpers import batch_members
+from tests.live_helpers import started
 from tests.stream_helpers import incoming, members
 
 NOW_SQL = ("coalesce(cast(getvariable('segops_now') as timestamp), "
@@ -96,10 +98,10 @@ QUIET_AFTER_IDENTIFY = [(1, [("ann", "identify", timedelta(0), 5.0)]), (1, []), 
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(sql=segments, stream=steps)
 @example(sql=SIGNED_UP_RECENTLY, stream=QUIET_AFTER_IDENTIFY)
-def test_stream_membership_equals_the_batch_at_every_step(warehouse, sql, stream):
-    """The manifest gains one real-time segment, `generated`, with the drawn SQL; the raw
+def test_stream_membership_equals_the_batch_at_every_step(live_shop, sql, stream):
+    """The manifest gains one real-time segment, `generated`, with the drawn SQL; the live
     tables start from three customers."""
-    settings_ = warehouse
+    settings_ = live_shop
     manifest = json.loads(settings_.manifest_path.read_text())
     node = json.loads(json.dumps(manifest["nodes"]["model.segops.cart_abandoners"]))
     node.update(name="generated", unique_id="model.segops.generated",
@@ -110,35 +112,34 @@ def test_stream_membership_equals_the_batch_at_every_step(warehouse, sql, stream
                                    "model.segops.cart_abandoners"]
     manifest["nodes"]["model.segops.generated"] = node
     settings_.manifest_path.write_text(json.dumps(manifest))
-    with connect(settings_.warehouse) as con:
-        for table in ("raw.events", "raw.customers", "raw.customer_traits",
-                      "segops.segment_membership", "segops.segment_membership_changes",
-                      "segops.consumer_heartbeat"):
-            con.execute(f"delete from {table}")
+    empty_live_tables(settings_.postgres_dsn)
+    with psycopg.connect(settings_.postgres_dsn) as con:
         con.execute("insert into raw.customers (customer_id, country, signed_up_at) "
-                    "select unnest($ids), 'DE', $at", {"ids": list(SHOPPERS),
-                                                       "at": START - timedelta(days=30)})
+                    "select unnest(%s::text[]), 'DE', %s",
+                    [list(SHOPPERS), START - timedelta(days=30)])
+    batch = RealtimeEvaluator.from_catalog(Catalog.load(settings_.manifest_path))
 
     clock = [START]
-    consumer = Consumer(settings_, ConsumerConfig(publish_changes=False),
-                        clock=lambda: clock[0])
-    assert "generated" in consumer.segments.evaluator.queries, consumer.segments.failed
-    consumer.start()
-    number = 0
-    for seconds, batch in stream:
-        clock[0] += timedelta(seconds=seconds)
-        messages = []
-        for who, kind, offset, value in batch:
-            number += 1
-            messages.append(incoming(message(who, kind, clock[0] + min(offset, timedelta(0)),
-                                             value, number)))
-        consumer.process(messages)
-        assert set(members(settings_, "generated")) == batch_members(settings_, sql, clock[0]), (
-            f"at {clock[0]}")
+    with started(settings_, clock=lambda: clock[0]) as consumer:
+        assert "generated" in consumer.segments.evaluator.queries, consumer.segments.failed
+        number = 0
+        for seconds, messages in stream:
+            clock[0] += timedelta(seconds=seconds)
+            batch_of = []
+            for who, kind, offset, value in messages:
+                number += 1
+                batch_of.append(incoming(message(who, kind, clock[0] + min(offset, timedelta(0)),
+                                                 value, number)))
+            consumer.process(batch_of)
+            assert set(members(settings_, "generated")) == batch_members(
+                settings_, clock[0], batch)["generated"], f"at {clock[0]}"
 
 
-def batch_members(settings_, sql: str, now: datetime) -> set[str]:
-    with connect(settings_.warehouse) as con:
-        set_session_now(con, now)
-        return {row[0] for row in con.execute(
-            f"select customer_id from ({without_database(sql)})").fetchall()}
+def empty_live_tables(dsn: str) -> None:
+    """Every live table emptied (hypothesis runs its examples in one test's database): rows,
+    membership, heartbeats, the sweep's time and what was evaluated for everyone."""
+    with psycopg.connect(dsn) as con:
+        tables = [f"{schema}.{name}" for schema, name in con.execute(
+            "select table_schema, table_name from information_schema.tables "
+            "where table_schema in ('raw', 'segops') and table_type = 'BASE TABLE'").fetchall()]
+        con.execute(f"truncate {', '.join(tables)} restart identity")
