@@ -67,6 +67,9 @@ def test_the_command_previews_sql_on_a_segment_through_the_views_that_segment_re
     answer = json.loads(capsys.readouterr().out)
     assert (answer["reach"], answer["customers"]) == (1, 1), "one profile in PostgreSQL"
     assert [row["customer_id"] for row in answer["sample"]] == ["rome"]
+    assert answer["segment"] == "inline"
+    assert answer["overlap"] == {"high_intent_browsers": 1}, "the stream's membership"
+    assert answer["evaluated_at"] == NOW.isoformat(sep=" "), "the pinned now"
 
 
 def test_diff_on_postgres_moves_who_a_change_would_move_in_every_changed_segment(

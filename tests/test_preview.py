@@ -1,27 +1,24 @@
-"""`segops preview`: live reach of shipped and unshipped SQL, read-only, in CLI and Dagster."""
+"""`segops preview`: live reach of shipped and unshipped SQL, read-only, in CLI and Dagster, on
+the live state in PostgreSQL and the models in the lake."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from datetime import timedelta
 
 import dagster as dg
+import psycopg
 import pytest
 
 from orchestration.build import build_definitions
-from segops.clock import utc_now
 from segops.dbt import DbtError
 from segops.preview import resolve_target, run_preview
-from segops.warehouse import connect
 from segops_cli.main import main
 from segops_cli.watch import Save, watch
-from streaming.consumer import Consumer, ConsumerConfig
+from tests.live_helpers import NOW, lake_rows, started
 from tests.shop import add_customer, add_event, ago
-from tests.stream_helpers import wait_for
-
-NOW = utc_now().replace(microsecond=0)
+from tests.stream_helpers import rows, wait_for
 
 # Not in the project: customers with 4+ events of any kind in the last 2 hours.
 BUSY_SQL = """
@@ -38,9 +35,9 @@ having count(*) >= 4
 
 
 @pytest.fixture
-def shop(warehouse):
+def shop(live_shop):
     """Five customers; ann and bob browse books hard, cy browses twice, dan buys, eve sleeps."""
-    with connect(warehouse.warehouse) as con:
+    with psycopg.connect(live_shop.postgres_dsn) as con:
         for name in ("ann", "bob", "cy", "dan", "eve"):
             add_customer(con, name, signed_up_at=ago(NOW, days=90))
         for minutes in (50, 40, 30, 20):
@@ -50,19 +47,26 @@ def shop(warehouse):
         for minutes in (15, 5):
             add_event(con, "cy", "product_view", ago(NOW, minutes=minutes), category="toys")
         add_event(con, "dan", "purchase", ago(NOW, hours=1), order_value=30.0, order_id="o1")
-    consumer = Consumer(warehouse, ConsumerConfig(publish_changes=False), clock=lambda: NOW)
-    consumer.start()  # current membership: ann and bob are high-intent browsers
-    return warehouse
+    with started(live_shop, clock=lambda: NOW):
+        pass  # current membership: ann and bob are high-intent browsers
+    return live_shop
 
 
-def checksum(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def footprint(settings) -> tuple[list[tuple], dict[str, int]]:
+    """The lake's latest snapshot and the rows in every table of the PostgreSQL database (the
+    live state and the lake's catalog): what a write anywhere would change. The snapshot first:
+    reading a lake that does not exist yet creates it."""
+    snapshot = lake_rows(settings, "select max(snapshot_id) from ducklake_snapshots('warehouse')")
+    tables = rows(settings, "select schemaname, tablename from pg_tables "
+                            "where schemaname not in ('pg_catalog', 'information_schema')")
+    return snapshot, {f"{schema}.{table}": rows(
+        settings, f'select count(*) from "{schema}"."{table}"')[0][0] for schema, table in tables}
 
 
 def test_an_unshipped_sql_file_previews_its_hand_computed_reach(shop, tmp_path):
     path = tmp_path / "busy_shoppers.sql"
     path.write_text(BUSY_SQL)
-    before = checksum(shop.warehouse)
+    before = footprint(shop)
 
     result = run_preview(shop, resolve_target(shop, str(path), None), NOW)
 
@@ -74,11 +78,11 @@ def test_an_unshipped_sql_file_previews_its_hand_computed_reach(shop, tmp_path):
     assert json.loads(result.sample[0][1]) == {"recent_events": 4}
     assert dict(result.overlap) == {"high_intent_browsers": 1}
     assert result.enters is None, "an unshipped segment has no membership to compare with"
-    assert checksum(shop.warehouse) == before, "preview never writes"
+    assert footprint(shop) == before, "preview never writes"
 
 
 def test_a_shipped_segment_previews_who_would_enter_and_exit(shop):
-    with connect(shop.warehouse) as con:
+    with psycopg.connect(shop.postgres_dsn) as con:
         add_event(con, "cy", "product_view", ago(NOW, minutes=1), category="toys")
     target = resolve_target(shop, "high_intent_browsers", None)
 
@@ -92,20 +96,11 @@ def test_a_shipped_segment_previews_who_would_enter_and_exit(shop):
     assert (later.enter_sample, later.exit_sample) == (["cy"], ["ann", "bob"])
 
 
-def test_inline_sql_and_json_output(shop, capsys):
-    main(["preview", "--sql", "select customer_id from {{ ref('stg_customers') }} "
-          "where customer_id < 'c'", "--json", "--at", NOW.isoformat()])
-    result = json.loads(capsys.readouterr().out)
-    assert (result["segment"], result["reach"], result["customers"]) == ("inline", 2, 5)
-    assert result["overlap"] == {"high_intent_browsers": 2}
-    assert result["evaluated_at"] == NOW.isoformat(sep=" ")
-
-
-def test_broken_sql_gets_dbts_error_with_the_file_and_line(shop, tmp_path, capsys):
+def test_broken_sql_gets_dbts_error_with_the_file_and_line(manifest, tmp_path, capsys):
     path = tmp_path / "broken.sql"
     path.write_text("select customer_id\nfrom {{ ref('stg_events' }}\n")
     with pytest.raises(DbtError) as error:
-        resolve_target(shop, str(path), None)
+        resolve_target(manifest, str(path), None)
     assert str(path) in str(error.value)
     assert "line 2" in str(error.value)
 
@@ -131,14 +126,11 @@ def test_the_preview_job_shows_the_result_as_run_metadata(shop):
     assert "| ann |" in table and "| bob |" in table
 
 
-def test_watch_previews_every_save_and_says_who_moved(warehouse, tmp_path):
-    now = utc_now()
-    with connect(warehouse.warehouse) as con:
+def test_watch_previews_every_save_and_says_who_moved(live_shop, tmp_path):
+    with psycopg.connect(live_shop.postgres_dsn) as con:
         for name, views in (("ann", 4), ("bob", 2)):
             for _ in range(views):
-                con.execute("insert into raw.events (event_id, customer_id, event_type, "
-                            "occurred_at, properties) values (uuid()::varchar, ?, "
-                            "'product_view', ?, '{}')", [name, now - timedelta(minutes=5)])
+                add_event(con, name, "product_view", ago(NOW, minutes=5))
     draft = tmp_path / "keen.sql"
     at_least = ("select customer_id from {{{{ ref('stg_events') }}}} group by customer_id "
                 "having count(*) >= {}")
@@ -146,7 +138,7 @@ def test_watch_previews_every_save_and_says_who_moved(warehouse, tmp_path):
     saves: list[Save] = []
     stop = threading.Event()
     worker = threading.Thread(target=watch, kwargs={
-        "settings": warehouse, "path": draft, "on_save": saves.append, "stop": stop,
+        "settings": live_shop, "path": draft, "on_save": saves.append, "stop": stop,
         "on_error": lambda why: saves.append(why)}, daemon=True)
     worker.start()
     try:
