@@ -1,7 +1,8 @@
 """The fault suite: nothing lost or duplicated under crashes, poison input, contention, restarts.
 
-Each scenario runs the real consumer against the real emulator and a real warehouse file, and
-records its counts (see tests/chaos_helpers.py). `make chaos` runs them at full size.
+Each scenario runs the real consumer against the real emulator and the live state in a real
+PostgreSQL database of its own (F6 still on the warehouse file), and records its counts (see
+tests/chaos_helpers.py). `make chaos` runs them at full size.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from orchestration.realtime import build_realtime_sensor
 from orchestration.resources import warehouse_resource
 from segops.clock import utc_now
 from segops.dbt import compile_segments, run_dbt
-from segops.heartbeat import latest_heartbeat
+from segops.lake import lake_connection
+from segops.live_heartbeat import heartbeats
 from segops.pubsub import ensure_pubsub, topic_path
 from segops.settings import DBT_PROJECT_DIR, load_settings
-from segops.warehouse import connect
-from streaming.consumer import Consumer, ConsumerConfig
+from streaming.live_consumer import LiveConsumer
+from streaming.stream_loop import ConsumerConfig
 from tests.chaos_helpers import (
     SCALE,
     ConsumerProcess,
@@ -55,6 +57,7 @@ from tests.stream_helpers import (
     members,
     publish_all,
     realtime_segments,
+    scalar,
 )
 
 pytestmark = pytest.mark.chaos
@@ -130,11 +133,11 @@ def drain(settings, tmp_path: Path, expected: int, name: str) -> float:
     return took
 
 
-def test_f1_kill_dash_nine_at_random_moments(warehouse, pubsub, tmp_path):
+def test_f1_kill_dash_nine_at_random_moments(live, tmp_path):
     kills = sized(3, 20)
     events = shop_events(sized(6_000, 200_000), seed=1)
     published = {e["event_id"] for e in events}
-    producer = Producer(pubsub, events, rate=sized(1_500, 2_500))
+    producer = Producer(live, events, rate=sized(1_500, 2_500))
     rng = random.Random(1)
     for kill in range(kills):
         consumer = ConsumerProcess(tmp_path / f"f1-{kill}.log", "--batch-size", "200")
@@ -146,10 +149,10 @@ def test_f1_kill_dash_nine_at_random_moments(warehouse, pubsub, tmp_path):
         assert consumer.alive(), consumer.log()[-3000:]
         consumer.stop(signal.SIGKILL)
     assert producer.done() == published
-    drain(pubsub, tmp_path, len(published), "f1-final")
+    drain(live, tmp_path, len(published), "f1-final")
 
-    counts = tally(pubsub, published)
-    off = drift(pubsub)
+    counts = tally(live, published)
+    off = drift(live)
     passed = counts["lost"] == counts["duplicates"] == 0 and not any(off.values())
     record("F1", counts, passed, kills=kills, membership_drift=sum(off.values()))
     assert counts["stored"] == len(published), counts
@@ -169,7 +172,7 @@ def fuzzed_bad_messages(count: int, seed: int) -> list[bytes]:
                 "properties": {"path": "/"}}
 
     def broken() -> bytes:
-        kind = rng.randrange(11)
+        kind = rng.randrange(12)
         body = good()
         if kind == 0:
             return b'{"event_id": ' + rng.randbytes(rng.randint(1, 40)).hex().encode()
@@ -193,6 +196,9 @@ def fuzzed_bad_messages(count: int, seed: int) -> list[bytes]:
             body["properties"] = {"path": "x" * rng.randint(70_000, 200_000)}
         elif kind == 9:
             body["occurred_at"] = rng.choice(["yesterday", "2026-13-45T99:00:00Z", "1e9"])
+        elif kind == 10:  # valid JSON that PostgreSQL cannot store in text or jsonb
+            field = rng.choice(["customer_id", "event_id", "properties"])
+            body[field] = {"path": "/a\u0000b"} if field == "properties" else "nul\u0000"
         else:
             return json.dumps([body]).encode()
         return json.dumps(body).encode()
@@ -200,47 +206,55 @@ def fuzzed_bad_messages(count: int, seed: int) -> list[bytes]:
     return [broken() for _ in range(count)]
 
 
-def test_f2_fuzzed_poison_among_good_traffic(warehouse, pubsub):
+def test_f2_fuzzed_poison_among_good_traffic(live):
     bad = fuzzed_bad_messages(sized(400, 10_000), seed=2)
     good = shop_events(sized(1_200, 40_000), seed=2)
     # SQL-looking strings in otherwise valid events are data, stored verbatim.
     good[0]["customer_id"] = "x'); drop table raw.events; --"
     messages: list[dict | bytes] = [*bad, *good]
     random.Random(2).shuffle(messages)
-    publish_all(pubsub, messages)
+    publish_all(live, messages)
     publisher = pubsub_v1.PublisherClient()
+    # Each carries its own Pub/Sub message id, the dead letters' key on PostgreSQL: stored once
+    # each, however often redelivered.
     attributes_only = [
-        publisher.publish(topic_path(pubsub, pubsub.events_topic), b"", origin="fuzz")
+        publisher.publish(topic_path(live, live.events_topic), b"", origin="fuzz")
         for _ in range(sized(20, 200))
     ]
     for future in attributes_only:
         future.result(timeout=30)
 
-    consume_until_idle(pubsub, idle=3.0)  # returns, rather than raising: it never exited
+    consume_until_idle(live, idle=3.0)  # returns, rather than raising: it never exited
 
     published = {e["event_id"] for e in good}
-    counts = tally(pubsub, published, bad=len(bad) + len(attributes_only))
-    letters = dead_letters(pubsub)
+    counts = tally(live, published, bad=len(bad) + len(attributes_only))
+    letters = dead_letters(live)
     reasons = {reason.split(":")[0].split(" ")[0] for _, reason in letters}
     passed = counts["lost"] == 0 and counts["dead_lettered"] == len(bad) + len(attributes_only)
     record("F2", counts, passed, reasons=len(reasons))
     assert counts["stored"] == len(good), counts
     assert counts["dead_lettered"] == len(bad) + len(attributes_only), counts
     assert all(reason.strip() for _, reason in letters), "every dead letter says why"
-    with connect(pubsub.warehouse, read_only=True) as con:
-        stored_as_data = con.execute(
-            "select count(*) from raw.events where customer_id = ?", [good[0]["customer_id"]]
-        ).fetchone()[0]
+    assert any("NUL character" in reason for _, reason in letters), letters[:5]
+    stored_as_data = scalar(live, "select count(*) from raw.events where customer_id = ?",
+                            good[0]["customer_id"])
     assert stored_as_data == 1, "a SQL-looking value is stored verbatim, never executed"
 
 
-def test_f3_nightly_run_while_streaming(warehouse, pubsub, tmp_path):
+def test_f3_nightly_run_while_streaming(live, tmp_path):
+    """The nightly job (copy to the lake, dbt there, the nightly segments into PostgreSQL)
+    takes the cores and the live tables' rows beside the stream: the stream goes on, and its
+    lag comes back down once the job ends."""
     rate = sized(300, 1_000)
-    ensure_pubsub(pubsub)
+    ensure_pubsub(live)
     consumer = ConsumerProcess(tmp_path / "f3.log")
-    wait_until(lambda: latest_heartbeat_of(pubsub) is not None, 120, "the consumer's first beat")
-    producer = Producer(pubsub, shop_traffic(seed=3, spread_minutes=1), rate=rate)
-    wait_until(lambda: latest_heartbeat_of(pubsub).batches > 0, 120, "a stream before the run")
+    wait_until(consumer.while_alive(lambda: latest_heartbeat_of(live) is not None), 120,
+               "the consumer's first beat")
+    producer = Producer(live, shop_traffic(seed=3, spread_minutes=1), rate=rate)
+    wait_until(consumer.while_alive(lambda: latest_heartbeat_of(live).batches > 0), 120,
+               "a stream before the run")
+    during = len(producer.sent)
+    # The job's process inherits SEGOPS_POSTGRES_DSN, so it runs the lake's nightly.
     nightly = subprocess.run(
         [sys.executable, "-c", "from orchestration.run_now import run_job; "
          "from segops.settings import load_settings; "
@@ -249,25 +263,38 @@ def test_f3_nightly_run_while_streaming(warehouse, pubsub, tmp_path):
     )
     assert nightly.returncode == 0, nightly.stdout[-3000:] + nightly.stderr[-3000:]
     finished = utc_now()
+    published_during = len(producer.sent) - during
     # The stream goes on at the same rate: its lag must come back down, not just stop.
-    recovery = wait_until(consumer.while_alive(lambda: lag_ms(pubsub, since=finished) < 1_000),
+    recovery = wait_until(consumer.while_alive(lambda: lag_ms(live, since=finished) < 1_000),
                           180, "the consumer's lag to return under a second")
     published = producer.finish()
-    wait_until(consumer.while_alive(lambda: stored_count(pubsub) >= len(published)), 120,
+    wait_until(consumer.while_alive(lambda: stored_count(live) >= len(published)), 120,
                "every event stored")
     assert consumer.stop(signal.SIGTERM) == 0
 
-    counts = tally(pubsub, published)
-    passed = counts["lost"] == counts["duplicates"] == 0 and (recovery <= 10 or not TIMING_GOALS)
-    record("F3", counts, passed, lag_recovered_seconds=round(recovery, 1), rate=rate)
+    counts = tally(live, published)
+    in_lake = lake_event_count(live)
+    passed = (counts["lost"] == counts["duplicates"] == 0 and in_lake > 0
+              and (recovery <= 10 or not TIMING_GOALS))
+    record("F3", counts, passed, lag_recovered_seconds=round(recovery, 1), rate=rate,
+           published_during_run=published_during, copied_to_lake=in_lake)
     assert counts["lost"] == counts["duplicates"] == 0, counts
+    assert published_during > 0, "events streamed while the job ran"
+    assert 0 < in_lake <= counts["stored"], "the job copied what the stream had stored"
     if TIMING_GOALS:
         assert recovery <= 10, f"lag returned to normal {recovery:.1f}s after the run"
 
 
 def latest_heartbeat_of(settings):
-    with connect(settings.warehouse, read_only=True) as con:
-        return latest_heartbeat(con)
+    """The most recent beat of any consumer (each scenario runs one), None before the first."""
+    with psycopg.connect(settings.postgres_dsn) as con:
+        beats = heartbeats(con)
+    return beats[0] if beats else None
+
+
+def lake_event_count(settings) -> int:
+    with lake_connection(settings.postgres_dsn, settings.lake_data_path, read_only=True) as con:
+        return con.execute("select count(*) from raw.events").fetchone()[0]
 
 
 def lag_ms(settings, since: datetime) -> float:
@@ -277,19 +304,19 @@ def lag_ms(settings, since: datetime) -> float:
     return beat.lag_ms if fresh and beat.lag_ms is not None else float("inf")
 
 
-def test_f4_sigterm_mid_stream_drains_and_exits_zero(warehouse, pubsub, tmp_path):
+def test_f4_sigterm_mid_stream_drains_and_exits_zero(live, tmp_path):
     events = shop_events(sized(2_000, 50_000), seed=4)
     published = {e["event_id"] for e in events}
-    producer = Producer(pubsub, events, rate=sized(1_000, 2_000))
+    producer = Producer(live, events, rate=sized(1_000, 2_000))
     consumer = ConsumerProcess(tmp_path / "f4.log", "--batch-size", "200")
     wait_until(lambda: "committed batch" in consumer.log(), 120, "a committed batch")
     started = time.monotonic()
     code = consumer.stop(signal.SIGTERM)
     exit_seconds = time.monotonic() - started
     assert producer.done() == published
-    drain(pubsub, tmp_path, len(published), "f4-drain")
+    drain(live, tmp_path, len(published), "f4-drain")
 
-    counts = tally(pubsub, published)
+    counts = tally(live, published)
     passed = (code == 0 and (exit_seconds <= 10 or not TIMING_GOALS)
               and counts["lost"] == counts["duplicates"] == 0)
     record("F4", counts, passed, exit_code=code, exit_seconds=round(exit_seconds, 2))
@@ -299,11 +326,12 @@ def test_f4_sigterm_mid_stream_drains_and_exits_zero(warehouse, pubsub, tmp_path
     assert counts["lost"] == counts["duplicates"] == 0, counts
 
 
-def test_f5_emulator_restart_under_the_consumer(warehouse, tmp_path, monkeypatch):
+def test_f5_emulator_restart_under_the_consumer(manifest, live_dsn, tmp_path, monkeypatch):
     port = free_port()
-    emulator = PubSubEmulator(port=port)
+    emulator = PubSubEmulator(port=port)  # its own: the session's must not restart
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", emulator.start())
     monkeypatch.setenv("SEGOPS_PROJECT", "chaos-f5")
+    monkeypatch.setenv("SEGOPS_POSTGRES_DSN", live_dsn)
     settings = load_settings()
     try:
         before = shop_events(sized(500, 5_000), seed=5)
@@ -377,16 +405,16 @@ def test_f6_warehouse_locked_by_another_process(warehouse, pubsub, tmp_path):
     assert counts["lost"] == counts["duplicates"] == 0, counts
 
 
-def test_f7_duplicates_and_events_out_of_time_order(warehouse, pubsub):
+def test_f7_duplicates_and_events_out_of_time_order(live):
     events = shop_events(sized(1_000, 20_000), seed=7, spread_minutes=60)
     published = {e["event_id"] for e in events}
     shuffled = events * 3
     random.Random(7).shuffle(shuffled)  # up to an hour out of order, each one three times
-    publish_all(pubsub, shuffled)
-    consume_until_idle(pubsub, idle=3.0)
+    publish_all(live, shuffled)
+    consume_until_idle(live, idle=3.0)
 
-    counts = tally(pubsub, published)
-    off = drift(pubsub)
+    counts = tally(live, published)
+    off = drift(live)
     passed = counts["lost"] == counts["duplicates"] == 0 and not any(off.values())
     record("F7", {**counts, "published": len(shuffled)}, passed,
            membership_drift=sum(off.values()))
@@ -416,7 +444,8 @@ group by customer_id
 """
 
 
-def test_f8_a_segment_that_fails_at_run_time_is_isolated(warehouse, tmp_path, monkeypatch):
+def test_f8_a_segment_that_fails_at_run_time_is_isolated(settings, live_dsn, tmp_path,
+                                                          monkeypatch):
     project = tmp_path / "dbt_project"
     shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
     model = project / "models" / "segments" / "every_active_customer.sql"
@@ -426,90 +455,96 @@ def test_f8_a_segment_that_fails_at_run_time_is_isolated(warehouse, tmp_path, mo
         "      meta:\n        segment:\n          refresh: realtime\n"
     )
     monkeypatch.setenv("SEGOPS_DBT_PROJECT_DIR", str(project))
+    monkeypatch.setenv("SEGOPS_POSTGRES_DSN", live_dsn)
     settings = load_settings()
     compile_segments(settings)
-    consumer = Consumer(settings, ConsumerConfig(publish_changes=False,
-                                                 retry_failed_seconds=0))
-    consumer.start()
-    events = shop_events(sized(300, 3_000), seed=8, spread_minutes=30)
-    for start in range(0, len(events), 100):
-        consumer.process([incoming(e) for e in events[start:start + 100]])
-    heartbeat = latest_heartbeat_of(settings)
-    assert "every_active_customer" in heartbeat.failed_segments
-    assert "Conversion Error" in heartbeat.failed_segments["every_active_customer"]
-    checks = sensor_checks(settings)
-    assert not checks["every_active_customer"].passed, "the Dagster sensor shows it failed"
-    assert "Conversion Error" in checks["every_active_customer"].description
-    assert checks["high_intent_browsers"].passed
-    healthy = members(settings, "high_intent_browsers") or members(settings, "recent_purchasers")
-    assert healthy, "the other segments kept evaluating"
+    consumer = LiveConsumer(settings, ConsumerConfig(publish_changes=False,
+                                                     retry_failed_seconds=0))
+    with consumer.session():
+        consumer.start()
+        events = shop_events(sized(300, 3_000), seed=8, spread_minutes=30)
+        for start in range(0, len(events), 100):
+            consumer.process([incoming(e) for e in events[start:start + 100]])
+        heartbeat = latest_heartbeat_of(settings)
+        assert "every_active_customer" in heartbeat.failed_segments
+        assert "Conversion Error" in heartbeat.failed_segments["every_active_customer"]
+        checks = sensor_checks(settings)
+        assert not checks["every_active_customer"].passed, "the Dagster sensor shows it failed"
+        assert "Conversion Error" in checks["every_active_customer"].description
+        assert checks["high_intent_browsers"].passed
+        healthy = (members(settings, "high_intent_browsers")
+                   or members(settings, "recent_purchasers"))
+        assert healthy, "the other segments kept evaluating"
 
-    model.write_text(FIXED_SEGMENT)  # the analyst ships the fix
-    compile_segments(settings)
-    consumer.maintain()  # what the loop does between batches: it sees the new manifest
-    customers = {e["customer_id"] for e in events}
-    fixed = set(members(settings, "every_active_customer"))
-    heartbeat = latest_heartbeat_of(settings)
-    published = {e["event_id"] for e in events}
-    counts = tally(settings, published)
-    passed = fixed == customers and "every_active_customer" not in heartbeat.failed_segments
-    record("F8", counts, passed, failed_then_fixed=passed)
-    assert fixed == customers
-    assert "every_active_customer" not in heartbeat.failed_segments
-    assert sensor_checks(settings)["every_active_customer"].passed
-    assert counts["lost"] == 0
+        model.write_text(FIXED_SEGMENT)  # the analyst ships the fix
+        compile_segments(settings)
+        consumer.maintain()  # what the loop does between batches: it sees the new manifest
+        consumer.process([])  # the loop's next round, whose beat says the segment recovered
+        customers = {e["customer_id"] for e in events}
+        fixed = set(members(settings, "every_active_customer"))
+        heartbeat = latest_heartbeat_of(settings)
+        published = {e["event_id"] for e in events}
+        counts = tally(settings, published)
+        passed = fixed == customers and "every_active_customer" not in heartbeat.failed_segments
+        record("F8", counts, passed, failed_then_fixed=passed)
+        assert fixed == customers
+        assert "every_active_customer" not in heartbeat.failed_segments
+        assert sensor_checks(settings)["every_active_customer"].passed
+        assert counts["lost"] == 0
 
 
 def test_f9_a_manifest_changing_under_the_consumer_never_stops_it(
-        warehouse, tmp_path, monkeypatch, caplog):
+        manifest, live_dsn, tmp_path, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="streaming")
     project = tmp_path / "dbt_project"
     shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
     monkeypatch.setenv("SEGOPS_DBT_PROJECT_DIR", str(project))
+    monkeypatch.setenv("SEGOPS_POSTGRES_DSN", live_dsn)
     settings = load_settings()
-    consumer = Consumer(settings, ConsumerConfig(publish_changes=False))
-    consumer.start()
-    running = dict(consumer.segments.evaluator.queries)
-    events = shop_events(400, seed=9, spread_minutes=30)  # four batches: one per step below
-    batches = iter([events[start:start + 100] for start in range(0, len(events), 100)])
+    consumer = LiveConsumer(settings, ConsumerConfig(publish_changes=False))
+    with consumer.session():
+        consumer.start()
+        running = dict(consumer.segments.evaluator.queries)
+        events = shop_events(400, seed=9, spread_minutes=30)  # four batches: one per step below
+        batches = iter([events[start:start + 100] for start in range(0, len(events), 100)])
 
-    def stream_goes_on() -> None:
-        outcome = consumer.process([incoming(e) for e in next(batches)])
-        assert outcome.stored == outcome.received, outcome
+        def stream_goes_on() -> None:
+            outcome = consumer.process([incoming(e) for e in next(batches)])
+            assert outcome.stored == outcome.received, outcome
+            consumer.maintain()
+            assert consumer.segments.evaluator.queries == running and not consumer.segments.failed
+
+        # A reader can catch dbt halfway through writing the manifest (not written atomically).
+        complete = settings.manifest_path.read_bytes()
+        settings.manifest_path.write_bytes(complete[: len(complete) // 2])
+        stream_goes_on()
+        stream_goes_on()  # read once, then left alone until the file changes again
+        assert caplog.text.count("is not valid JSON") == 1
+
+        # A deploy that parses but does not compile: dbt rewrites the manifest as it fails.
+        (project / "models" / "segments" / "every_active_customer.yml").write_text(
+            "models:\n  - name: every_active_customer\n    config:\n      materialized: view\n"
+            "      meta:\n        segment:\n          refresh: realtime\n"
+        )
+        model = project / "models" / "segments" / "every_active_customer.sql"
+        model.write_text("select customer_id from {{ ref('stg_events') }} where {{ no_such() }}")
+        run_dbt(settings, ["parse"])
+        stream_goes_on()
+        stream_goes_on()  # not a failing compile on every batch
+        assert caplog.text.count("compiling the real-time segments") == 1
+        assert "'no_such' is undefined" in caplog.text
+
+        model.write_text(FIXED_SEGMENT)  # the fix ships
+        run_dbt(settings, ["parse"])
         consumer.maintain()
-        assert consumer.segments.evaluator.queries == running and not consumer.segments.failed
-
-    # A reader can catch dbt halfway through writing the manifest (dbt does not write atomically).
-    complete = settings.manifest_path.read_bytes()
-    settings.manifest_path.write_bytes(complete[: len(complete) // 2])
-    stream_goes_on()
-    stream_goes_on()  # read once, then left alone until the file changes again
-    assert caplog.text.count("is not valid JSON") == 1
-
-    # A deploy that parses but does not compile: dbt rewrites the manifest as it fails.
-    (project / "models" / "segments" / "every_active_customer.yml").write_text(
-        "models:\n  - name: every_active_customer\n    config:\n      materialized: view\n"
-        "      meta:\n        segment:\n          refresh: realtime\n"
-    )
-    model = project / "models" / "segments" / "every_active_customer.sql"
-    model.write_text("select customer_id from {{ ref('stg_events') }} where {{ no_such() }}")
-    run_dbt(settings, ["parse"])
-    stream_goes_on()
-    stream_goes_on()  # not a failing compile on every batch
-    assert caplog.text.count("compiling the real-time segments") == 1
-    assert "'no_such' is undefined" in caplog.text
-
-    model.write_text(FIXED_SEGMENT)  # the fix ships
-    run_dbt(settings, ["parse"])
-    consumer.maintain()
-    assert "re-evaluating every_active_customer" in caplog.text
-    customers = {e["customer_id"] for e in events}
-    assert set(members(settings, "every_active_customer")) == customers
-    published = {e["event_id"] for e in events}
-    counts = tally(settings, published)
-    passed = counts["lost"] == counts["duplicates"] == 0
-    record("F9", counts, passed, bad_manifests_survived=2)
-    assert passed, counts
+        assert "re-evaluating every_active_customer" in caplog.text
+        customers = {e["customer_id"] for e in events}
+        assert set(members(settings, "every_active_customer")) == customers
+        published = {e["event_id"] for e in events}
+        counts = tally(settings, published)
+        passed = counts["lost"] == counts["duplicates"] == 0
+        record("F9", counts, passed, bad_manifests_survived=2)
+        assert passed, counts
 
 
 def test_f10_three_consumers_one_killed_at_random_again_and_again(live, tmp_path):
