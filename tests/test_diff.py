@@ -1,19 +1,18 @@
 """`segops diff` on a real Git repository made here: what a pull request's segment changes do to
-membership, in text, markdown and JSON."""
+membership (kept in PostgreSQL), in text, markdown and JSON."""
 
 from __future__ import annotations
 
 import json
 from datetime import timedelta
 
+import psycopg
 import pytest
 
 from segops import preview
-from segops.clock import utc_now
 from segops.dbt import run_dbt
-from segops.warehouse import connect
 from segops_cli.main import main
-from streaming.consumer import Consumer, ConsumerConfig
+from tests.live_helpers import NOW, started
 from tests.projects import committed_project
 from tests.shop import add_customer, add_event
 
@@ -28,17 +27,18 @@ REALTIME = ("models:\n  - name: top_browser\n    config:\n      materialized: vi
 
 
 @pytest.fixture
-def repository(warehouse, tmp_path, monkeypatch):
-    """The project committed on `main`, a shop with carts of every age, and live membership."""
+def repository(live_shop, tmp_path, monkeypatch):
+    """The project committed on `main`, a shop with carts of every age in PostgreSQL, and the
+    stream's membership."""
     repo = tmp_path / "repo"
     settings = committed_project(repo, monkeypatch)
-    now = utc_now()
-    with connect(settings.warehouse) as con:
+    with psycopg.connect(settings.postgres_dsn) as con:
         for name, minutes in (("fresh", 5), ("twenty", 20), ("forty", 40)):
-            add_customer(con, name, signed_up_at=now - timedelta(days=9))
-            add_event(con, name, "add_to_cart", now - timedelta(minutes=minutes),
+            add_customer(con, name, signed_up_at=NOW - timedelta(days=9))
+            add_event(con, name, "add_to_cart", NOW - timedelta(minutes=minutes),
                       category="home", price=12.5, quantity=2)
-    Consumer(settings, ConsumerConfig(publish_changes=False)).start()
+    with started(settings):
+        pass  # forty's cart is abandoned
     return repo / "dbt_project" / "models" / "segments"
 
 
