@@ -53,3 +53,20 @@ def test_trait_changes_land_in_postgres_and_a_later_one_wins(live_dsn):
     assert profile == [("DE", {"plan": "pro"}, signup - timedelta(hours=1))], (
         "the older identify leaves the newer country and is when ann was first seen")
     assert history == 3, "every change is kept"
+
+
+def test_trait_changes_in_either_order_give_the_same_profile(live_dsn):
+    """A late identify applied first: what each change sets is kept by its time, so the
+    profile does not depend on the order the changes arrive in."""
+    newer = {"country": "DE"}, NOW - timedelta(minutes=1)
+    older = {"country": "NL", "city": "Leiden"}, NOW - timedelta(minutes=2)
+    profiles = []
+    with psycopg.connect(live_dsn) as con:
+        for customer, order in (("ann", (older, newer)), ("bob", (newer, older))):
+            for number, (traits, at) in enumerate(order):
+                engine = ScopeEngine()
+                engine.load(con, [customer])
+                engine.apply_traits(con, [TraitChange(customer, traits, at, f"identify:{number}")])
+            profiles.append(con.execute("select country, city from raw.customers "
+                                        "where customer_id = %s", [customer]).fetchone())
+    assert profiles == [("DE", "Leiden"), ("DE", "Leiden")]
