@@ -1,5 +1,6 @@
 """`dagster dev -w workspace.yaml` serves the code location, and a run launched there (as the
-schedule launches it, in a run worker process of its own) rebuilds the segments."""
+schedule launches it, in a run worker process of its own) rebuilds the segments: the live state
+in PostgreSQL (SEGOPS_POSTGRES_DSN in its environment), the models in the lake."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from demo.emulator import free_port
-from segops.clock import utc_now
+from segops.live_state import read_live_state
 from segops.membership import current_members
 from segops.settings import PROJECT_ROOT
-from segops.warehouse import connect
+from tests.live_helpers import NOW
 from tests.shop import add_customer
 
 QUERY = """
@@ -103,11 +105,12 @@ def run_nightly_there(port: int, timeout: float = 300) -> str:
 
 
 @pytest.mark.slow
-def test_dagster_dev_serves_segments_membership_schedule_and_sensor(warehouse, tmp_path: Path):
-    with connect(warehouse.warehouse) as con:
-        add_customer(con, "zurich", country="CH", signed_up_at=utc_now())
+def test_dagster_dev_serves_segments_membership_schedule_and_sensor(live_shop, tmp_path: Path):
+    with psycopg.connect(live_shop.postgres_dsn) as con:
+        add_customer(con, "zurich", country="CH", signed_up_at=NOW)
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster")}
+    assert env["SEGOPS_POSTGRES_DSN"] == live_shop.postgres_dsn
     Path(env["DAGSTER_HOME"]).mkdir()
     (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     log = (tmp_path / "dagster-dev.log").open("w")
@@ -135,12 +138,13 @@ def test_dagster_dev_serves_segments_membership_schedule_and_sensor(warehouse, t
             "membership/vip_quarterly", "staging/stg_events"} <= keys
     (repository,) = data["repositoriesOrError"]["nodes"]
     schedules = {s["name"]: s["scheduleState"]["status"] for s in repository["schedules"]}
-    assert schedules == {"nightly_segments_schedule": "RUNNING"}
+    assert schedules == {"nightly_segments_schedule": "RUNNING", "flush_events_schedule": "RUNNING",
+                         "lake_maintenance_schedule": "RUNNING"}
     sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}
-    assert sensors == {"realtime_segments_sensor": "RUNNING", "batch_changes_sensor": "RUNNING",
-                       "event_types_sensor": "RUNNING"}
-    assert "activation/segment_changes" in keys
+    assert sensors == {"realtime_segments_sensor": "RUNNING", "event_types_sensor": "RUNNING"}
+    assert "activation/segment_changes" not in keys, "the stream's outbox publishes changes"
     assert exit_code in (0, -signal.SIGTERM), (tmp_path / "dagster-dev.log").read_text()[-3000:]
     assert nightly == "SUCCESS", (tmp_path / "dagster-dev.log").read_text()[-3000:]
-    with connect(warehouse.warehouse, read_only=True) as con:
+    with read_live_state(live_shop.warehouse, live_shop.postgres_dsn) as con:
         assert list(current_members(con, "dach_customers")["customer_id"]) == ["zurich"]
+    assert not live_shop.warehouse.exists(), "nothing opened the warehouse file"
