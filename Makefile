@@ -45,7 +45,7 @@ test: manifest
 
 chaos: manifest
 	SEGOPS_CHAOS_SCALE=full SEGOPS_CHAOS_RESULTS=bench/results/chaos.json \
-		$(BIN)/pytest -q -m chaos -p no:cacheprovider --timeout 3600 tests/test_chaos.py
+		$(BIN)/pytest -q -m chaos -p no:cacheprovider --timeout 3600 tests/test_chaos.py tests/test_chaos_f6.py
 
 # Python by ruff; the dbt models by sqlfluff (.sqlfluff: DuckDB, lowercase, CTEs, explicit aliases).
 lint: install

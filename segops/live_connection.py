@@ -12,14 +12,22 @@ from segops.errors import SegOpsError
 class PostgresUnreachable(SegOpsError):
     """The PostgreSQL named by SEGOPS_POSTGRES_DSN refused or did not answer."""
 
+    reason = ""  # the driver's own words, for a log line that already names PostgreSQL
+
 
 def unreachable(dsn: str, error: Exception) -> PostgresUnreachable:
     parts = conninfo_to_dict(dsn)
     where = f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
-    reason = str(error).strip().splitlines()[0]
-    return PostgresUnreachable(
+    reason = first_line(error)
+    problem = PostgresUnreachable(
         f"cannot reach PostgreSQL at {where} (SEGOPS_POSTGRES_DSN): {reason}; start it "
         "(`make up` starts the project's own, under data/postgres) or correct the DSN")
+    problem.reason = reason
+    return problem
+
+
+def first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [error.__class__.__name__])[0]
 
 
 def connect(dsn: str, **options) -> psycopg.Connection:

@@ -81,6 +81,18 @@ class ScopeEngine:
             self._from_lake.add(relation)
         return missing
 
+    def reattach(self) -> None:
+        """Attach the lake again, when attached, once PostgreSQL is back: its catalog was read
+        over connections to the server that went away. DuckDB's postgres extension reconnects
+        those by itself; a fresh attachment does not rely on that. The views on it name it, so
+        they read the new attachment."""
+        if not self._lake_attached:
+            return
+        self.con.execute(f"detach {ALIAS}")
+        self._lake_attached = False
+        attach_lake(self.con, *self.lake, read_only=True)
+        self._lake_attached = True
+
     def _copy(self, pg: psycopg.Connection, table: str, where: str, params: list) -> None:
         columns = self.columns[table]
         selected = ", ".join(f"{name}::text" if kind == "JSON" else name

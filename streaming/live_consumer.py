@@ -12,6 +12,10 @@ What must happen once for the stream as a whole is done by the holder of a lease
 (segops/live_leases.py): the time sweep (who crossed a time boundary since the last sweep),
 publishing the change feed (so a customer's changes leave in order), and evaluating a new or
 changed segment for every customer.
+
+When PostgreSQL goes away (a restart, a lost connection), the consumer says so once, waits for
+it with a capped backoff and opens a new session: the leases died with the old one, so it asks
+for them again, and the batch it was processing, never acked, is done again from the start.
 """
 
 from __future__ import annotations
@@ -26,18 +30,19 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
+import duckdb
 import psycopg
 
 from segops.change_feed import BATCH, ChangeFeed
 from segops.clock import utc_now
 from segops.heartbeat import BatchCounts
-from segops.live_connection import connect
+from segops.live_connection import PostgresUnreachable, connect, first_line
 from segops.live_heartbeat import record_beat
 from segops.live_leases import EVERYONE, OUTBOX, SWEEP, release, take_lease, wait_for_lease
 from segops.live_membership import lock_customers
 from segops.live_schema import ensure_live_schema
 from segops.live_scope import ScopeEngine
-from segops.membership import MembershipDelta, SegmentFailed
+from segops.membership import MembershipDelta, SegmentFailed, SegmentsFailed
 from segops.settings import Settings
 from streaming.live_evaluation import crossed_customers, evaluate_batch, sweep_query
 from streaming.live_outbox import mark_published, unpublished
@@ -60,6 +65,8 @@ def default_consumer_id() -> str:
 
 
 class LiveConsumer(StreamLoop):
+    store = "PostgreSQL"
+
     def __init__(
         self,
         settings: Settings,
@@ -90,10 +97,60 @@ class LiveConsumer(StreamLoop):
 
     @contextmanager
     def session(self) -> Iterator[None]:
-        with connect(self.settings.postgres_dsn, autocommit=True) as self.pg:
-            ensure_live_schema(self.pg)
+        self.pg = self._open()
+        try:
             yield
-        self.pg = None
+        finally:
+            self.pg.close()  # whichever session is current: `reopen` replaces it
+            self.pg = None
+
+    def _open(self) -> psycopg.Connection:
+        pg = connect(self.settings.postgres_dsn, autocommit=True)
+        try:
+            ensure_live_schema(pg)
+        except BaseException:
+            pg.close()
+            raise
+        return pg
+
+    def reopen(self) -> None:
+        """A new session after PostgreSQL came back. The leases were the old session's locks
+        and died with it, as did the lake's catalog connection in the consumer's DuckDB."""
+        if self.pg is not None:
+            self.pg.close()
+        self.pg = self._open()
+        self.leases.clear()
+        self.engine.reattach()
+
+    def lost(self, error: Exception) -> str | None:
+        """Why PostgreSQL is gone, when `error` says so: the driver's connection error, a
+        connection refused, or a DuckDB error (the lake's catalog is in PostgreSQL) while this
+        session no longer answers either."""
+        if isinstance(error, PostgresUnreachable):
+            return error.reason or str(error)
+        if isinstance(error, psycopg.OperationalError):
+            return first_line(error)
+        if isinstance(error, duckdb.Error) and not self._answers():
+            return first_line(error)
+        return None
+
+    def _answers(self) -> bool:
+        try:
+            self.pg.execute("select 1")
+        except psycopg.OperationalError:
+            return False
+        return True
+
+    def _evaluate(self, segments: list[str], customers: list[str], now: datetime, *,
+                  together: bool = False) -> Counter[tuple[str, str]]:
+        """evaluate_batch; a segment that failed because PostgreSQL went away (its DuckDB
+        reads the lake through it) is not the segment's fault: the loss is raised instead."""
+        try:
+            return evaluate_batch(self.pg, self.segments.evaluator, self.engine, segments,
+                                  customers, now, together=together)
+        except (SegmentFailed, SegmentsFailed):
+            self.pg.execute("select 1")  # raises OperationalError when PostgreSQL is gone
+            raise
 
     def start(self) -> None:
         """Evaluate for everyone the segments whose definition no consumer evaluated yet, and
@@ -157,8 +214,7 @@ class LiveConsumer(StreamLoop):
                     with self.pg.transaction():
                         lock_customers(self.pg, chunk)
                         self.engine.load(self.pg, chunk)
-                        found = evaluate_batch(self.pg, self.segments.evaluator, self.engine,
-                                               healthy, chunk, now)
+                        found = self._evaluate(healthy, chunk, now)
                     break
                 except SegmentFailed as failure:
                     self.segments.mark_failed(failure)
@@ -203,8 +259,7 @@ class LiveConsumer(StreamLoop):
                 self.engine.load(self.pg, scope, tables=self._tables_read(segments, traits))
                 self.engine.apply_traits(self.pg, traits)
                 laps.mark("store")
-                found = evaluate_batch(self.pg, self.segments.evaluator, self.engine,
-                                       segments, scope, now, together=together)
+                found = self._evaluate(segments, scope, now, together=together)
                 record_beat(self.pg, self.config.consumer_id, evaluated_at=now, wall=utc_now(),
                             counts=batch.counts(len(stored)),
                             failed_segments=self.segments.failed)
@@ -259,9 +314,15 @@ class LiveConsumer(StreamLoop):
             self.feed.publish(unpublished(self.pg, list(self.feed.in_flight), BATCH))
 
     def flush_changes(self) -> None:
-        """Wait for the changes in flight and mark those Pub/Sub accepted."""
-        if self.pg is not None and self.feed and self.feed.in_flight:
+        """Wait for the changes in flight and mark those Pub/Sub accepted; when PostgreSQL is
+        away, leave them unmarked, for the outbox's next holder to publish again."""
+        if self.pg is None or self.pg.closed or not (self.feed and self.feed.in_flight):
+            return
+        try:
             self._publish_changes(wait=10)
+        except psycopg.OperationalError as error:
+            log.warning("PostgreSQL unreachable while stopping (%s); the changes in flight "
+                        "are published again by the outbox's next holder", first_line(error))
 
 
 def _take_queue(con: psycopg.Connection) -> set[str]:

@@ -24,6 +24,15 @@ from streaming.validation import validate_all
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# Seconds between attempts to reach a store that went away: soon at first (a restart takes
+# seconds), then no more often than this cap, so a long outage costs the server nothing.
+RECONNECT_FIRST_SECONDS = 0.5
+RECONNECT_MAX_SECONDS = 5.0
+
+
+class Stopped(Exception):
+    """Asked to stop while the store was away: the batch in hand is left unacked."""
+
 
 @dataclass(frozen=True)
 class BatchOutcome:
@@ -109,23 +118,29 @@ class Batch:
 class StreamLoop:
     """Micro-batches in, `process` each (one transaction), ack after it returns; between
     batches `maintain`. A consumer gives `session`, `start`, `process`, `maintain`,
-    `flush_changes` and what it does when a round brought nothing (`idle`)."""
+    `flush_changes` and what it does when a round brought nothing (`idle`); one whose store
+    is a server gives `lost` and `reopen` too, and outlives the server's restarts."""
 
     config: ConsumerConfig
     on_commit = None
     stopping: threading.Event
     segments: LiveSegments
+    store = "the store"  # what the outage lines name
 
     def run(self, source: MessageSource, *, until_idle: float | None = None) -> None:
         """Consume until `stop()` or until idle for `until_idle` seconds."""
         with self.session():
-            self.start()
-            source.start()
             try:
-                self._loop(source, until_idle)
-            finally:
-                source.stop()
-                self.flush_changes()
+                self.surviving(self.start)
+                source.start()
+                try:
+                    self._loop(source, until_idle)
+                finally:
+                    source.stop()
+                    self.flush_changes()
+            except Stopped:
+                log.info("stopped while %s was away; what it had not committed is delivered "
+                         "again", self.store)
         log.info("consumer stopped cleanly")
 
     def stop(self) -> None:
@@ -153,6 +168,47 @@ class StreamLoop:
     def idle(self) -> None:
         """A round brought no messages."""
 
+    def lost(self, error: Exception) -> str | None:
+        """Why the store is gone, when `error` says it went away (its server stopped, the
+        connection broke); None for any other error, which is raised as it is."""
+        return None
+
+    def reopen(self) -> None:
+        """Open the session again after the store came back; raises what `lost` recognises
+        while it is still away."""
+
+    def surviving(self, work: Callable[[], T]) -> T:
+        """`work()`, done again from the start each time the store comes back from going away
+        under it: nothing it did was committed, or, if it was, doing it again changes nothing
+        (the keys deduplicate). Raises Stopped when asked to stop meanwhile."""
+        while True:
+            try:
+                return work()
+            except Exception as error:
+                reason = self.lost(error)
+                if reason is None:
+                    raise
+            self._outlast(reason)
+
+    def _outlast(self, reason: str) -> None:
+        """Wait for the store, trying to reopen the session with a capped backoff; one line
+        when the outage starts and one when it ends, as the Pub/Sub source does."""
+        log.warning("%s unreachable (%s); retrying with backoff up to %.0fs, nothing acked",
+                    self.store, reason, RECONNECT_MAX_SECONDS)
+        started, delay = time.monotonic(), 0.0
+        while not self.stopping.wait(delay):
+            try:
+                self.reopen()
+            except Exception as error:
+                if self.lost(error) is None:
+                    raise
+                delay = min(max(delay * 2, RECONNECT_FIRST_SECONDS), RECONNECT_MAX_SECONDS)
+                continue
+            log.warning("%s is back after %.1fs out; session reopened, retrying",
+                        self.store, time.monotonic() - started)
+            return
+        raise Stopped
+
     def _loop(self, source: MessageSource, until_idle: float | None) -> None:
         idle_since = last_eval = time.monotonic()
         while not self.stopping.is_set():
@@ -164,16 +220,20 @@ class StreamLoop:
                 log.info("no messages for %.0fs; exiting", until_idle)
                 break
             if messages or now_mono - last_eval >= self.config.tick_seconds:
-                batch = [Incoming.of(m) for m in messages]
-                outcome = self.process(batch)
-                if self.on_commit:
-                    self.on_commit(batch, outcome)
-                for message in messages:
-                    message.ack()
+                self._commit(messages)
                 last_eval = time.monotonic()
-                self.maintain()
             if not messages:
                 self.idle()
+
+    def _commit(self, messages: Sequence) -> None:
+        """Process one batch, ack it once committed, then maintain."""
+        batch = [Incoming.of(m) for m in messages]
+        outcome = self.surviving(lambda: self.process(batch))
+        if self.on_commit:
+            self.on_commit(batch, outcome)
+        for message in messages:
+            message.ack()
+        self.surviving(self.maintain)
 
 
 def lag_ms(messages: Sequence[Incoming]) -> float | None:
