@@ -5,7 +5,7 @@ messages with their reasons."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import psycopg
@@ -59,5 +59,15 @@ def store_dead_letters(con: psycopg.Connection,
                 "insert into raw.dead_letters (message_id, reason, payload, attributes) "
                 "values (%s, %s, %s, %s) "
                 "on conflict (message_id) where message_id is not null do nothing",
-                [(m.message_id, reason, m.data, json.dumps(m.attributes))
+                [(m.message_id, reason, m.data, attributes_json(m.attributes))
                  for m, reason in rejected])
+
+
+def attributes_json(attributes: Mapping[str, str]) -> str:
+    """A message's attributes as JSON for jsonb, each NUL character kept as the six characters
+    `\\u0000`: Pub/Sub lets one through in an attribute, jsonb cannot hold it, and the failed
+    insert would fail the dead letter's whole batch on every redelivery."""
+    def visible(text: str) -> str:
+        return text.replace("\x00", "\\u0000")
+
+    return json.dumps({visible(key): visible(value) for key, value in attributes.items()})

@@ -216,10 +216,12 @@ def test_f2_fuzzed_poison_among_good_traffic(live):
     publish_all(live, messages)
     publisher = pubsub_v1.PublisherClient()
     # Each carries its own Pub/Sub message id, the dead letters' key on PostgreSQL: stored once
-    # each, however often redelivered.
+    # each, however often redelivered. Some carry a NUL character in an attribute, which the
+    # dead letter keeps.
+    origins = ["fuzz" if n % 4 else "fuzz\u0000nul" for n in range(sized(20, 200))]
     attributes_only = [
-        publisher.publish(topic_path(live, live.events_topic), b"", origin="fuzz")
-        for _ in range(sized(20, 200))
+        publisher.publish(topic_path(live, live.events_topic), b"", origin=origin)
+        for origin in origins
     ]
     for future in attributes_only:
         future.result(timeout=30)
@@ -236,6 +238,9 @@ def test_f2_fuzzed_poison_among_good_traffic(live):
     assert counts["dead_lettered"] == len(bad) + len(attributes_only), counts
     assert all(reason.strip() for _, reason in letters), "every dead letter says why"
     assert any("NUL character" in reason for _, reason in letters), letters[:5]
+    kept = scalar(live, "select count(*) from raw.dead_letters where attributes->>'origin' = ?",
+                  "fuzz\\u0000nul")
+    assert kept == origins.count("fuzz\u0000nul"), "a NUL in an attribute kept, made visible"
     stored_as_data = scalar(live, "select count(*) from raw.events where customer_id = ?",
                             good[0]["customer_id"])
     assert stored_as_data == 1, "a SQL-looking value is stored verbatim, never executed"
