@@ -101,10 +101,34 @@ def test_definitions_list_the_job_schedule_and_every_segment(shop):
     }, "the nightly job selects the raw sources' checks its dbt build runs"
 
 
-def test_dbt_runs_in_process_and_reports_every_model_and_test(shop):
+def test_only_the_newest_run_folders_of_the_dbt_step_are_kept(tmp_path):
+    for age in range(12):
+        folder = tmp_path / f"segops_dbt_models-run{age:02d}"
+        folder.mkdir()
+        (folder / "run_results.json").write_text("{}")
+        os.utime(folder, (1_000_000 - age, 1_000_000 - age))  # run00 is the newest
+    (tmp_path / "compiled").mkdir()
+    prune_run_folders(tmp_path, "segops_dbt_models", keep=9)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "compiled", *(f"segops_dbt_models-run{age:02d}" for age in range(9))
+    ]
+
+
+def test_dbt_runs_in_process_at_the_pinned_now_and_reports_every_model_and_test(shop,
+                                                                              monkeypatch):
+    """SEGOPS_NOW pins dbt's models as well as membership: an event after it is not counted.
+    (One test, since each nightly on the lake takes seconds.)"""
+    with psycopg.connect(shop.postgres_dsn) as con:
+        add_event(con, "paris", "page_view", NOW + timedelta(days=1))
     defs = definitions()
+
+    def profile_events() -> int:
+        return lake_rows(load_settings(), "select events from marts.customer_profiles "
+                                          "where customer_id = 'paris'")[0][0]
+
     result = run_nightly(defs)
     assert result.success
+    assert profile_events() == 0, "the page view is a day after the pinned now"
 
     manifest = json.loads(load_settings().manifest_path.read_text())
     models = {tuple(node["fqn"][1:]) for node in manifest["nodes"].values()
@@ -124,6 +148,10 @@ def test_dbt_runs_in_process_and_reports_every_model_and_test(shop):
     run_folders = list(load_settings().dbt_target_dir.glob("segops_dbt_models-*/run_results.json"))
     assert len(run_folders) == 1, "each run keeps dbt's artifacts in a folder of its own"
 
+    pin_clock(monkeypatch, NOW + timedelta(days=2))
+    assert run_nightly(defs).success
+    assert profile_events() == 1
+
     one = defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
         asset_selection=[dg.AssetKey(["segments", "dach_customers"])],
@@ -131,36 +159,6 @@ def test_dbt_runs_in_process_and_reports_every_model_and_test(shop):
     assert [m.asset_key for m in one.get_asset_materialization_events()] == [
         dg.AssetKey(["segments", "dach_customers"])
     ], "a subset builds only what was selected"
-
-
-def test_only_the_newest_run_folders_of_the_dbt_step_are_kept(tmp_path):
-    for age in range(12):
-        folder = tmp_path / f"segops_dbt_models-run{age:02d}"
-        folder.mkdir()
-        (folder / "run_results.json").write_text("{}")
-        os.utime(folder, (1_000_000 - age, 1_000_000 - age))  # run00 is the newest
-    (tmp_path / "compiled").mkdir()
-    prune_run_folders(tmp_path, "segops_dbt_models", keep=9)
-    assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "compiled", *(f"segops_dbt_models-run{age:02d}" for age in range(9))
-    ]
-
-
-def test_a_pinned_now_reaches_the_tables_dbt_builds(shop, monkeypatch):
-    """SEGOPS_NOW pins dbt's models as well as membership: an event after it is not counted."""
-    with psycopg.connect(shop.postgres_dsn) as con:
-        add_event(con, "paris", "page_view", NOW + timedelta(days=1))
-    defs = definitions()
-
-    def profile_events() -> int:
-        return lake_rows(load_settings(), "select events from marts.customer_profiles "
-                                          "where customer_id = 'paris'")[0][0]
-
-    assert run_nightly(defs).success
-    assert profile_events() == 0, "the page view is a day after the pinned now"
-    pin_clock(monkeypatch, NOW + timedelta(days=2))
-    assert run_nightly(defs).success
-    assert profile_events() == 1
 
 
 BROKEN_SEGMENTS = {
