@@ -27,7 +27,7 @@ from segops.settings import DBT_PROJECT_DIR, load_settings
 from segops_cli import main as cli
 from tests.live_helpers import NOW, lake_rows, started
 from tests.shop import add_customer, add_event, ago
-from tests.stream_helpers import downstream_subscription, incoming, receive, rows
+from tests.stream_helpers import downstream_subscription, incoming, receive, rows, wait_for
 
 
 @pytest.fixture
@@ -59,11 +59,17 @@ def run_nightly(defs: dg.Definitions, instance: dg.DagsterInstance | None = None
 
 
 def members(segment: str, at: datetime | None = None) -> list[str]:
-    """Who is in `segment` now or at `at`, read as the product reads the live state."""
+    return memberships([segment], at)[segment]
+
+
+def memberships(segments: list[str], at: datetime | None = None) -> dict[str, list[str]]:
+    """Who is in each of `segments` now or at `at`, read as the product reads the live state
+    (one reader for them all: attaching PostgreSQL takes a moment)."""
     settings = load_settings()
     with read_live_state(settings.warehouse, settings.postgres_dsn) as con:
-        frame = current_members(con, segment) if at is None else members_at(con, segment, at)
-    return sorted(frame["customer_id"])
+        return {segment: sorted((current_members(con, segment) if at is None
+                                 else members_at(con, segment, at))["customer_id"])
+                for segment in segments}
 
 
 def change_rows(sql: str) -> list[tuple]:
@@ -252,8 +258,13 @@ def test_the_nightly_changes_reach_downstream_through_the_stream_s_outbox(shop, 
     assert run_nightly(definitions()).success
     subscription = downstream_subscription(live)
     with started(live, publish_changes=True) as consumer:
-        consumer.process([])  # takes the outbox lease and hands the backlog to Pub/Sub
-        consumer.flush_changes()
+        def all_marked() -> bool:
+            consumer.process([])  # takes the outbox lease and hands the backlog to Pub/Sub
+            consumer.flush_changes()  # marks what Pub/Sub accepted
+            return change_rows("select count(*) from segops.segment_membership_changes "
+                               "where published_at is null") == [(0,)]
+
+        wait_for(all_marked)
     stored = change_rows("select change_id, segment, customer_id, published_at is not null "
                          "from segops.segment_membership_changes where source = 'batch'")
     assert stored and all(marked for *_, marked in stored)
@@ -273,6 +284,7 @@ def test_the_outbox_marks_nothing_published_while_pubsub_is_down(shop, monkeypat
     with started(load_settings(), publish_changes=True) as consumer:
         consumer.process([])  # takes the outbox lease and hands the change to Pub/Sub
         consumer.flush_changes()  # waits ten seconds for an answer that never comes
+        assert consumer.feed.in_flight, "handed to Pub/Sub, never accepted"
     assert change_rows("select count(*) from segops.segment_membership_changes "
                        "where source = 'batch' and published_at is null") == [(1,)], (
         "nothing is marked published that Pub/Sub did not accept")
@@ -286,7 +298,7 @@ def test_point_in_time_reads_equal_what_was_recorded_across_nightly_and_stream(s
     recorded: list[tuple[datetime, dict[str, list[str]]]] = []
 
     def record(at: datetime) -> None:
-        recorded.append((at, {segment: members(segment) for segment in segments}))
+        recorded.append((at, memberships(segments)))
 
     with started(shop, clock=lambda: consumer_at[0]) as consumer:
         assert run_nightly(defs).success
@@ -313,5 +325,4 @@ def test_point_in_time_reads_equal_what_was_recorded_across_nightly_and_stream(s
 
     assert len({json.dumps(snapshot) for _, snapshot in recorded}) >= 5, "membership moved"
     for at, snapshot in recorded:
-        for segment, expected in snapshot.items():
-            assert members(segment, at=at) == expected, (segment, at)
+        assert memberships(segments, at) == snapshot, at
