@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/data/dagster
-export SEGOPS_WAREHOUSE ?= $(CURDIR)/data/warehouse.duckdb
 DEMO_CUSTOMERS ?= 20000
 DBT := $(BIN)/dbt --no-use-colors
 DBT_ARGS := --project-dir dbt_project --profiles-dir dbt_project
@@ -20,7 +19,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 # The manifest with the segments' compiled SQL, built once before anything that reads it starts
-# (compiled against an in-memory database, so it never waits for the warehouse).
+# (compiled against an in-memory database, so it needs no server).
 manifest: install
 	$(DBT) compile --quiet --target compile --select +path:models/segments $(DBT_ARGS)
 
@@ -38,14 +37,14 @@ demo: manifest $(DAGSTER_HOME)/dagster.yaml
 # The live platform: emulator, PostgreSQL, two consumers, Dagster (UI on :3000) and demo
 # traffic; Ctrl-C stops.
 up: manifest $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/segops up --postgres --consumers 2
+	$(BIN)/segops up --consumers 2
 
 test: manifest
 	$(BIN)/pytest -q
 
 chaos: manifest
 	SEGOPS_CHAOS_SCALE=full SEGOPS_CHAOS_RESULTS=bench/results/chaos.json \
-		$(BIN)/pytest -q -m chaos -p no:cacheprovider --timeout 3600 tests/test_chaos.py tests/test_chaos_f6.py
+		$(BIN)/pytest -q -m chaos -p no:cacheprovider --timeout 3600 tests/test_chaos.py
 
 # Python by ruff; the dbt models by sqlfluff (.sqlfluff: DuckDB, lowercase, CTEs, explicit aliases).
 lint: install

@@ -1,12 +1,11 @@
 """`make up`: the whole platform on one machine, started together and stopped together.
 
-The Pub/Sub emulator, the streaming consumer, `dagster dev` (webserver and daemon, so the
-schedule and the sensor really run) and a producer of demo traffic, each in its own process
-group. Ctrl-C (or SIGTERM) stops them in reverse order, draining the consumer.
-
-With `postgres`, the live tables go to PostgreSQL (the project's own server under
-`data/postgres`, unless SEGOPS_POSTGRES_DSN names one), a shop generated into them if they hold
-none (as after `make demo`, they do), and `consumers` consumers share the subscription.
+The Pub/Sub emulator, PostgreSQL (the project's own server under `data/postgres`, unless
+SEGOPS_POSTGRES_DSN names one) with a shop generated into it if it holds none (after `make
+demo`, it does), `consumers` streaming consumers sharing the subscription, `dagster dev`
+(webserver and daemon, so the schedules and sensors really run) and a producer of demo traffic,
+each in its own process group. Ctrl-C (or SIGTERM) stops them in reverse order, draining the
+consumers.
 """
 
 from __future__ import annotations
@@ -25,18 +24,17 @@ from rich.console import Console
 
 from demo.emulator import PubSubEmulator
 from demo.postgres import LocalPostgres
-from segops.settings import PROJECT_ROOT, Settings
+from segops.settings import OWN_DATABASE, OWN_POSTGRES, PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
 
 
 @contextmanager
-def local_services(settings: Settings, console: Console, *, postgres: bool,
-                   fresh: bool = False) -> Iterator[dict[str, str]]:
-    """The environment for `segops` commands, with the Pub/Sub emulator and, with `postgres`,
-    the project's own PostgreSQL started (its database emptied when `fresh`), unless the
-    environment already names them; what was started is stopped after."""
-    env = {**os.environ, "SEGOPS_WAREHOUSE": str(settings.warehouse)}
+def local_services(console: Console, *, fresh: bool = False) -> Iterator[dict[str, str]]:
+    """The environment for `segops` commands, with the Pub/Sub emulator and the project's own
+    PostgreSQL started (its database emptied when `fresh`), unless the environment already
+    names them; what was started is stopped after."""
+    env = dict(os.environ)
     env.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "data" / "dagster"))
     with ExitStack() as stack:
         if "PUBSUB_EMULATOR_HOST" not in env:
@@ -44,26 +42,24 @@ def local_services(settings: Settings, console: Console, *, postgres: bool,
             emulator = stack.enter_context(PubSubEmulator(port=8085))
             env["PUBSUB_EMULATOR_HOST"] = emulator.host
             console.print(f"Pub/Sub emulator on {emulator.host}")
-        if postgres and "SEGOPS_POSTGRES_DSN" not in env:
+        if "SEGOPS_POSTGRES_DSN" not in env:
             stack.callback(console.print, "stopped PostgreSQL")
-            server = stack.enter_context(LocalPostgres(PROJECT_ROOT / "data" / "postgres"))
+            server = stack.enter_context(LocalPostgres(OWN_POSTGRES))
             env["SEGOPS_POSTGRES_DSN"] = live_database(server.dsn, fresh=fresh)
             console.print(f"PostgreSQL on port {server.port}, data in {server.folder}")
         yield env
 
 
-def run_platform(settings: Settings, console: Console, *, rate: float, port: int,
-                 postgres: bool = False, consumers: int = 1) -> int:
+def run_platform(console: Console, *, rate: float, port: int, consumers: int) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
     segops = [str(BIN / "segops")]
     processes: list[tuple[str, subprocess.Popen]] = []
-    with local_services(settings, console, postgres=postgres) as env:
+    with local_services(console) as env:
         try:
             subprocess.run([*segops, "init"], env=env, check=True)
-            if postgres:
-                subprocess.run([*segops, "generate", "--if-empty"], env=env, check=True)
+            subprocess.run([*segops, "generate", "--if-empty"], env=env, check=True)
             for name, command in (
                 *((f"consumer {n + 1}", [*segops, "stream"]) for n in range(consumers)),
                 ("dagster", [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-p",
@@ -95,7 +91,7 @@ def run_platform(settings: Settings, console: Console, *, rate: float, port: int
     return 0
 
 
-def live_database(server_dsn: str, name: str = "segops", *, fresh: bool = False) -> str:
+def live_database(server_dsn: str, name: str = OWN_DATABASE, *, fresh: bool = False) -> str:
     """The DSN of database `name` on the server, created if missing (again, when `fresh`)."""
     with psycopg.connect(server_dsn, autocommit=True) as con:
         if fresh:

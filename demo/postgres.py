@@ -20,8 +20,8 @@ import psycopg
 
 from demo.emulator import free_port, stop_group
 from segops.errors import SegOpsError
+from segops.settings import POSTGRES_USER
 
-USER = "segops"
 SERVER_USER = "postgres"  # the system user the server runs as when we are root
 
 
@@ -62,7 +62,7 @@ class LocalPostgres:
 
     @property
     def dsn(self) -> str:
-        return f"host=127.0.0.1 port={self.port} user={USER} dbname=postgres"
+        return f"host=127.0.0.1 port={self.port} user={POSTGRES_USER} dbname=postgres"
 
     def start(self, timeout: float = 60.0) -> str:
         bin_dir = self.bin_dir or binaries()
@@ -71,7 +71,7 @@ class LocalPostgres:
         as_owner = self._as_owner()
         if not (data / "PG_VERSION").exists():
             done = subprocess.run(
-                [*as_owner, bin_dir / "initdb", "-D", data, "-U", USER, "--auth=trust",
+                [*as_owner, bin_dir / "initdb", "-D", data, "-U", POSTGRES_USER, "--auth=trust",
                  "--encoding=UTF8", "--no-instructions"],
                 capture_output=True, text=True)
             if done.returncode != 0:
@@ -121,7 +121,7 @@ class LocalPostgres:
 def _accepts(port: int) -> bool:
     """Whether the server answers a connection (pg_isready's check, without its binary)."""
     try:
-        psycopg.connect(f"host=127.0.0.1 port={port} user={USER} dbname=postgres",
+        psycopg.connect(f"host=127.0.0.1 port={port} user={POSTGRES_USER} dbname=postgres",
                         connect_timeout=1).close()
     except psycopg.OperationalError:
         return False

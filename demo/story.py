@@ -1,9 +1,8 @@
 """A scripted real-time act for the demo: shoppers whose every move changes their segments.
 
-It runs the streaming consumer in this process (on PostgreSQL when SEGOPS_POSTGRES_DSN is set),
-publishes a short story to Pub/Sub and prints each enter and exit as the consumer commits it,
-with the latency from the event that caused it (or, for changes that time alone makes, from the
-moment the boundary passed).
+It runs the streaming consumer in this process, publishes a short story to Pub/Sub and prints
+each enter and exit as the consumer commits it, with the latency from the event that caused it
+(or, for changes that time alone makes, from the moment the boundary passed).
 """
 
 from __future__ import annotations
@@ -23,9 +22,9 @@ from segops.errors import SegOpsError
 from segops.live_state import read_live_state
 from segops.pubsub import ensure_pubsub, subscription_path
 from segops.settings import Settings
-from streaming.consumer import Consumer, ConsumerConfig
 from streaming.live_consumer import LiveConsumer, default_consumer_id
 from streaming.source import PubSubSource
+from streaming.stream_loop import ConsumerConfig
 
 
 @dataclass(frozen=True)
@@ -90,13 +89,10 @@ STORY = [
 def tell(settings: Settings, console: Console, timeout: float = 30.0) -> bool:
     """Publish the story through Pub/Sub and narrate the changes; True if all happened."""
     ensure_pubsub(settings)
-    config = ConsumerConfig(batch_wait_seconds=0.05, tick_seconds=0.5)
+    config = ConsumerConfig(batch_wait_seconds=0.05, tick_seconds=0.5,
+                            consumer_id=default_consumer_id())
     committed = threading.Event()
-    if settings.postgres_dsn:
-        config.consumer_id = default_consumer_id()
-        consumer = LiveConsumer(settings, config, on_commit=lambda *_: committed.set())
-    else:
-        consumer = Consumer(settings, config, on_commit=lambda *_: committed.set())
+    consumer = LiveConsumer(settings, config, on_commit=lambda *_: committed.set())
     worker = threading.Thread(
         target=consumer.run, args=(PubSubSource(subscription_path(settings)),), daemon=True
     )
@@ -145,14 +141,14 @@ def tell(settings: Settings, console: Console, timeout: float = 30.0) -> bool:
 
 
 def _last_change_id(settings: Settings) -> int:
-    with read_live_state(settings.warehouse, settings.postgres_dsn) as con:
+    with read_live_state(settings.postgres_dsn) as con:
         return con.execute(
             "select coalesce(max(change_id), 0) from segops.segment_membership_changes"
         ).fetchone()[0]
 
 
 def _changes_since(settings: Settings, change_id: int) -> list[tuple]:
-    with read_live_state(settings.warehouse, settings.postgres_dsn) as con:
+    with read_live_state(settings.postgres_dsn) as con:
         return con.execute(
             f"""
             select change_id, customer_id, segment, change, recorded_at

@@ -23,7 +23,7 @@ from segops.settings import PROJECT_ROOT, Settings
 
 def run_tour(settings: Settings, console: Console, *, customers: int) -> None:
     own_database = "SEGOPS_POSTGRES_DSN" not in os.environ
-    with local_services(settings, console, postgres=True, fresh=own_database) as env:
+    with local_services(console, fresh=own_database) as env:
         if own_database and not settings.lake_data_path.startswith(("gs://", "s3://")):
             shutil.rmtree(Path(settings.lake_data_path), ignore_errors=True)  # the old catalog's
         segops = [str(BIN / "segops")]

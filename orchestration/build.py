@@ -2,11 +2,6 @@
 
 import dagster as dg
 
-from orchestration.change_feed import (
-    batch_changes_sensor,
-    build_change_feed_asset,
-    publish_changes_job,
-)
 from orchestration.customers import raw_customers
 from orchestration.events import event_types_sensor, tracking_plan_check
 from orchestration.lake_maintenance import lake_maintenance, lake_maintenance_schedule
@@ -17,7 +12,7 @@ from orchestration.nightly.job import (
     build_nightly_schedule,
 )
 from orchestration.nightly.membership import build_membership_asset
-from orchestration.nightly.raw import build_raw_events
+from orchestration.nightly.raw import raw_events
 from orchestration.preview import build_preview_job
 from orchestration.realtime import build_realtime_sensor
 from orchestration.resources import build_dbt_project, build_resources
@@ -29,28 +24,18 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     project = build_dbt_project(settings)
     catalog = Catalog.load(settings.manifest_path)
     dbt_models = build_dbt_assets(project)
-    raw_events = build_raw_events(settings)
-    nightly = build_nightly_job(dbt_models, raw_events)
-    # The live state in PostgreSQL and the models in a lake: the stream's outbox publishes the
-    # nightly's changes too, so the file's change-feed asset, job and sensor are not there.
-    in_lake = bool(settings.postgres_dsn)
-    file_feed = [] if in_lake else [
-        build_change_feed_asset(settings, list(catalog.segments.values()))]
+    nightly = build_nightly_job(dbt_models)
     return dg.Definitions(
         assets=[
             raw_customers,
             raw_events,
             dbt_models,
             *(build_membership_asset(segment, catalog) for segment in catalog.segments.values()),
-            *file_feed,
         ],
         asset_checks=[tracking_plan_check],
-        jobs=[nightly, build_preview_job(settings),
-              *([lake_maintenance] if in_lake else [publish_changes_job])],
-        schedules=[build_nightly_schedule(nightly),
-                   *([build_events_flush_schedule(raw_events), lake_maintenance_schedule]
-                     if in_lake else [])],
-        sensors=[build_realtime_sensor(catalog.realtime_segments()), event_types_sensor,
-                 *([] if in_lake else [batch_changes_sensor])],
+        jobs=[nightly, build_preview_job(settings), lake_maintenance],
+        schedules=[build_nightly_schedule(nightly), build_events_flush_schedule(),
+                   lake_maintenance_schedule],
+        sensors=[build_realtime_sensor(catalog.realtime_segments()), event_types_sensor],
         resources=build_resources(settings, project),
     )

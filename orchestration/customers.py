@@ -8,10 +8,8 @@ import dagster as dg
 
 from orchestration.resources import WarehouseResource
 from segops.clock import utc_now
-from segops.customer_files import load_customers, load_customers_into_postgres
+from segops.customer_files import load_customers_into_postgres
 from segops.errors import SegOpsError
-from segops.schema import ensure_schema
-from segops.warehouse import transaction
 
 
 class CustomerFileConfig(dg.Config):
@@ -23,21 +21,15 @@ class CustomerFileConfig(dg.Config):
 @dg.asset(
     key=["raw", "customers"],
     group_name="raw",
-    kinds={"duckdb"},
+    kinds={"postgres"},
     description="Customer profiles: loaded from files by materializing this asset, and updated "
     "by the stream's identify events; every change is kept in raw.customer_traits.",
 )
 def raw_customers(context: dg.AssetExecutionContext, config: CustomerFileConfig,
                   warehouse: WarehouseResource) -> dg.MaterializeResult:
     try:
-        if warehouse.postgres_dsn:
-            report = load_customers_into_postgres(warehouse.postgres_dsn, Path(config.path),
-                                                  utc_now())
-        else:
-            with warehouse.get_connection() as con:
-                ensure_schema(con)
-                with transaction(con):
-                    report = load_customers(con, Path(config.path), utc_now())
+        report = load_customers_into_postgres(warehouse.postgres_dsn, Path(config.path),
+                                              utc_now())
     except SegOpsError as error:
         raise dg.Failure(description=str(error)) from None
     for where, why in report.rejected:

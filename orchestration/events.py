@@ -10,7 +10,6 @@ from segops.clock import utc_now
 from segops.event_report import EventTypeReport, event_types
 from segops.live_connection import PostgresUnreachable
 from segops.tracking_plan import PlanError, load_plan
-from segops.warehouse import WarehouseBusy, WarehouseMissing
 
 TRACKING_PLAN = "tracking_plan"
 
@@ -38,7 +37,7 @@ def tracking_plan_check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         plan = load_plan()
     except PlanError as error:
         raise dg.Failure(description=str(error)) from None
-    with warehouse.read_live_state(timeout=warehouse.timeout_seconds) as con:
+    with warehouse.read_live_state() as con:
         return plan_check_result(event_types(con, plan, utc_now()))
 
 
@@ -53,14 +52,10 @@ def event_types_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse
                        ) -> dg.SensorResult | dg.SkipReason:
     try:
         plan = load_plan()
-        with warehouse.read_live_state(timeout=10) as con:
+        with warehouse.read_live_state() as con:
             reports = event_types(con, plan, utc_now())
     except PlanError as error:
         return dg.SkipReason(str(error))
-    except WarehouseBusy:
-        return dg.SkipReason("the warehouse stayed locked; will look again next time")
-    except WarehouseMissing:
-        return dg.SkipReason("no warehouse yet")
     except PostgresUnreachable as error:
         return dg.SkipReason(str(error))
     check = plan_check_result(reports)

@@ -10,9 +10,6 @@ from segops.catalog import Segment
 from segops.clock import utc_now
 from segops.heartbeat import latest_heartbeat
 from segops.live_connection import PostgresUnreachable
-from segops.warehouse import WarehouseBusy, WarehouseMissing
-
-BUSY_TIMEOUT_SECONDS = 10.0
 
 
 def build_realtime_sensor(segments: list[Segment]) -> dg.SensorDefinition:
@@ -30,7 +27,7 @@ def build_realtime_sensor(segments: list[Segment]) -> dg.SensorDefinition:
     ) -> dg.SensorResult | dg.SkipReason:
         cursor = json.loads(context.cursor) if context.cursor else {"change_id": 0}
         try:
-            with warehouse.read_live_state(timeout=BUSY_TIMEOUT_SECONDS) as con:
+            with warehouse.read_live_state() as con:
                 changes = con.execute(
                     """
                     select c.segment, count(*) filter (where c.change = 'enter'),
@@ -45,10 +42,6 @@ def build_realtime_sensor(segments: list[Segment]) -> dg.SensorDefinition:
                     [cursor["change_id"]],
                 ).fetchall()
                 heartbeat = latest_heartbeat(con)
-        except WarehouseBusy:
-            return dg.SkipReason("the warehouse stayed locked; will read the change log next time")
-        except WarehouseMissing:
-            return dg.SkipReason("no warehouse yet; run `make demo` or `segops init`")
         except PostgresUnreachable as error:
             return dg.SkipReason(str(error))
 

@@ -11,45 +11,36 @@ from dagster_dbt import DbtProject
 from dagster_duckdb import DuckDBResource
 
 from orchestration.nightly.dbt_runner import DbtResource
-from segops import warehouse
 from segops.lake import dbt_environment, lake_connection
 from segops.live_state import read_live_state
 from segops.settings import Settings
 
 
 class WarehouseResource(DuckDBResource):
-    """The warehouse the models are built in: the DuckDB file, with the lock etiquette of every
-    other SegOps process, or with the live tables in PostgreSQL (SEGOPS_POSTGRES_DSN) the
-    DuckLake cataloged there (segops.lake), which any number of processes share."""
+    """The warehouse the models are built in: an in-memory DuckDB whose default catalog is the
+    DuckLake cataloged in the live state's PostgreSQL (segops.lake), which any number of
+    processes share; and the live tables in that PostgreSQL."""
 
-    timeout_seconds: float = 600.0
+    database: str = ":memory:"
     postgres_dsn: str | None = None
-    lake_data_path: str | None = None
+    lake_data_path: str = ""
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        if self.postgres_dsn:
-            with lake_connection(self.postgres_dsn, self.lake_data_path) as con:
-                yield con
-            return
-        with warehouse.connect(self.database, timeout=self.timeout_seconds) as con:
+        with lake_connection(self.postgres_dsn, self.lake_data_path) as con:
             yield con
 
-    def read_live_state(self, timeout: float) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
-        """Read-only DuckDB on the live tables, wherever they are (segops.live_state)."""
-        return read_live_state(self.database, self.postgres_dsn, timeout=timeout)
-
-
-# The dbt profile's target for the models in the lake.
-LAKE_TARGET = "lake"
+    def read_live_state(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        """Read-only DuckDB on the live tables in PostgreSQL (segops.live_state)."""
+        return read_live_state(self.postgres_dsn)
 
 
 def build_dbt_project(settings: Settings) -> DbtProject:
     """The dbt project as its manifest describes it. The manifest is built before anything
     starts (`make manifest`, or `segops nightly` parsing first) and never rewritten while the
     code location loads: the streaming consumer reads the same file."""
-    # dbt's profile reads the warehouse (or the lake) from the environment.
-    os.environ.setdefault("SEGOPS_WAREHOUSE", str(settings.warehouse))
+    # dbt's profile reads the lake from the environment (without a PostgreSQL the definitions
+    # still load, and a run says what is missing).
     if settings.postgres_dsn:
         os.environ.update(dbt_environment(settings))
     return DbtProject(project_dir=settings.dbt_project_dir, target_path=settings.dbt_target_dir)
@@ -61,12 +52,11 @@ def build_resources(settings: Settings, project: DbtProject) -> dict[str, object
             project_dir=str(project.project_dir),
             profiles_dir=str(settings.dbt_project_dir),
             target_dir=str(settings.dbt_target_dir),
-            target=LAKE_TARGET if settings.postgres_dsn else None,
         ),
         "warehouse": warehouse_resource(settings),
     }
 
 
 def warehouse_resource(settings: Settings) -> WarehouseResource:
-    return WarehouseResource(database=str(settings.warehouse), postgres_dsn=settings.postgres_dsn,
+    return WarehouseResource(postgres_dsn=settings.postgres_dsn,
                              lake_data_path=settings.lake_data_path)

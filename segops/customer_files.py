@@ -20,7 +20,7 @@ import duckdb
 import psycopg
 
 from segops.clock import parse_timestamp
-from segops.customers import TraitChange, apply_trait_changes, queue_reevaluation
+from segops.customers import TraitChange
 from segops.errors import SegOpsError
 from segops.events import MAX_ID_LENGTH
 from segops.live_membership import lock_customers
@@ -35,15 +35,6 @@ class LoadReport:
     applied: int = 0
     changed: list[str] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (where, why)
-
-
-def load_customers(con: duckdb.DuckDBPyConnection, path: Path, loaded_at: datetime
-                   ) -> LoadReport:
-    """Apply the file's good rows (in the caller's transaction) and report the bad ones."""
-    changes, report = read_changes(con, path, loaded_at)
-    report.changed = apply_trait_changes(con, changes)
-    queue_reevaluation(con, report.changed, f"load:{path.name}")
-    return report
 
 
 def load_customers_into_postgres(dsn: str, path: Path, loaded_at: datetime,

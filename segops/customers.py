@@ -23,8 +23,6 @@ import pyarrow as pa
 TYPED_TRAITS = ("email", "country", "city", "acquisition_channel", "signed_up_at")
 BASELINE = "baseline"
 BASELINE_AT = datetime(1, 1, 1)
-# Re-evaluation the stream owes customers whose traits changed outside it (a load).
-REEVALUATE_QUEUE = "segops.reevaluate_queue"
 
 
 @dataclass(frozen=True)
@@ -157,20 +155,6 @@ def _refresh_profiles(con: duckdb.DuckDBPyConnection) -> list[str]:
             {"ids": changed},
         )
     return changed
-
-
-def queue_reevaluation(con: duckdb.DuckDBPyConnection, customers: list[str], reason: str
-                       ) -> None:
-    """Ask the stream to re-evaluate these customers' real-time segments with its next batch."""
-    if customers:
-        con.execute(f"insert into {REEVALUATE_QUEUE} (customer_id, reason) "
-                    "select unnest($ids), $reason", {"ids": customers, "reason": reason})
-
-
-def take_reevaluation_queue(con: duckdb.DuckDBPyConnection) -> set[str]:
-    """The customers queued for re-evaluation, removed in the caller's transaction."""
-    return {row[0] for row in con.execute(
-        f"delete from {REEVALUATE_QUEUE} returning customer_id").fetchall()}
 
 
 def traits_at(con: duckdb.DuckDBPyConnection, customer_id: str, at: datetime) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Run dbt in-process against the configured warehouse and surface its errors readably.
+"""Run dbt in-process against the lake (or the in-memory target that only compiles) and surface
+its errors readably.
 
 dbt is imported when first run, not with this module: its imports take over a second, and a
 preview of a shipped segment (compiled SQL already in the manifest) never runs it.
@@ -9,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -53,7 +53,6 @@ def run_dbt(
             str(settings.dbt_target_dir / "logs"), *(extra or [])]
     if dbt_vars:
         args += ["--vars", json.dumps(dict(dbt_vars))]
-    os.environ.setdefault("SEGOPS_WAREHOUSE", str(settings.warehouse))
     output = io.StringIO()
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
         result = invoke(args, manifest=manifest)
@@ -62,24 +61,23 @@ def run_dbt(
     return result
 
 
-# The profile's in-memory target: compiling never opens (or waits for) the warehouse.
+# The profile's in-memory target: compiling opens neither the lake nor PostgreSQL.
 COMPILE_TARGET = ["--target", "compile"]
 
 
 def compile_segments(settings: Settings) -> dbtRunnerResult:
     """The manifest with every segment's compiled SQL (and what they read), compiled against an
-    in-memory database so it never waits for the warehouse: what the stream and preview read."""
+    in-memory database, so it needs no server: what the stream and preview read."""
     return run_dbt(settings, ["compile", "--select", "+path:models/segments"],
                    extra=COMPILE_TARGET)
 
 
 def invoke(args: list[str], callbacks: list[Callable[[EventMsg], None]] | None = None,
            manifest: Manifest | None = None) -> dbtRunnerResult:
-    """dbt in this process, letting go of the warehouse afterwards: dbt-duckdb keeps its
-    database open, and so locked against every other process, until this process exits.
-    Its own `close_all_connections` only drops the environment, which closes the database
-    whenever the garbage collector gets to it; until then even this process cannot open the
-    file read-only. So the environment is closed here, with every cursor dbt took from it."""
+    """dbt in this process, letting go of its database afterwards: dbt-duckdb keeps it (and the
+    lake's catalog connection to PostgreSQL) open until this process exits; its own
+    `close_all_connections` only drops the environment, which closes them whenever the garbage
+    collector gets to it. So the environment is closed here, with every cursor dbt took."""
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
     from dbt.cli.main import dbtRunner
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 
 from segops.errors import SegOpsError
-from segops.live_connection import unreachable
+from segops.live_connection import required, unreachable
 from segops.sql import literal
 
 # wheel name → the name the extension loads as (the postgres extension is `postgres_scanner`);
@@ -61,7 +61,7 @@ def attach_postgres(con: duckdb.DuckDBPyConnection, dsn: str, *, read_only: bool
     con.execute("load postgres_scanner")
     mode = ", read_only" if read_only else ""
     try:
-        con.execute(f"attach {literal(dsn)} as live (type postgres{mode})")
+        con.execute(f"attach {literal(required(dsn))} as live (type postgres{mode})")
     except duckdb.IOException as error:
         raise unreachable(dsn, error) from None
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import duckdb
 
 from segops.extensions import duckdb_config, extension_directory
-from segops.live_connection import unreachable
+from segops.live_connection import required, unreachable
 from segops.settings import Settings
 from segops.sql import literal
 
@@ -27,8 +27,8 @@ FLUSHES = "segops.lake_flushes"
 RETENTION = "interval 7 day"
 
 
-def catalog_uri(dsn: str) -> str:
-    return f"ducklake:postgres:{dsn}"
+def catalog_uri(dsn: str | None) -> str:
+    return f"ducklake:postgres:{required(dsn)}"
 
 
 def attach_lake(con: duckdb.DuckDBPyConnection, dsn: str, data_path: str, *,
@@ -81,7 +81,7 @@ def flushed_horizon(con: duckdb.DuckDBPyConnection) -> int:
 def dbt_environment(settings: Settings) -> dict[str, str]:
     """What the dbt profile's `lake` target reads from the environment."""
     return {
-        "SEGOPS_LAKE_CATALOG": catalog_uri(settings.postgres_dsn or ""),
+        "SEGOPS_LAKE_CATALOG": catalog_uri(settings.postgres_dsn),
         "SEGOPS_LAKE_DATA_PATH": settings.lake_data_path,
         "SEGOPS_DUCKDB_EXTENSIONS": str(extension_directory()),
     }

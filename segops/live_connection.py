@@ -30,8 +30,22 @@ def first_line(error: Exception) -> str:
     return (str(error).strip().splitlines() or [error.__class__.__name__])[0]
 
 
-def connect(dsn: str, **options) -> psycopg.Connection:
+def connect(dsn: str | None, **options) -> psycopg.Connection:
     try:
-        return psycopg.connect(dsn, **options)
+        return psycopg.connect(required(dsn), **options)
     except psycopg.OperationalError as error:
         raise unreachable(dsn, error) from None
+
+
+class PostgresNotConfigured(PostgresUnreachable):
+    """No PostgreSQL is named, and the project's own is not running."""
+
+
+def required(dsn: str | None) -> str:
+    """`dsn`, or a sentence that says how to get one where a command first needs it (so the
+    commands that never touch the live state still run without it)."""
+    if not dsn:
+        raise PostgresNotConfigured(
+            "no PostgreSQL for the live state: set SEGOPS_POSTGRES_DSN, or start the project's "
+            "own (`make up`, or `segops up`, keeps it under data/postgres)")
+    return dsn

@@ -1,7 +1,6 @@
 """What preview and diff evaluate a segment against, so the reach they show is live.
 
-On the single file: the warehouse, read-only. With the live state in PostgreSQL: an in-memory
-DuckDB that layers the lake and PostgreSQL so the compiled SQL reads, unchanged,
+An in-memory DuckDB that layers the lake and PostgreSQL so the compiled SQL reads, unchanged,
 - `raw.events` as the lake's history plus the tail PostgreSQL holds beyond it: the events of
   the transactions from the horizon the lake's last copy recorded on (segops/live_import.py),
   which the lake does not hold, so the two never overlap,
@@ -26,18 +25,15 @@ from segops.lake import ALIAS, attach_lake, flushed_horizon
 from segops.live_columns import COPIED
 from segops.settings import Settings
 from segops.sql import literal, without_database
-from segops.warehouse import connect
 
 # Read from PostgreSQL as they are: they change in place, and the stream keeps them there.
 FROM_POSTGRES = ("raw.customers", "raw.customer_traits", "segops.segment_membership")
 
 
-def open_soon(settings: Settings) -> Future[duckdb.DuckDBPyConnection] | None:
+def open_soon(settings: Settings) -> Future[duckdb.DuckDBPyConnection]:
     """Start attaching the lake and PostgreSQL in a thread, for a command to call before its
     imports and compilation: DuckDB checks its extensions' signatures (0.15 s) with the GIL
-    released, so the two overlap. None on the single file, which opens at once."""
-    if not settings.postgres_dsn:
-        return None
+    released, so the two overlap."""
     pool = ThreadPoolExecutor(max_workers=1)
     opening = pool.submit(_opened, settings)
     pool.shutdown(wait=False)
@@ -47,13 +43,9 @@ def open_soon(settings: Settings) -> Future[duckdb.DuckDBPyConnection] | None:
 @contextmanager
 def read_segment_inputs(settings: Settings, reads: Iterable[str] = (), *,
                         opening: Future[duckdb.DuckDBPyConnection] | None = None,
-                        timeout: float = 120.0) -> Iterator[duckdb.DuckDBPyConnection]:
+                        ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only view of everything the SQL in `reads` can read, live (every model when
     `reads` is empty); `opening` is `open_soon`'s."""
-    if not settings.postgres_dsn:
-        with connect(settings.warehouse, read_only=True, timeout=timeout) as con:
-            yield con
-        return
     con = opening.result() if opening is not None else _opened(settings)
     try:
         _lay_models(con, _compiled_catalog(settings), tuple(reads))

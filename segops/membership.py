@@ -7,7 +7,6 @@ of the change feed.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -19,8 +18,6 @@ from segops.sql import literal, quote
 
 if TYPE_CHECKING:  # pandas is loaded by DuckDB when a frame is asked for
     import pandas as pd
-
-SOURCES = ("batch", "realtime")
 
 
 class SegmentContractError(SegOpsError):
@@ -103,114 +100,6 @@ def stage_found(
             except duckdb.Error as error:
                 raise SegmentFailed(segment, error) from error
     _check_contract(con)
-
-
-def apply_membership(
-    con: duckdb.DuckDBPyConnection,
-    *,
-    segments: list[str],
-    scope: str | None,
-    source: str,
-    changed_at: datetime,
-    sizes: bool = True,
-) -> list[MembershipDelta]:
-    """Record who entered and who left each of `segments` among the customers evaluated.
-
-    The members found are in `_found` (see stage_found). `scope` names a table whose
-    `customer_id` column lists the customers that were evaluated (None: all customers), so a
-    member missing from `_found` exits only if it was in scope. Run it inside the caller's
-    transaction. `sizes=False` skips
-    counting each segment's members, a scan of the membership table that a micro-batch does not
-    need.
-    """
-    if source not in SOURCES:
-        raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
-    in_scope = "true" if scope is None else f"customer_id in (select customer_id from {scope})"
-    if scope is not None:
-        con.execute(f"delete from _found where not ({in_scope})")
-    names = {"names": segments}
-    # The one pass over the membership table: the members of these segments among the customers
-    # evaluated, with their row ids. Everything after works on this copy and on row ids, so a
-    # micro-batch's cost follows its customers, not how many members the segments have.
-    con.execute(
-        f"""
-        create or replace temp table _members as
-        select rowid as row_id, segment, customer_id, attributes
-        from segops.segment_membership
-        where segment in (select unnest($names)) and {in_scope}
-        """,
-        names,
-    )
-    # Who leaves, who joins, and whose attributes changed, in one pass over the two copies.
-    con.execute(
-        """
-        create or replace temp table _delta as
-        select m.row_id, m.segment, m.customer_id, 'exit' as change, m.attributes
-        from _members as m anti join _found as f using (segment, customer_id)
-        union all
-        select null, f.segment, f.customer_id, 'enter', f.attributes
-        from _found as f anti join _members as m using (segment, customer_id)
-        union all
-        select m.row_id, f.segment, f.customer_id, 'update', f.attributes
-        from _found as f join _members as m using (segment, customer_id)
-        where m.attributes is distinct from f.attributes
-        """
-    )
-    con.execute(
-        """
-        delete from segops.segment_membership
-        where rowid in (select row_id from _delta where change = 'exit')
-        """
-    )
-    con.execute(
-        """
-        update segops.segment_membership as m set attributes = d.attributes
-        from _delta as d
-        where d.change = 'update' and m.rowid = d.row_id
-        """
-    )
-    stamped = {"source": source, "at": changed_at}
-    changes = con.execute(
-        """
-        insert into segops.segment_membership_changes
-            (segment, customer_id, change, changed_at, source, attributes)
-        select segment, customer_id, change, $at, $source, attributes from _delta
-        where change <> 'update'
-        order by segment, customer_id
-        returning segment, change
-        """,
-        stamped,
-    ).fetchall()
-    con.execute(
-        """
-        insert into segops.segment_membership
-            (segment, customer_id, entered_at, source, attributes)
-        select segment, customer_id, $at, $source, attributes from _delta
-        where change = 'enter'
-        """,
-        stamped,
-    )
-    counted = Counter(changes)
-    size = dict(con.execute(
-        """
-        select segment, count(*) from segops.segment_membership
-        where segment in (select unnest($names)) group by segment
-        """,
-        names,
-    ).fetchall()) if sizes else {}
-    return [
-        MembershipDelta(segment=name, enters=counted[name, "enter"], exits=counted[name, "exit"],
-                        size=size.get(name, 0) if sizes else None)
-        for name in segments
-    ]
-
-
-def changed_customers(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """The customers who entered, left, or whose attributes changed in the last
-    `apply_membership` on this connection."""
-    return [row[0] for row in con.execute(
-        "select distinct customer_id from _delta order by 1"
-    ).fetchall()]
 
 
 def _check_contract(con: duckdb.DuckDBPyConnection) -> None:

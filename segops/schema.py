@@ -1,11 +1,8 @@
-"""The tables every path reads and writes: raw events (with what the tracking plan found wrong
-in those it let in), customers (with every change to their traits) and dead letters,
-membership, its change log (the change feed's outbox), the consumer's heartbeat, and the
-customers whose segments the stream owes a re-evaluation.
-
-`raw.events` has no unique index on `event_id`: DuckDB holds an index whole in memory, so one
-there would grow the consumer with every event stored. The index by customer
-(`streaming/customer_events.py`) keeps event ids unique on disk instead.
+"""A shop's tables in DuckDB, shaped as the live tables in PostgreSQL (segops/live_schema.py)
+and the lake's copy: raw events (with what the tracking plan found wrong in those it let in),
+customers (with every change to their traits), dead letters, membership and its change log.
+The consumer's in-memory engine evaluates segments over the raw ones, the generator builds a
+shop in them before it is copied into PostgreSQL, and an imported warehouse file has them.
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ create table if not exists raw.customers (
     signed_up_at timestamp not null,
     traits json
 );
-alter table raw.customers add column if not exists traits json;
 
 create table if not exists raw.customer_traits (
     customer_id varchar not null,
@@ -63,14 +59,6 @@ create table if not exists raw.dead_letters (
     attributes json
 );
 
-create sequence if not exists segops.change_id_seq;
-
-create table if not exists segops.reevaluate_queue (
-    customer_id varchar not null,
-    reason varchar not null,
-    queued_at timestamp not null default (now() at time zone 'UTC')
-);
-
 create table if not exists segops.segment_membership (
     segment varchar not null,
     customer_id varchar not null,
@@ -81,7 +69,7 @@ create table if not exists segops.segment_membership (
 );
 
 create table if not exists segops.segment_membership_changes (
-    change_id bigint primary key default nextval('segops.change_id_seq'),
+    change_id bigint primary key,
     segment varchar not null,
     customer_id varchar not null,
     change varchar not null check (change in ('enter', 'exit')),
@@ -91,25 +79,9 @@ create table if not exists segops.segment_membership_changes (
     recorded_at timestamp not null default (now() at time zone 'UTC'),
     published_at timestamp
 );
-
-create table if not exists segops.consumer_heartbeat (
-    consumer_id varchar primary key,
-    started_at timestamp not null,
-    beat_at timestamp not null,
-    evaluated_at timestamp not null,
-    last_batch_at timestamp,
-    lag_ms double,
-    batches bigint not null default 0,
-    events bigint not null default 0,
-    duplicates bigint not null default 0,
-    dead_letters bigint not null default 0,
-    failed_segments json
-);
 """
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the raw and membership tables if missing (idempotent)."""
+    """Create the tables if missing (idempotent)."""
     con.execute(SCHEMA_DDL)
-    # No index on event ids (see above), also in a warehouse that was given one.
-    con.execute("drop index if exists raw.events_event_id")

@@ -23,28 +23,20 @@ READABLE_ERRORS = (SegOpsError, FileNotFoundError)
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> None:
-    """Into the warehouse file, or with the live state in PostgreSQL into its (empty) tables,
-    generated in memory and copied there."""
+    """Into PostgreSQL's (empty) live tables, generated in memory and copied there."""
     from demo import synthetic
     from segops.live_copy import occupied_tables
-    from segops.warehouse import connect
 
-    now = parse_timestamp(args.now) if args.now else utc_now()
-    shop = {"customers": args.customers, "seed": args.seed, "now": now,
-            "events_per_customer": args.events_per_customer}
-    if not settings.postgres_dsn:
-        with connect(settings.warehouse) as con:
-            summary = synthetic.generate(con, **shop)
-        where = str(settings.warehouse)
-    elif args.if_empty and occupied_tables(settings.postgres_dsn):
+    if args.if_empty and occupied_tables(settings.postgres_dsn):
         console.print("PostgreSQL already holds a shop: nothing generated")
         return
-    else:
-        summary = synthetic.generate_into_postgres(settings.postgres_dsn, **shop)
-        where = "PostgreSQL"
+    summary = synthetic.generate_into_postgres(
+        settings.postgres_dsn, customers=args.customers, seed=args.seed,
+        now=parse_timestamp(args.now) if args.now else utc_now(),
+        events_per_customer=args.events_per_customer)
     console.print(
         f"generated {summary.customers:,} customers and {summary.events:,} events "
-        f"in {summary.seconds:.1f}s into {where}"
+        f"in {summary.seconds:.1f}s into PostgreSQL"
     )
 
 
@@ -55,22 +47,13 @@ def cmd_segments(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
+    from segops.live_connection import connect
+    from segops.live_schema import ensure_live_schema
     from segops.pubsub import describe_target, ensure_pubsub
 
-    if settings.postgres_dsn:
-        from segops.live_connection import connect as connect_postgres
-        from segops.live_schema import ensure_live_schema
-
-        with connect_postgres(settings.postgres_dsn) as pg:
-            ensure_live_schema(pg)
-        console.print("live tables ready in PostgreSQL")
-    else:
-        from segops.schema import ensure_schema
-        from segops.warehouse import connect
-
-        with connect(settings.warehouse) as con:
-            ensure_schema(con)
-        console.print(f"warehouse ready at {settings.warehouse}")
+    with connect(settings.postgres_dsn) as pg:
+        ensure_live_schema(pg)
+    console.print("live tables ready in PostgreSQL")
     created = ensure_pubsub(settings)
     console.print(
         f"Pub/Sub ready on {describe_target()}: "
@@ -78,13 +61,10 @@ def cmd_init(args: argparse.Namespace, settings: Settings) -> None:
     )
 
 
-def cmd_copy_to_postgres(args: argparse.Namespace, settings: Settings) -> None:
+def cmd_import_warehouse(args: argparse.Namespace, settings: Settings) -> None:
     from segops.live_copy import copy_to_postgres
 
-    if not settings.postgres_dsn:
-        raise SegOpsError("set SEGOPS_POSTGRES_DSN to the PostgreSQL to copy into")
-    copied = copy_to_postgres(settings.warehouse, settings.postgres_dsn,
-                              if_empty=args.if_empty)
+    copied = copy_to_postgres(args.path, settings.postgres_dsn, if_empty=args.if_empty)
     if not copied:
         console.print("PostgreSQL already holds the live tables: nothing copied")
     for table, rows in copied.items():
@@ -93,21 +73,15 @@ def cmd_copy_to_postgres(args: argparse.Namespace, settings: Settings) -> None:
 
 def cmd_stream(args: argparse.Namespace, settings: Settings) -> None:
     from segops.pubsub import check_topic, subscription_path
-    from streaming.consumer import Consumer, ConsumerConfig
+    from streaming.live_consumer import LiveConsumer, default_consumer_id
     from streaming.source import PubSubSource
+    from streaming.stream_loop import ConsumerConfig
 
     for topic in (settings.events_topic, settings.changes_topic):
         check_topic(settings, topic)  # fail fast, and readably, when Pub/Sub is not there
-    config = ConsumerConfig(batch_size=args.batch_size, batch_wait_seconds=args.batch_wait)
-    if settings.postgres_dsn:
-        from streaming.live_consumer import LiveConsumer, default_consumer_id
-
-        config.consumer_id = args.consumer_id or default_consumer_id()
-        consumer = LiveConsumer(settings, config)
-    else:
-        if args.consumer_id:
-            config.consumer_id = args.consumer_id
-        consumer = Consumer(settings, config)
+    config = ConsumerConfig(batch_size=args.batch_size, batch_wait_seconds=args.batch_wait,
+                            consumer_id=args.consumer_id or default_consumer_id())
+    consumer = LiveConsumer(settings, config)
     # SIGTERM and Ctrl-C drain: finish the batch, commit, ack, exit 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: consumer.stop())
@@ -150,10 +124,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
 def cmd_up(args: argparse.Namespace, settings: Settings) -> None:
     from demo.platform import run_platform
 
-    if args.consumers > 1 and not (args.postgres or settings.postgres_dsn):
-        raise SegOpsError("several consumers need the live tables in PostgreSQL: add --postgres")
-    run_platform(settings, console, rate=args.rate, port=args.port, postgres=args.postgres,
-                 consumers=args.consumers)
+    run_platform(console, rate=args.rate, port=args.port, consumers=args.consumers)
 
 
 def cmd_preview(args: argparse.Namespace, settings: Settings) -> None:
@@ -279,7 +250,7 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> None:
     from segops_cli.reports import print_event_types
 
     plan = load_plan(settings.tracking_plan)
-    with read_live_state(settings.warehouse, settings.postgres_dsn) as con:
+    with read_live_state(settings.postgres_dsn) as con:
         reports = event_types(con, plan, utc_now())
     if args.json:
         print(json.dumps([report.to_dict() for report in reports], indent=1))
@@ -288,17 +259,9 @@ def cmd_events(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_load_customers(args: argparse.Namespace, settings: Settings) -> None:
-    from segops.customer_files import load_customers, load_customers_into_postgres
-    from segops.schema import ensure_schema
-    from segops.warehouse import connect, transaction
+    from segops.customer_files import load_customers_into_postgres
 
-    if settings.postgres_dsn:
-        report = load_customers_into_postgres(settings.postgres_dsn, args.file, utc_now())
-    else:
-        with connect(settings.warehouse) as con:
-            ensure_schema(con)
-            with transaction(con):
-                report = load_customers(con, args.file, utc_now())
+    report = load_customers_into_postgres(settings.postgres_dsn, args.file, utc_now())
     for where, why in report.rejected:
         console.print(f"[red]{args.file.name}, {where}:[/red] {why}", highlight=False)
     console.print(
@@ -329,7 +292,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Settings], None]] = {
     "segments": cmd_segments,
     "init": cmd_init,
     "stream": cmd_stream,
-    "copy-to-postgres": cmd_copy_to_postgres,
+    "import-warehouse": cmd_import_warehouse,
     "produce": cmd_produce,
     "story": cmd_story,
     "demo": cmd_demo,
@@ -357,24 +320,25 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=7)
     generate.add_argument("--now", help="anchor time (RFC 3339); default: now")
     generate.add_argument("--if-empty", action="store_true",
-                          help="with the live state in PostgreSQL: only if it holds no shop yet")
+                          help="only if PostgreSQL holds no shop yet")
 
     segments = sub.add_parser("segments", help="every segment with its refresh mode and size")
     segments.add_argument("--sample", type=int, default=0, help="show N members of each")
 
-    sub.add_parser("init", help="create the warehouse tables and the Pub/Sub topics")
+    sub.add_parser("init", help="create the live tables in PostgreSQL and the Pub/Sub topics")
 
-    copy = sub.add_parser("copy-to-postgres", help="copy the warehouse's customers, events "
-                          "and membership into SEGOPS_POSTGRES_DSN, where the stream keeps them")
-    copy.add_argument("--if-empty", action="store_true",
-                      help="copy nothing, without an error, when PostgreSQL already holds rows")
+    imported = sub.add_parser("import-warehouse", help="copy a single-file DuckDB warehouse's "
+                              "customers, events and membership into PostgreSQL's live tables")
+    imported.add_argument("path", type=Path, help="the warehouse file (warehouse.duckdb)")
+    imported.add_argument("--if-empty", action="store_true",
+                          help="copy nothing, without an error, when PostgreSQL holds rows")
 
     stream = sub.add_parser("stream", help="run the streaming consumer")
     stream.add_argument("--until-idle", type=float, help="exit after this many idle seconds")
     stream.add_argument("--batch-size", type=int, default=1000)
     stream.add_argument("--batch-wait", type=float, default=0.1, help="seconds per batch")
     stream.add_argument("--consumer-id", help="this consumer's name in the heartbeats "
-                        "(default: host-pid with SEGOPS_POSTGRES_DSN, else segops-stream)")
+                        "(default: host-pid)")
 
     produce = sub.add_parser("produce", help="publish live synthetic shop traffic")
     produce.add_argument("--rate", type=float, default=50.0, help="events per second")
@@ -388,14 +352,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "and the lake, the nightly job, a real-time story, the segments")
     demo.add_argument("--customers", type=int, default=20_000)
 
-    up = sub.add_parser("up", help="run emulator, consumer, Dagster and demo traffic together")
+    up = sub.add_parser("up", help="run emulator, PostgreSQL (the project's own under "
+                        "data/postgres unless SEGOPS_POSTGRES_DSN names one), consumers, Dagster "
+                        "and demo traffic together")
     up.add_argument("--rate", type=float, default=20.0, help="demo events per second")
     up.add_argument("--port", type=int, default=3000, help="Dagster UI port")
-    up.add_argument("--postgres", action="store_true",
-                    help="keep the live tables in PostgreSQL (the project's own server under "
-                    "data/postgres unless SEGOPS_POSTGRES_DSN is set)")
-    up.add_argument("--consumers", type=int, default=1,
-                    help="streaming consumers on the subscription (several need --postgres)")
+    up.add_argument("--consumers", type=int, default=2,
+                    help="streaming consumers on the subscription")
 
     preview = sub.add_parser("preview", help="live reach of a segment before it ships")
     preview.add_argument("target", nargs="?", help="segment name or path to a .sql file")

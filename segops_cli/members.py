@@ -20,7 +20,7 @@ FORMATS = ("csv", "json", "parquet")
 
 def membership_frame(settings: Settings, segment: str, at: datetime | None) -> pd.DataFrame:
     Catalog.load(settings.manifest_path).segment(segment)
-    with read_live_state(settings.warehouse, settings.postgres_dsn) as con:
+    with read_live_state(settings.postgres_dsn) as con:
         if at is None:
             return current_members(con, segment)
         return members_at(con, segment, at)

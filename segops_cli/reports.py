@@ -20,7 +20,7 @@ from segops.settings import Settings
 def print_segments(settings: Settings, console: Console, sample: int = 0) -> None:
     """Every segment: refresh mode, size, last change and how long ago that was."""
     catalog = Catalog.load(settings.manifest_path)
-    with read_live_state(settings.warehouse, settings.postgres_dsn) as con:
+    with read_live_state(settings.postgres_dsn) as con:
         stats = {
             row[0]: row[1:]
             for row in con.execute(
@@ -123,7 +123,7 @@ def print_preview(result: PreviewResult, console: Console) -> None:
 
 
 def print_history(settings: Settings, customer_id: str, console: Console) -> None:
-    with read_live_state(settings.warehouse, settings.postgres_dsn) as con:
+    with read_live_state(settings.postgres_dsn) as con:
         history = customer_history(con, customer_id)
     if history.empty:
         console.print(f"{customer_id} never entered a segment")

@@ -36,7 +36,7 @@ import psycopg
 from segops.change_feed import BATCH, ChangeFeed
 from segops.clock import utc_now
 from segops.heartbeat import BatchCounts
-from segops.live_connection import PostgresUnreachable, connect, first_line
+from segops.live_connection import PostgresUnreachable, connect, first_line, required
 from segops.live_heartbeat import record_beat
 from segops.live_leases import EVERYONE, OUTBOX, SWEEP, release, take_lease, wait_for_lease
 from segops.live_membership import lock_customers
@@ -48,9 +48,13 @@ from streaming.live_evaluation import crossed_customers, evaluate_batch, sweep_q
 from streaming.live_outbox import mark_published, unpublished
 from streaming.live_plan import LivePlan
 from streaming.live_segments import LiveSegments
-from streaming.live_storage import store_dead_letters, store_events, store_violations
+from streaming.live_storage import (
+    store_dead_letters,
+    store_events,
+    store_violations,
+    trait_changes,
+)
 from streaming.source import Incoming
-from streaming.storage import trait_changes
 from streaming.stream_loop import Batch, BatchOutcome, ConsumerConfig, Laps, StreamLoop
 
 log = logging.getLogger(__name__)
@@ -75,8 +79,7 @@ class LiveConsumer(StreamLoop):
         clock: Callable[[], datetime] = utc_now,
         on_commit: Callable[[Sequence[Incoming], BatchOutcome], None] | None = None,
     ):
-        if not settings.postgres_dsn:
-            raise ValueError("the live consumer needs settings.postgres_dsn")
+        required(settings.postgres_dsn)  # before anything starts, a sentence if there is none
         self.settings = settings
         self.config = config or ConsumerConfig(consumer_id=default_consumer_id())
         self.clock = clock
@@ -88,7 +91,7 @@ class LiveConsumer(StreamLoop):
         self.segments = LiveSegments(settings,
                                      retry_failed_seconds=self.config.retry_failed_seconds)
         self.tracking_plan = LivePlan(settings.tracking_plan)
-        self.feed = ChangeFeed(settings, "realtime") if self.config.publish_changes else None
+        self.feed = ChangeFeed(settings) if self.config.publish_changes else None
         self.leases: set[int] = set()
         # the time sweep's query, translated once for each evaluator (a new manifest, a new one)
         self._sweep_query: tuple[object, str | None] = (None, None)

@@ -10,7 +10,8 @@ from datetime import datetime
 
 import psycopg
 
-from segops.events import Event
+from segops.customers import TraitChange
+from segops.events import IDENTIFY, Event
 from streaming.source import Incoming
 
 
@@ -61,6 +62,13 @@ def store_dead_letters(con: psycopg.Connection,
                 "on conflict (message_id) where message_id is not null do nothing",
                 [(m.message_id, reason, m.data, attributes_json(m.attributes))
                  for m, reason in rejected])
+
+
+def trait_changes(events: list[Event]) -> list[TraitChange]:
+    """What the identify events among `events` set."""
+    return [TraitChange(e.customer_id, json.loads(e.properties), e.occurred_at,
+                        f"{IDENTIFY}:{e.event_id}")
+            for e in events if e.event_type == IDENTIFY]
 
 
 def attributes_json(attributes: Mapping[str, str]) -> str:

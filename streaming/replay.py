@@ -1,16 +1,15 @@
 """Replay and backfill: historical events from an NDJSON file through the stream's own path.
 
-Each line becomes a message for the consumer's `process` (on PostgreSQL when the live tables
-are there), so validation, dedupe on `event_id`, dead
-letters and real-time evaluation are exactly the stream's. A line's message id is the file name
-and line number, so a bad line replayed twice is dead-lettered once, as a good one is stored once.
+Each line becomes a message for the consumer's `process`, so validation, dedupe on the event's
+key, dead letters and real-time evaluation are exactly the stream's. A line's message id is the
+file name and line number, so a bad line replayed twice is dead-lettered once, as a good one is
+stored once.
 """
 
 from __future__ import annotations
 
 import gzip
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -18,9 +17,9 @@ from typing import BinaryIO
 from segops.errors import SegOpsError
 from segops.heartbeat import REPLAY_CONSUMER_ID
 from segops.settings import Settings
-from streaming.consumer import Consumer, ConsumerConfig
 from streaming.live_consumer import LiveConsumer
 from streaming.source import Incoming
+from streaming.stream_loop import ConsumerConfig
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -74,13 +73,9 @@ def replay(
     # Its changes are published by the streaming consumer's change feed, one publisher per
     # source keeping the per-customer order.
     config = ConsumerConfig(consumer_id=REPLAY_CONSUMER_ID, publish_changes=False)
-    if settings.postgres_dsn:
-        consumer = LiveConsumer(settings, config)
-        session = consumer.session()
-    else:  # opens the warehouse batch by batch, so others get their turn between them
-        consumer, session = Consumer(settings, config), nullcontext()
+    consumer = LiveConsumer(settings, config)
     report = ReplayReport()
-    with raw, session:
+    with raw, consumer.session():
         consumer.start()
         for batch in batches(path, lines, batch_size):
             outcome = consumer.process(batch)

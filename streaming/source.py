@@ -1,8 +1,9 @@
 """Where messages come from: the `MessageSource` the consumer reads micro-batches from, and its
 Pub/Sub implementation, a streaming pull from the events subscription.
 
-Flow control caps how many messages wait in memory, so a consumer blocked on the warehouse lock
-stops pulling instead of growing; the client keeps extending their ack deadlines meanwhile.
+Flow control caps how many messages wait in memory, so a consumer that cannot commit (a slow
+batch, PostgreSQL away) stops pulling instead of growing; the client keeps extending their ack
+deadlines meanwhile.
 """
 
 from __future__ import annotations

@@ -54,16 +54,11 @@ class ConsumerConfig:
     batch_wait_seconds: float = 0.1
     tick_seconds: float = 1.0
     retry_failed_seconds: float = 30.0
-    lock_timeout_seconds: float = 3600.0
     publish_changes: bool = True  # the change feed (outbox) to the segment-changes topic
-    # DuckDB's threads for micro-batches. Their statements are small: a second worker mostly
-    # waits for a core the Pub/Sub client (and, locally, the emulator) is using. Evaluating
-    # everyone, one large query, gets every core.
-    batch_threads: int = 1
-    # DuckDB's memory for micro-batches. At DuckDB's default (80 % of the machine) it keeps
-    # every table block the batches wrote, so a consumer that never idles grows for as long as
-    # it runs; a batch needs tens of MB, and past the limit DuckDB evicts blocks and spills to
-    # disk rather than fail. Evaluating everyone gets DuckDB's default, as do batches with None.
+    # The memory of the DuckDB a consumer evaluates its batches in (None: 1 GB). At DuckDB's
+    # default (80 % of the machine) it keeps every table block the batches wrote, so a consumer
+    # that never idles grows for as long as it runs; a batch needs tens of MB, and past the
+    # limit DuckDB evicts blocks and spills to disk rather than fail.
     batch_memory_limit: str | None = "64MB"
 
 
@@ -118,8 +113,8 @@ class Batch:
 class StreamLoop:
     """Micro-batches in, `process` each (one transaction), ack after it returns; between
     batches `maintain`. A consumer gives `session`, `start`, `process`, `maintain`,
-    `flush_changes` and what it does when a round brought nothing (`idle`); one whose store
-    is a server gives `lost` and `reopen` too, and outlives the server's restarts."""
+    `flush_changes`; one whose store is a server gives `lost` and `reopen` too, and outlives
+    the server's restarts."""
 
     config: ConsumerConfig
     on_commit = None
@@ -164,9 +159,6 @@ class StreamLoop:
     @contextmanager
     def session(self) -> Iterator[None]:
         yield
-
-    def idle(self) -> None:
-        """A round brought no messages."""
 
     def lost(self, error: Exception) -> str | None:
         """Why the store is gone, when `error` says it went away (its server stopped, the
@@ -222,8 +214,6 @@ class StreamLoop:
             if messages or now_mono - last_eval >= self.config.tick_seconds:
                 self._commit(messages)
                 last_eval = time.monotonic()
-            if not messages:
-                self.idle()
 
     def _commit(self, messages: Sequence) -> None:
         """Process one batch, ack it once committed, then maintain."""

@@ -19,13 +19,10 @@ import psycopg
 
 from segops.catalog import Catalog
 from segops.clock import set_session_now
-from segops.heartbeat import latest_heartbeat
 from segops.live_scope import ScopeEngine
 from segops.membership import stage_found
-from segops.parity import measure_drift
-from segops.warehouse import connect
 from streaming.evaluator import RealtimeEvaluator
-from tests.stream_helpers import realtime_segments, rows
+from tests.stream_helpers import rows
 
 SCALE = os.environ.get("SEGOPS_CHAOS_SCALE", "small")
 RESULTS: dict[str, dict] = {}
@@ -103,10 +100,9 @@ class ConsumerProcess:
 
 
 def stored_count(settings) -> int:
-    """Distinct events stored; cheap to poll, since no ids leave the store."""
-    if settings.postgres_dsn:  # its key makes each stored row distinct
-        return rows(settings, "select count(*) from raw.events")[0][0]
-    return rows(settings, "select count(distinct event_id) from raw.events")[0][0]
+    """Events stored (the key makes each row distinct); cheap to poll, since no ids leave
+    PostgreSQL."""
+    return rows(settings, "select count(*) from raw.events")[0][0]
 
 
 def stored_ids(settings) -> list[str]:
@@ -117,20 +113,10 @@ def dead_letters(settings) -> list[tuple[str, str]]:
     return rows(settings, "select message_id, reason from raw.dead_letters")
 
 
-def drift(settings) -> dict[str, int]:
-    """Each real-time segment's difference from a batch recomputation at the stream's now."""
-    if settings.postgres_dsn:
-        return live_drift(settings)
-    with connect(settings.warehouse, read_only=True) as con:
-        watermark = latest_heartbeat(con).evaluated_at
-        return {s.name: measure_drift(con, s, watermark).total
-                for s in realtime_segments(settings)}
-
-
 def tally(settings, published: set[str], *, bad: int = 0) -> dict[str, int]:
     """published, stored, duplicates, dead-lettered and lost, as the results table shows them.
-    A duplicate on PostgreSQL is one event id stored twice (for two customers), since the key
-    refuses the same event twice."""
+    A duplicate is one event id stored twice (for two customers), since the key refuses the
+    same event twice."""
     ids = stored_ids(settings)
     stored = set(ids)
     return {
@@ -166,7 +152,7 @@ def report(write: Callable[[str], None]) -> None:
         ) + "\n")
 
 
-def live_drift(settings) -> dict[str, int]:
+def drift(settings) -> dict[str, int]:
     """Each real-time segment's difference, in PostgreSQL, from the segment evaluated over every
     stored row at the stream's sweep time (run it once the consumers stopped)."""
     with psycopg.connect(settings.postgres_dsn) as con:

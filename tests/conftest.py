@@ -1,5 +1,6 @@
-"""Shared fixtures: every test gets its own warehouse file and dbt target directory, and no test
-touches the user's own `data/` (their warehouse and Dagster instance)."""
+"""Shared fixtures: a PostgreSQL server and the Pub/Sub emulator for the session, and for every
+test its own database, lake folder, Pub/Sub project and dbt target directory; no test touches
+the user's own `data/` (their PostgreSQL, lake and Dagster instance)."""
 
 from __future__ import annotations
 
@@ -15,21 +16,21 @@ import pytest
 
 from demo.emulator import EmulatorUnavailable, PubSubEmulator
 from demo.postgres import LocalPostgres
-from segops.dbt import compile_segments, run_dbt
+from segops.dbt import compile_segments
 from segops.live_schema import ensure_live_schema
-from segops.schema import ensure_schema
 from segops.settings import PROJECT_ROOT, Settings, load_settings
-from segops.warehouse import connect
 from tests.live_helpers import NOW
 
 USER_DATA = PROJECT_ROOT / "data"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Point every default the tests might fall back on away from `data/`: `make` exports the
-    user's warehouse and Dagster home, which a test that builds its own settings would use."""
+    """Point every default the tests might fall back on away from `data/`: no PostgreSQL unless
+    a test names one (not the user's own server, which settings find by themselves), a lake and
+    a Dagster home of the run's own (`make` exports the user's)."""
     scratch = Path(tempfile.mkdtemp(prefix="segops-tests-"))
-    os.environ["SEGOPS_WAREHOUSE"] = str(scratch / "warehouse.duckdb")
+    os.environ["SEGOPS_POSTGRES_DSN"] = ""
+    os.environ["SEGOPS_LAKE_DATA_PATH"] = f"{scratch / 'lake'}/"
     os.environ["DAGSTER_HOME"] = str(scratch / "dagster")
     (scratch / "dagster").mkdir()
 
@@ -54,8 +55,9 @@ def user_data_untouched() -> Iterator[None]:
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Settings pointing at a fresh warehouse and dbt target under this test's tmp dir."""
-    monkeypatch.setenv("SEGOPS_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    """Settings pointing at a lake folder and dbt target under this test's tmp dir (no
+    PostgreSQL: the fixtures below add one)."""
+    monkeypatch.setenv("SEGOPS_LAKE_DATA_PATH", f"{tmp_path / 'lake'}/")
     monkeypatch.setenv("SEGOPS_DBT_TARGET_DIR", str(tmp_path / "target"))
     monkeypatch.delenv("DAGSTER_HOME", raising=False)  # runs a test starts stay ephemeral
     return load_settings()
@@ -150,31 +152,6 @@ def live_shop(manifest: Settings, live_dsn: str, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("SEGOPS_POSTGRES_DSN", live_dsn)
     monkeypatch.setenv("SEGOPS_NOW", NOW.isoformat())
     return load_settings()
-
-
-@pytest.fixture(scope="session")
-def built_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A warehouse with empty raw tables and every dbt model built, plus its manifest."""
-    root = tmp_path_factory.mktemp("built")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SEGOPS_WAREHOUSE", str(root / "warehouse.duckdb"))
-        patch.setenv("SEGOPS_DBT_TARGET_DIR", str(root / "target"))
-        built = load_settings()
-        with connect(built.warehouse) as con:
-            ensure_schema(con)
-        run_dbt(built, ["build"])
-        with connect(built.warehouse) as con:
-            con.execute("checkpoint")  # everything in the one file we copy
-    return root
-
-
-@pytest.fixture
-def warehouse(settings: Settings, built_warehouse: Path) -> Settings:
-    """This test's own copy of the built warehouse and manifest."""
-    shutil.copy(built_warehouse / "warehouse.duckdb", settings.warehouse)
-    settings.dbt_target_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(built_warehouse / "target" / "manifest.json", settings.manifest_path)
-    return settings
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

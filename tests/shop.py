@@ -1,4 +1,5 @@
-"""Hand-built shop data for tests: a few customers and events at exact times."""
+"""Hand-built shop data for tests: a few customers and events at exact times, in the live
+tables in PostgreSQL."""
 
 from __future__ import annotations
 
@@ -6,35 +7,26 @@ import json
 from datetime import datetime, timedelta
 from itertools import count
 
-import duckdb
 import psycopg
 
 _event_ids = count(1)
 
-Connection = duckdb.DuckDBPyConnection | psycopg.Connection
 
-
-def _values(con: Connection, count: int) -> str:
-    mark = "%s" if isinstance(con, psycopg.Connection) else "?"
-    return f"values ({', '.join([mark] * count)})"
-
-
-def add_customer(con: Connection, customer_id: str, *, country: str = "US",
+def add_customer(con: psycopg.Connection, customer_id: str, *, country: str = "US",
                  signed_up_at: datetime) -> None:
-    """A customer in the raw tables of a DuckDB warehouse or the live PostgreSQL."""
     con.execute(
         "insert into raw.customers (customer_id, email, country, city, acquisition_channel, "
-        f"signed_up_at) {_values(con, 6)}",
+        "signed_up_at) values (%s, %s, %s, %s, %s, %s)",
         [customer_id, f"{customer_id}@example.com", country, "Somewhere", "organic", signed_up_at],
     )
 
 
-def add_event(con: Connection, customer_id: str, event_type: str,
+def add_event(con: psycopg.Connection, customer_id: str, event_type: str,
               occurred_at: datetime, **properties: object) -> str:
     event_id = f"t{next(_event_ids):08d}"
     con.execute(
         "insert into raw.events (event_id, customer_id, event_type, occurred_at, properties) "
-        f"{_values(con, 5)}",
+        "values (%s, %s, %s, %s, %s)",
         [event_id, customer_id, event_type, occurred_at, json.dumps(properties)],
     )
     return event_id

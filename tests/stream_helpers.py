@@ -17,21 +17,14 @@ from segops.catalog import Catalog
 from segops.clock import utc_now
 from segops.pubsub import ensure_pubsub, subscription_path, topic_path
 from segops.settings import Settings
-from segops.warehouse import connect
-from streaming.consumer import Consumer
 from streaming.live_consumer import LiveConsumer
 from streaming.source import Incoming, PubSubSource
-from streaming.stream_loop import ConsumerConfig, StreamLoop
+from streaming.stream_loop import ConsumerConfig
 
 
-def consumer_kind(settings: Settings) -> type[StreamLoop]:
-    """The consumer that keeps `settings`' live state: PostgreSQL's when a DSN is set."""
-    return LiveConsumer if settings.postgres_dsn else Consumer
-
-
-def consume_until_idle(settings: Settings, idle: float = 2.0, **config) -> StreamLoop:
+def consume_until_idle(settings: Settings, idle: float = 2.0, **config) -> LiveConsumer:
     """Run the real consumer on the real subscription until no message came for `idle` s."""
-    consumer = consumer_kind(settings)(settings, ConsumerConfig(**config))
+    consumer = LiveConsumer(settings, ConsumerConfig(**config))
     consumer.run(PubSubSource(subscription_path(settings)), until_idle=idle)
     return consumer
 
@@ -48,12 +41,9 @@ def incoming(event: dict) -> Incoming:
 
 
 def rows(settings: Settings, sql: str, *params) -> list[tuple]:
-    """`sql` (with `?` parameters) on the live state, wherever `settings` keep it."""
-    if settings.postgres_dsn:
-        with psycopg.connect(settings.postgres_dsn) as con:
-            return con.execute(sql.replace("?", "%s"), list(params)).fetchall()
-    with connect(settings.warehouse) as con:
-        return con.execute(sql, list(params)).fetchall()
+    """`sql` on the live state in PostgreSQL, with `?` parameters as DuckDB's SQL has them."""
+    with psycopg.connect(settings.postgres_dsn) as con:
+        return con.execute(sql.replace("?", "%s"), list(params)).fetchall()
 
 
 def members(settings: Settings, segment: str) -> dict[str, str]:
@@ -111,11 +101,10 @@ def receive(path: str, expected_ids: set[int]) -> list[tuple[dict, str]]:
 
 
 @contextmanager
-def consumer_running(settings: Settings, kind: type[StreamLoop] | None = None,
-                     clock: Callable[[], datetime] = utc_now, **config) -> Iterator[StreamLoop]:
-    """The real consumer (of `kind`, by default the one for `settings`' store) on the real
-    subscription, in a thread, for the `with` block."""
-    consumer = (kind or consumer_kind(settings))(settings, ConsumerConfig(**config), clock=clock)
+def consumer_running(settings: Settings, clock: Callable[[], datetime] = utc_now,
+                     **config) -> Iterator[LiveConsumer]:
+    """The real consumer on the real subscription, in a thread, for the `with` block."""
+    consumer = LiveConsumer(settings, ConsumerConfig(**config), clock=clock)
     worker = threading.Thread(target=consumer.run,
                               args=(PubSubSource(subscription_path(settings)),), daemon=True)
     worker.start()

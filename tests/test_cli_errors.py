@@ -28,34 +28,35 @@ def assert_readable(result: subprocess.CompletedProcess, *phrases: str) -> None:
         assert phrase in output
 
 
-def test_a_misspelt_segment_suggests_the_nearest(warehouse):
+def test_a_misspelt_segment_suggests_the_nearest(manifest):
     result = segops("members", "cart_abandoner")
     assert_readable(result, "no segment named 'cart_abandoner'",
                     "did you mean 'cart_abandoners'?")
 
 
-def test_a_missing_warehouse_says_how_to_create_it(warehouse):
-    warehouse.warehouse.unlink()
-    result = segops("segments")
-    assert_readable(result, f"no warehouse at {warehouse.warehouse}", "make demo")
+@pytest.mark.parametrize("command", [["segments"], ["init"], ["members", "cart_abandoners"]])
+def test_no_postgres_named_says_how_to_get_one(manifest, command):
+    result = segops(*command)  # the tests run with SEGOPS_POSTGRES_DSN set but empty
+    assert_readable(result, "no PostgreSQL for the live state", "SEGOPS_POSTGRES_DSN", "make up")
 
 
-def test_a_damaged_manifest_says_how_to_rebuild_it(warehouse):
-    warehouse.manifest_path.write_text('{"nodes": {')
+def test_a_damaged_manifest_says_how_to_rebuild_it(manifest):
+    manifest.manifest_path.write_text('{"nodes": {')
     result = segops("segments")
-    assert_readable(result, f"the dbt manifest at {warehouse.manifest_path} is not valid JSON",
+    assert_readable(result, f"the dbt manifest at {manifest.manifest_path} is not valid JSON",
                     "dbt parse")
 
 
 @pytest.mark.parametrize("command", [["init"], ["stream", "--until-idle", "1"]])
-def test_an_unreachable_emulator_names_the_host_and_how_to_start_it(warehouse, command):
+def test_an_unreachable_emulator_names_the_host_and_how_to_start_it(manifest, live_dsn, command):
     host = f"127.0.0.1:{free_port()}"
-    result = segops(*command, env={"PUBSUB_EMULATOR_HOST": host})
+    result = segops(*command, env={"PUBSUB_EMULATOR_HOST": host,
+                                   "SEGOPS_POSTGRES_DSN": live_dsn})
     assert_readable(result, f"cannot reach the Pub/Sub emulator at {host}",
                     "gcloud beta emulators pubsub start")
 
 
-def test_debug_shows_the_traceback(warehouse):
+def test_debug_shows_the_traceback(manifest):
     result = segops("--debug", "members", "cart_abandoner")
     assert result.returncode != 0
     assert "Traceback" in result.stderr
@@ -63,7 +64,7 @@ def test_debug_shows_the_traceback(warehouse):
 
 @pytest.mark.parametrize("command", [["segments"], ["preview", "cart_abandoners"],
                                      ["stream", "--until-idle", "1"]])
-def test_an_unreachable_postgres_names_it_and_how_to_start_it(warehouse, pubsub, command):
+def test_an_unreachable_postgres_names_it_and_how_to_start_it(manifest, pubsub, command):
     ensure_pubsub(pubsub)
     port = free_port()
     result = segops(*command, env={"SEGOPS_POSTGRES_DSN": f"host=127.0.0.1 port={port} "

@@ -11,7 +11,6 @@ from segops.catalog import Catalog
 from segops.events import Event
 from segops.live_membership import lock_customers
 from segops.live_scope import ScopeEngine
-from segops.settings import load_settings
 from streaming.evaluator import RealtimeEvaluator
 from streaming.live_evaluation import crossed_customers, evaluate_batch, sweep_query
 from streaming.live_storage import store_events
@@ -49,8 +48,8 @@ def members(con: psycopg.Connection) -> set[tuple[str, str]]:
                            ).fetchall())
 
 
-def test_a_batch_moves_its_customers_through_the_shipped_segments(live_dsn):
-    evaluator = RealtimeEvaluator.from_catalog(Catalog.load(load_settings().manifest_path))
+def test_a_batch_moves_its_customers_through_the_shipped_segments(manifest, live_dsn):
+    evaluator = RealtimeEvaluator.from_catalog(Catalog.load(manifest.manifest_path))
     cart = '{"product_id": "hom-0001", "category": "home", "price": 10.0, "quantity": 1}'
     with psycopg.connect(live_dsn) as con:
         changes = batch(con, evaluator, [
@@ -69,8 +68,9 @@ def test_a_batch_moves_its_customers_through_the_shipped_segments(live_dsn):
         assert members(con) == {("recent_purchasers", "ann"), ("high_intent_browsers", "bob")}
 
 
-def test_time_alone_moves_a_customer_once_postgres_finds_the_boundary_passed(live_dsn):
-    evaluator = RealtimeEvaluator.from_catalog(Catalog.load(load_settings().manifest_path))
+def test_time_alone_moves_a_customer_once_postgres_finds_the_boundary_passed(manifest,
+                                                                            live_dsn):
+    evaluator = RealtimeEvaluator.from_catalog(Catalog.load(manifest.manifest_path))
     cart = '{"product_id": "hom-0001", "category": "home", "price": 10.0, "quantity": 1}'
     with psycopg.connect(live_dsn) as con:
         batch(con, evaluator, [shop_event("a1", "ann", "add_to_cart", 29, cart),

@@ -1,7 +1,7 @@
 """The nightly job when the stream keeps the live tables in PostgreSQL: it copies what the
 stream stored into the lake (the events also every five minutes), builds the models there,
 applies the nightly segments to PostgreSQL's membership, and checks the real-time ones, which
-the stream keeps, for parity. The warehouse file plays no part."""
+the stream keeps, for parity."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from datetime import timedelta
 import psycopg
 
 from demo.traffic import event
-from orchestration.build import build_definitions
 from segops.lake import lake_connection
 from segops.live_import import import_live_raw
 from segops.live_reach import read_segment_inputs
@@ -122,12 +121,3 @@ def test_a_batch_still_open_during_a_flush_reaches_the_lake_once_it_commits(live
     flush()
     assert lake_rows(live_shop, "select count(*) from raw.events") == [(6,)]
     assert seen() == (6, 6)
-
-
-def test_the_nightly_s_changes_leave_through_the_stream_s_outbox_not_the_file_s_job(live_shop):
-    definitions = build_definitions(live_shop)
-    jobs = {job.name for job in definitions.resolve_all_job_defs()}
-    sensors = {sensor.name for sensor in definitions.sensors}
-    assert "publish_segment_changes" not in jobs, "it publishes from the warehouse file"
-    assert "batch_changes_sensor" not in sensors
-    assert {"nightly_segments", "flush_events", "lake_maintenance"} <= jobs

@@ -1,6 +1,6 @@
 """Preview and diff with the live state in PostgreSQL: they read the lake's history plus the
 tail PostgreSQL holds beyond it, and profiles and membership from PostgreSQL, so an event a
-consumer committed a moment ago is in the reach, before any flush and with no warehouse file."""
+consumer committed a moment ago is in the reach, before any flush."""
 
 from __future__ import annotations
 

@@ -64,7 +64,7 @@ def test_traits_and_time_move_customers_and_the_feed_follows_in_order(project):
     def stored(count: int):
         return lambda: rows(project, "select count(*) from raw.events")[0][0] == count
 
-    with consumer_running(project, LiveConsumer, clock=lambda: start + offset[0],
+    with consumer_running(project, clock=lambda: start + offset[0],
                           tick_seconds=0.1):
         publish_all(project, [
             event("ann", "add_to_cart", start - timedelta(minutes=29), **cart),
@@ -97,7 +97,7 @@ def test_traits_and_time_move_customers_and_the_feed_follows_in_order(project):
 def test_a_segment_is_evaluated_for_everyone_once_for_the_stream(project, caplog):
     publish_all(project, [event("ann", "identify", utc_now(), country="NL")])
     caplog.set_level(logging.INFO, logger="streaming.live_consumer")
-    with consumer_running(project, LiveConsumer, publish_changes=False):
+    with consumer_running(project, publish_changes=False):
         wait_for(lambda: members(project, "dutch") == {"ann"})
     first = [r.message for r in caplog.records if "evaluated for" in r.message]
     assert len(first) == len(rows(project, "select * from segops.realtime_segments")) >= 6
@@ -106,7 +106,7 @@ def test_a_segment_is_evaluated_for_everyone_once_for_the_stream(project, caplog
     with psycopg.connect(project.postgres_dsn) as con:
         con.execute("update segops.realtime_segments set definition = 'before the deploy' "
                     "where segment = 'dutch'")
-    with consumer_running(project, LiveConsumer, publish_changes=False) as consumer:
+    with consumer_running(project, publish_changes=False) as consumer:
         wait_for(lambda: consumer.segments.evaluator is not None and any(
             "evaluated for" in r.message for r in caplog.records))
     again = [r.message for r in caplog.records if "evaluated for" in r.message]

@@ -58,7 +58,7 @@ def pg(live_dsn):
 def reader(settings, live_dsn):
     """A reader of the live state in PostgreSQL, opened as the product's readers open it."""
     def read(call, *args):
-        with read_live_state(settings.warehouse, live_dsn) as con:
+        with read_live_state(live_dsn) as con:
             return call(con, *args)
     return read
 

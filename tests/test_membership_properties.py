@@ -161,7 +161,7 @@ def test_membership_table_history_and_point_in_time_agree(settings, live_dsn, ru
         last_change[(segment, customer_id)] = change
 
     # (c) members_at(t) is the state after the last step stamped t (ties: latest change wins).
-    with read_live_state(settings.warehouse, live_dsn) as reader:
+    with read_live_state(live_dsn) as reader:
         for t, state in snapshots.items():
             for segment in SEGMENTS:
                 assert as_of(members_at(reader, segment, t)) == of_segment(state, segment), t

@@ -66,7 +66,7 @@ def memberships(segments: list[str], at: datetime | None = None) -> dict[str, li
     """Who is in each of `segments` now or at `at`, read as the product reads the live state
     (one reader for them all: attaching PostgreSQL takes a moment)."""
     settings = load_settings()
-    with read_live_state(settings.warehouse, settings.postgres_dsn) as con:
+    with read_live_state(settings.postgres_dsn) as con:
         return {segment: sorted((current_members(con, segment) if at is None
                                  else members_at(con, segment, at))["customer_id"])
                 for segment in segments}

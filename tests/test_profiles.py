@@ -61,7 +61,7 @@ def profile(settings, customer: str) -> tuple | None:
 
 def traits_then(settings, customer: str, at: datetime) -> dict:
     """The customer's traits at `at`, read from the history as the product reads it."""
-    with read_live_state(settings.warehouse, settings.postgres_dsn) as con:
+    with read_live_state(settings.postgres_dsn) as con:
         return traits_at(con, customer, at)
 
 

@@ -31,13 +31,14 @@ def pull_all(settings, expected: int, timeout: float = 30) -> list[bytes]:
     return received
 
 
-def test_init_creates_topics_and_subscription_once(pubsub, capsys):
+def test_init_creates_the_live_tables_topics_and_subscription_once(live, capsys):
     main(["init"])
-    assert "Pub/Sub ready" in capsys.readouterr().out
-    assert ensure_pubsub(pubsub) == [], "a second run finds everything in place"
+    said = capsys.readouterr().out
+    assert "live tables ready in PostgreSQL" in said and "Pub/Sub ready" in said
+    assert ensure_pubsub(live) == [], "a second run finds everything in place"
     publisher = pubsub_v1.PublisherClient()
     topics = {t.name.rsplit("/", 1)[1] for t in publisher.list_topics(
-        request={"project": f"projects/{pubsub.pubsub_project}"})}
+        request={"project": f"projects/{live.pubsub_project}"})}
     assert topics == {"events", "segment-changes"}
 
 

@@ -20,12 +20,9 @@ import pytest
 import sqlglot
 
 from segops.catalog import Catalog
-from segops.dbt import run_dbt
-from segops.schema import ensure_schema
-from segops.settings import Settings, load_settings
-from segops.warehouse import connect
 from streaming.scoping import ranking_problem
 from tests.projects import project_with_segments
+from tests.scratch import Scratch, scratch_build
 
 NOW = datetime(2026, 6, 1, 12, 0, 0)
 SEGMENTS_DIR = Path(__file__).resolve().parents[1] / "dbt_project" / "models" / "segments"
@@ -186,9 +183,9 @@ def load_shop(shop: Shop) -> None:
     assert len(shop.buyers_90d) == VIP_BUYERS
 
 
-def members(settings: Settings, segment: str, *, now: datetime | None = None) -> dict[str, dict]:
+def members(built: Scratch, segment: str, *, now: datetime | None = None) -> dict[str, dict]:
     """The segment's rows by customer_id (evaluated at `now` in this session, if given)."""
-    with connect(settings.warehouse) as con:
+    with built.connect() as con:
         if now is not None:
             con.execute(f"set variable segops_now = timestamp '{now.isoformat(sep=' ')}'")
         return read_members(con, segment)
@@ -203,18 +200,11 @@ def read_members(con: duckdb.DuckDBPyConnection, segment: str) -> dict[str, dict
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def built(tmp_path_factory: pytest.TempPathFactory) -> Scratch:
     """The shop above, built once by dbt with the clock pinned to NOW."""
-    root = tmp_path_factory.mktemp("segments_pinned")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SEGOPS_WAREHOUSE", str(root / "warehouse.duckdb"))
-        patch.setenv("SEGOPS_DBT_TARGET_DIR", str(root / "target"))
-        settings = load_settings()
-        with connect(settings.warehouse) as con:
-            ensure_schema(con)
-            load_shop(Shop(con))
-        run_dbt(settings, ["build"], dbt_vars={"segops_now": NOW.isoformat(sep=" ")})
-    return settings
+    return scratch_build(tmp_path_factory.mktemp("segments_pinned"),
+                         lambda con: load_shop(Shop(con)),
+                         dbt_vars={"segops_now": NOW.isoformat(sep=" ")})
 
 
 # --- the contract ------------------------------------------------------------------------------
@@ -273,7 +263,7 @@ def test_a_json_lookup_duckdb_would_misread_is_refused_with_the_fix(tmp_path, mo
 
 
 def test_realtime_segments_are_views_and_nightly_ones_tables(built):
-    with connect(built.warehouse) as con:
+    with built.connect() as con:
         kinds = dict(con.execute(
             "select table_name, table_type from information_schema.tables "
             "where table_schema = 'segments'"
@@ -284,7 +274,7 @@ def test_realtime_segments_are_views_and_nightly_ones_tables(built):
 
 
 def test_models_land_in_their_own_schemas(built):
-    with connect(built.warehouse) as con:
+    with built.connect() as con:
         found = set(con.execute(
             "select table_schema, table_name from information_schema.tables "
             "where table_schema in ('staging', 'marts')"
@@ -306,7 +296,7 @@ def test_pinned_build_compiles_the_var_into_every_segment(built):
 
 
 def test_stg_events_types_the_json_properties(built):
-    with connect(built.warehouse) as con:
+    with built.connect() as con:
         cart = con.execute(
             "select product_id, category, price, quantity, order_id, order_value "
             "from staging.stg_events where customer_id = 'cart_31m'"
@@ -328,7 +318,7 @@ def test_stg_events_types_the_json_properties(built):
 
 
 def test_customer_profiles(built):
-    with connect(built.warehouse) as con:
+    with built.connect() as con:
         cursor = con.execute("select * from marts.customer_profiles")
         columns = [c[0] for c in cursor.description]
         profiles = {r[0]: dict(zip(columns, r, strict=True)) for r in cursor.fetchall()}
@@ -427,7 +417,7 @@ def test_churn_risk(built):
 
 
 def test_vip_quarterly_is_the_top_five_percent(built):
-    with connect(built.warehouse) as con:
+    with built.connect() as con:
         buyers = con.execute(
             "select count(*) from (select customer_id from staging.stg_events "
             "where event_type = 'purchase' and occurred_at between ? and ? "
@@ -469,48 +459,43 @@ SESSION_NOW = datetime(2020, 1, 1, 12, 0, 0)
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, datetime]:
+def live(tmp_path_factory: pytest.TempPathFactory) -> tuple[Scratch, datetime]:
     """Built without the var: views read `segops_now` from the session, else the UTC clock."""
-    root = tmp_path_factory.mktemp("segments_live")
     wall = datetime.now(UTC).replace(tzinfo=None)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SEGOPS_WAREHOUSE", str(root / "warehouse.duckdb"))
-        patch.setenv("SEGOPS_DBT_TARGET_DIR", str(root / "target"))
-        settings = load_settings()
-        with connect(settings.warehouse) as con:
-            ensure_schema(con)
-            shop = Shop(con)
-            shop.cart("past_cart", SESSION_NOW - timedelta(hours=1))
-            shop.cart("wall_cart", wall - timedelta(hours=1))
-            # a nightly ranking on the wall clock: 20 buyers, two tied at the top
-            shop.event("tie_b", "purchase", wall - timedelta(days=1), order_value=500.0)
-            shop.event("tie_a", "purchase", wall - timedelta(days=1), order_value=500.0)
-            for k in range(1, 19):
-                shop.event(f"buyer_{k:02d}", "purchase", wall - timedelta(days=1),
-                           order_value=10.0 * k)
-        run_dbt(settings, ["build"])
-    return settings, wall
+
+    def fill(con: duckdb.DuckDBPyConnection) -> None:
+        shop = Shop(con)
+        shop.cart("past_cart", SESSION_NOW - timedelta(hours=1))
+        shop.cart("wall_cart", wall - timedelta(hours=1))
+        # a nightly ranking on the wall clock: 20 buyers, two tied at the top
+        shop.event("tie_b", "purchase", wall - timedelta(days=1), order_value=500.0)
+        shop.event("tie_a", "purchase", wall - timedelta(days=1), order_value=500.0)
+        for k in range(1, 19):
+            shop.event(f"buyer_{k:02d}", "purchase", wall - timedelta(days=1),
+                       order_value=10.0 * k)
+
+    return scratch_build(tmp_path_factory.mktemp("segments_live"), fill), wall
 
 
 def test_realtime_view_follows_the_session_variable(live):
-    settings, _ = live
+    built, _ = live
     at = SESSION_NOW
-    assert set(members(settings, "cart_abandoners", now=at)) == {"past_cart"}
-    assert set(members(settings, "cart_abandoners", now=at - timedelta(minutes=31))) == set(), (
+    assert set(members(built, "cart_abandoners", now=at)) == {"past_cart"}
+    assert set(members(built, "cart_abandoners", now=at - timedelta(minutes=31))) == set(), (
         "29 minutes after the cart it is not abandoned yet"
     )
-    assert set(members(settings, "cart_abandoners", now=at + timedelta(hours=23))) == {
+    assert set(members(built, "cart_abandoners", now=at + timedelta(hours=23))) == {
         "past_cart"
     }
-    assert set(members(settings, "cart_abandoners", now=at + timedelta(hours=24))) == set()
-    found = members(settings, "cart_abandoners", now=at)
+    assert set(members(built, "cart_abandoners", now=at + timedelta(hours=24))) == set()
+    found = members(built, "cart_abandoners", now=at)
     assert found["past_cart"]["last_cart_at"] == SESSION_NOW - timedelta(hours=1)
 
 
 def test_realtime_view_without_the_variable_uses_the_utc_clock(live):
-    settings, _ = live
-    assert set(members(settings, "cart_abandoners")) == {"wall_cart"}
-    with connect(settings.warehouse) as con:
+    built, _ = live
+    assert set(members(built, "cart_abandoners")) == {"wall_cart"}
+    with built.connect() as con:
         con.execute(f"set variable segops_now = timestamp '{SESSION_NOW.isoformat(sep=' ')}'")
         assert set(read_members(con, "cart_abandoners")) == {"past_cart"}
         con.execute("reset variable segops_now")
@@ -518,13 +503,13 @@ def test_realtime_view_without_the_variable_uses_the_utc_clock(live):
 
 
 def test_unpinned_build_compiles_the_session_variable(live):
-    settings, _ = live
-    manifest = json.loads(settings.manifest_path.read_text())
+    built, _ = live
+    manifest = json.loads(built.manifest_path.read_text())
     compiled = manifest["nodes"]["model.segops.cart_abandoners"]["compiled_code"]
     assert "getvariable('segops_now')" in compiled
     assert "now() at time zone 'UTC'" in compiled
 
 
 def test_vip_ties_are_broken_by_customer_id(live):
-    settings, _ = live
-    assert set(members(settings, "vip_quarterly")) == {"tie_a"}, "1 of 20 buyers, tie to tie_a"
+    built, _ = live
+    assert set(members(built, "vip_quarterly")) == {"tie_a"}, "1 of 20 buyers, tie to tie_a"

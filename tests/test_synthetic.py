@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import duckdb
 import pytest
 
 from demo.synthetic import generate
 from segops.events import IDENTIFY, Event
 from segops.tracking_plan import load_plan
-from segops.warehouse import connect
 from streaming.validation import validate
 
 NOW = datetime(2026, 6, 1, 12, 0, 0)
@@ -18,14 +18,14 @@ NOW = datetime(2026, 6, 1, 12, 0, 0)
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
     path = tmp_path_factory.mktemp("shop") / "warehouse.duckdb"
-    with connect(path) as con:
+    with duckdb.connect(str(path)) as con:
         summary = generate(con, customers=2_000, now=NOW, seed=7)
-    with connect(path) as con:
+    with duckdb.connect(str(path)) as con:
         yield con, summary
 
 
 def fingerprint(path, **kwargs) -> tuple:
-    with connect(path) as con:
+    with duckdb.connect(str(path)) as con:
         generate(con, customers=500, now=NOW, **kwargs)
         return con.execute(
             """

@@ -40,7 +40,7 @@ RUN_FOLDERS_KEPT = 10
 class DbtResource(dg.ConfigurableResource):
     """The dbt project, built in this process; every run writes its artifacts to a folder of
     its own under `target_dir`, as dagster-dbt's runs do. `target` is the profile's target
-    (`lake` when the live state is in PostgreSQL), else the profile's default."""
+    (by default the profile's own: the lake)."""
 
     project_dir: str
     profiles_dir: str

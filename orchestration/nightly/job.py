@@ -6,13 +6,12 @@ from orchestration.customers import raw_customers
 from orchestration.nightly.raw import raw_events
 
 
-def build_nightly_job(dbt_models: dg.AssetsDefinition, raw: dg.AssetSpec | dg.AssetsDefinition):
-    """`raw` is the raw events: materialized first when it copies them from PostgreSQL."""
-    copied = [raw] if isinstance(raw, dg.AssetsDefinition) else []
+def build_nightly_job(dbt_models: dg.AssetsDefinition):
+    """The raw events copied from PostgreSQL first, then dbt, then membership."""
     return dg.define_asset_job(
         name="nightly_segments",
         # dbt's tests of the raw sources run in the same `dbt build`: select their checks too
-        selection=dg.AssetSelection.assets(dbt_models, *copied)
+        selection=dg.AssetSelection.assets(dbt_models, raw_events)
         | dg.AssetSelection.checks_for_assets(raw_customers.key, raw_events.key)
         | dg.AssetSelection.groups("membership"),
         description="Rebuild every dbt model, then reconcile every segment into membership.",
@@ -30,16 +29,16 @@ def build_nightly_schedule(job) -> dg.ScheduleDefinition:
     )
 
 
-def build_events_flush_schedule(raw: dg.AssetsDefinition) -> dg.ScheduleDefinition:
+def build_events_flush_schedule() -> dg.ScheduleDefinition:
     """Every five minutes, the events the stream stored in PostgreSQL flushed into the lake in
     one commit: preview reads the lake plus the events since, so the tail it reads from
     PostgreSQL stays minutes long, and the lake gets a few large files instead of one per batch."""
     return dg.ScheduleDefinition(
         name="flush_events_schedule",
         job=dg.define_asset_job(
-            name="flush_events", selection=dg.AssetSelection.assets(raw).without_checks(),
+            name="flush_events", selection=dg.AssetSelection.assets(raw_events).without_checks(),
             executor_def=dg.in_process_executor,
-            config={"ops": {raw.op.name: {"config": {"profiles": False}}}}),
+            config={"ops": {raw_events.op.name: {"config": {"profiles": False}}}}),
         cron_schedule="*/5 * * * *",
         execution_timezone="UTC",
         default_status=dg.DefaultScheduleStatus.RUNNING,

@@ -1,7 +1,7 @@
-"""One membership asset per segment: reconciles the segment's rows into the membership tables.
-
-For a real-time segment the same step measures parity (the stream's membership against a batch
-evaluation at the stream's last "now") before reconciling, and reports the consumer's heartbeat.
+"""One membership asset per segment: a nightly segment's rows reconciled into PostgreSQL's
+membership tables; for a real-time segment, which the stream keeps there, parity (the stream's
+membership against a batch evaluation at the time the stream's sweep reached) and the
+consumers' heartbeat.
 """
 
 
@@ -10,7 +10,7 @@ from datetime import datetime
 
 import dagster as dg
 import duckdb
-import psycopg
+import pandas as pd
 
 from orchestration.membership_checks import (
     heartbeat_result,
@@ -20,21 +20,10 @@ from orchestration.membership_checks import (
 )
 from orchestration.resources import WarehouseResource
 from segops.catalog import Catalog, Segment
-from segops.clock import set_session_now, utc_now
-from segops.customers import queue_reevaluation
+from segops.clock import utc_now
 from segops.errors import SegOpsError
-from segops.heartbeat import latest_heartbeat
+from segops.live_connection import connect
 from segops.live_membership import apply_batch, batch_members, held_count, live_drift, stream_state
-from segops.membership import (
-    SegmentContractError,
-    SegmentFailed,
-    apply_membership,
-    changed_customers,
-    members_query,
-    stage_found,
-)
-from segops.parity import measure_drift
-from segops.warehouse import transaction
 
 SAMPLE_SIZE = 5
 
@@ -63,38 +52,22 @@ def build_membership_asset(segment: Segment, catalog: Catalog) -> dg.AssetsDefin
     def membership(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         if segment.problems:
             raise dg.Failure(description="\n".join(segment.problems))
-        wall = utc_now()
-        if warehouse.postgres_dsn:
-            return _membership_in_postgres(context, warehouse, segment, wall, bool(readers))
-        try:
-            with warehouse.get_connection() as con:
-                heartbeat = latest_heartbeat(con) if realtime else None
-                drift = measure_drift(con, segment, heartbeat.evaluated_at) if heartbeat else None
-                # A live stream has evaluated everyone up to its watermark: reconcile there and
-                # leave later time-driven changes to it. Otherwise bring membership to now.
-                fresh = heartbeat is not None and not heartbeat.is_stale(wall)
-                at = heartbeat.evaluated_at if fresh else wall
-                metadata = _reconcile(con, segment, at, readers)
-        except (SegmentContractError, SegmentFailed) as error:
-            raise dg.Failure(description=str(error)) from None
-        context.log.info(
-            f"{segment.name}: {metadata['size'].value} members, "
-            f"{metadata['enters'].value} entered, {metadata['exits'].value} exited"
-        )
-        checks = [parity_result(drift), heartbeat_result(heartbeat, wall)] if realtime else []
-        return dg.MaterializeResult(metadata=metadata, check_results=checks)
+        return _reconcile(context, warehouse, segment, utc_now(), bool(readers))
 
     return membership
 
 
-def _membership_in_postgres(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                            segment: Segment, wall: datetime,
-                            has_readers: bool) -> dg.MaterializeResult:
+def _reconcile(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+               segment: Segment, wall: datetime, has_readers: bool) -> dg.MaterializeResult:
     """A nightly segment applied to PostgreSQL's membership (the customers it moved queued for
     the real-time segments that read it); a real-time one, which the stream keeps there,
     compared with the batch at the time the stream's sweep reached."""
     realtime = segment.refresh == "realtime"
-    with psycopg.connect(warehouse.postgres_dsn, autocommit=True) as pg:
+    try:
+        pg = connect(warehouse.postgres_dsn, autocommit=True)
+    except SegOpsError as error:
+        raise dg.Failure(description=str(error)) from None
+    with pg:
         heartbeat, swept = stream_state(pg)
         at = swept if realtime and swept else wall
         try:
@@ -108,6 +81,10 @@ def _membership_in_postgres(context: dg.AssetExecutionContext, warehouse: Wareho
         else:
             changes = apply_batch(pg, segment.name, found, at, has_readers=has_readers)
         size = held_count(pg, segment.name)
+        sample = pg.execute(
+            "select customer_id, entered_at, attributes from segops.segment_membership "
+            "where segment = %s order by entered_at desc, customer_id limit %s",
+            [segment.name, SAMPLE_SIZE]).fetchall()
     context.log.info(f"{segment.name}: {size} members, "
                      f"{changes[(segment.name, 'enter')]} entered, "
                      f"{changes[(segment.name, 'exit')]} exited")
@@ -117,32 +94,8 @@ def _membership_in_postgres(context: dg.AssetExecutionContext, warehouse: Wareho
         "exits": dg.MetadataValue.int(changes[(segment.name, "exit")]),
         "evaluated_at": dg.MetadataValue.text(at.isoformat(sep=" ")),
         "kept_by": dg.MetadataValue.text("the stream" if realtime else "the nightly job"),
+        "sample": dg.MetadataValue.md(pd.DataFrame(
+            sample, columns=["customer_id", "entered_at", "attributes"]).to_markdown(index=False)),
     }
     checks = [parity_result(drift), heartbeat_result(heartbeat, wall)] if realtime else []
     return dg.MaterializeResult(metadata=metadata, check_results=checks)
-
-
-def _reconcile(con: duckdb.DuckDBPyConnection, segment: Segment, at: datetime,
-               readers: list[str]) -> dict:
-    set_session_now(con, at)
-    with transaction(con):
-        stage_found(con, {segment.name: members_query(con, segment.name, segment.relation)})
-        (delta,) = apply_membership(
-            con, segments=[segment.name], scope=None, source="batch", changed_at=at
-        )
-        if readers:
-            queue_reevaluation(con, changed_customers(con), f"nightly:{segment.name}")
-    sample = con.execute(
-        """
-        select customer_id, entered_at, attributes from segops.segment_membership
-        where segment = ? order by entered_at desc, customer_id limit ?
-        """,
-        [segment.name, SAMPLE_SIZE],
-    ).df()
-    return {
-        "size": dg.MetadataValue.int(delta.size),
-        "enters": dg.MetadataValue.int(delta.enters),
-        "exits": dg.MetadataValue.int(delta.exits),
-        "evaluated_at": dg.MetadataValue.text(at.isoformat(sep=" ")),
-        "sample": dg.MetadataValue.md(sample.to_markdown(index=False)),
-    }
