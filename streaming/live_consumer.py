@@ -26,7 +26,7 @@ import os
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -225,6 +225,7 @@ class LiveConsumer(StreamLoop):
             for (segment, _), count in found.items():
                 changes[segment] += count
         with self.pg.transaction():
+            self._forget([name for name in segments if name not in healthy])
             for name in healthy:
                 self.segments.recovered(name)
                 self.pg.execute(
@@ -235,6 +236,14 @@ class LiveConsumer(StreamLoop):
         for name in healthy:
             log.info("%s evaluated for %d customers: %d changes", name, len(customers),
                      changes[name])
+
+    def _forget(self, failed: Iterable[str]) -> None:
+        """Drop the record that these segments were evaluated for everyone: they skipped some
+        customers, so once they work again (a retry, whichever consumer gets there first) they
+        are evaluated for everyone, in the same transaction as the skip."""
+        if failed:
+            self.pg.execute("delete from segops.realtime_segments where segment = any(%s)",
+                            [list(failed)])
 
     # -- one micro-batch ---------------------------------------------------------------------
 
@@ -263,6 +272,7 @@ class LiveConsumer(StreamLoop):
                 self.engine.apply_traits(self.pg, traits)
                 laps.mark("store")
                 found = self._evaluate(segments, scope, now, together=together)
+                self._forget(self.segments.failed)
                 record_beat(self.pg, self.config.consumer_id, evaluated_at=now, wall=utc_now(),
                             counts=batch.counts(len(stored)),
                             failed_segments=self.segments.failed)

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 
+from demo.traffic import event
 from segops.catalog import Catalog
 from segops.events import Event
 from segops.live_membership import lock_customers
@@ -14,8 +15,10 @@ from segops.live_scope import ScopeEngine
 from streaming.evaluator import RealtimeEvaluator
 from streaming.live_evaluation import crossed_customers, evaluate_batch, sweep_query
 from streaming.live_storage import store_events
-from tests.live_helpers import stream, views
+from tests.live_helpers import started, stream, views
 from tests.projects import project_with_segments, realtime_yml
+from tests.stream_helpers import incoming
+from tests.stream_helpers import members as segment_members
 
 NOW = datetime(2026, 6, 1, 12, 0)
 
@@ -105,3 +108,26 @@ def test_segments_breaking_the_contract_fail_alone_and_the_stream_goes_on(
                                 ("high_intent_browsers", "rome"), ("outsider", "paris"),
                                 ("outsider", "rome")}, "the other segments kept evaluating"
         assert ("doubled", "paris") not in members(con)
+
+
+# Fails for a customer whose city is no number: until that customer's city changes, the segment
+# cannot be evaluated for any batch that holds them.
+NUMBERED = ("select customer_id, cast(city as integer) as city_code "
+            "from {{ ref('stg_customers') }} where city is not null")
+
+
+def test_a_segment_that_failed_for_a_while_catches_up_the_customers_it_skipped(
+        live_shop, tmp_path, monkeypatch):
+    settings = project_with_segments(tmp_path, monkeypatch, {
+        "numbered": (NUMBERED, realtime_yml("numbered"))})
+    with started(settings, clock=lambda: NOW, retry_failed_seconds=0) as consumer:
+        earlier = NOW - timedelta(minutes=1)
+        consumer.process([incoming(event("odd", "identify", earlier, city="Springfield")),
+                          incoming(event("ann", "identify", earlier, city="5"))])
+        assert "numbered" in consumer.segments.failed, "no integer is Springfield"
+        consumer.process([incoming(event("odd", "identify", NOW, city="7"))])
+        assert set(segment_members(settings, "numbered")) == set(), "skipped while failed"
+        consumer.maintain()  # between batches: the failed segment is tried again
+        assert "numbered" not in consumer.segments.failed
+        assert set(segment_members(settings, "numbered")) == {"ann", "odd"}, \
+            "ann's batch skipped the segment, so its retry evaluates everyone"
