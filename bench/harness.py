@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from pathlib import Path
 import psycopg
 
 from demo.emulator import PubSubEmulator
-from demo.postgres import LocalPostgres
+from demo.postgres import LocalPostgres, temporary_postgres
 from demo.synthetic import generate_into_postgres
 from demo.traffic import ShopTraffic, known_customers
 from segops.clock import utc_now
@@ -122,6 +121,7 @@ class Lab:
         self._emulator: PubSubEmulator | None = None
         self._emulator_host = emulator  # one already running, else started when first needed
         self._postgres: LocalPostgres | None = None
+        self._stack = contextlib.ExitStack()  # what the run started, stopped by `close`
         self.run_id = uuid.uuid4().hex[:8]  # Pub/Sub projects of their own on a shared emulator
 
     # -- the pieces, each made once per run ------------------------------------------------
@@ -136,14 +136,10 @@ class Lab:
         return self._emulator.host
 
     def postgres(self) -> LocalPostgres:
-        """The project's own PostgreSQL for this run. Its folder is not under the run's
-        directory: as root the server runs as `postgres`, which must reach it."""
+        """The project's own PostgreSQL for this run."""
         if self._postgres is None:
-            folder = Path(tempfile.mkdtemp(prefix="segops-bench-postgres-"))
-            folder.chmod(0o755)
-            server = LocalPostgres(folder / "postgres")
-            server.start()
-            self._postgres = server
+            self._postgres = self._stack.enter_context(
+                temporary_postgres("segops-bench-postgres-"))
         return self._postgres
 
     def database(self, name: str, *, template: str | None = None) -> str:
@@ -209,9 +205,7 @@ class Lab:
     def close(self) -> None:
         if self._emulator is not None:
             self._emulator.stop()
-        if self._postgres is not None:
-            self._postgres.stop()
-            shutil.rmtree(self._postgres.folder.parent, ignore_errors=True)
+        self._stack.close()
 
 
 def database_dsn(dsn: str, database: str) -> str:

@@ -17,19 +17,16 @@ import argparse
 import json
 import multiprocessing
 import random
-import shutil
 import statistics
-import tempfile
 import time
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import duckdb
 import psycopg
 import pyarrow as pa
 
 from bench.machine import describe_machine
-from demo.postgres import LocalPostgres
+from demo.postgres import temporary_postgres
 
 SCHEMA = """
 create table events (
@@ -167,14 +164,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--history", type=int, default=1_000_000)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="segops-pg-"))
-    folder.chmod(0o755)  # as root the server runs as `postgres`, which must reach its folder
-    try:
-        with LocalPostgres(folder / "postgres") as server:
-            load_history(server.dsn, args.history)
-            runs = [run(server.dsn, int(n), args.batches) for n in args.writers.split(",")]
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with temporary_postgres("segops-pg-") as server:
+        load_history(server.dsn, args.history)
+        runs = [run(server.dsn, int(n), args.batches) for n in args.writers.split(",")]
     print(json.dumps({"machine": describe_machine(), "history_events": args.history,
                       "batches_per_writer": args.batches, "runs": runs}, indent=1, default=str))
 

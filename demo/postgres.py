@@ -13,7 +13,10 @@ import pwd
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -116,6 +119,20 @@ class LocalPostgres:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextmanager
+def temporary_postgres(prefix: str) -> Iterator[LocalPostgres]:
+    """A server of its own, started, in a temporary folder removed afterwards (tests and
+    benchmarks). Not under a private temporary directory: as root the server runs as
+    `postgres`, which must reach its folder."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    folder.chmod(0o755)
+    try:
+        with LocalPostgres(folder / "postgres") as server:
+            yield server
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _accepts(port: int) -> bool:

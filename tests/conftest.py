@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from demo.emulator import EmulatorUnavailable, PubSubEmulator
-from demo.postgres import LocalPostgres
+from demo.postgres import temporary_postgres
 from segops.dbt import compile_segments
 from segops.live_schema import ensure_live_schema
 from segops.settings import PROJECT_ROOT, Settings, load_settings
@@ -82,18 +82,13 @@ def pubsub_emulator() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """The project's own PostgreSQL for the session, with a template database holding the live
-    tables; its DSN. Not under pytest's folders: as root the server runs as `postgres`."""
-    folder = Path(tempfile.mkdtemp(prefix="segops-tests-postgres-"))
-    folder.chmod(0o755)
-    try:
-        with LocalPostgres(folder) as server:
-            with psycopg.connect(server.dsn, autocommit=True) as con:
-                con.execute("create database live_template")
-            with psycopg.connect(database_dsn(server.dsn, "live_template")) as con:
-                ensure_live_schema(con)
-            yield server.dsn
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    tables; its DSN."""
+    with temporary_postgres("segops-tests-postgres-") as server:
+        with psycopg.connect(server.dsn, autocommit=True) as con:
+            con.execute("create database live_template")
+        with psycopg.connect(database_dsn(server.dsn, "live_template")) as con:
+            ensure_live_schema(con)
+        yield server.dsn
 
 
 @pytest.fixture

@@ -28,13 +28,6 @@ def views(customer: str, start_minute: int) -> list[dict]:
                   category="books", price=9.0) for i in range(3)]
 
 
-def stream(settings, *events: dict) -> None:
-    consumer = LiveConsumer(settings, ConsumerConfig(consumer_id="one", publish_changes=False))
-    with consumer.session():
-        consumer.start()
-        consumer.process([incoming(e) for e in events])
-
-
 def nightly(settings, job: str = "nightly_segments") -> dg.ExecuteInProcessResult:
     run_dbt(settings, ["parse"])
     return build_definitions(settings).resolve_job_def(job).execute_in_process(
@@ -56,3 +49,8 @@ def started(settings, *, clock: Callable[[], datetime] = utc_now,
     with consumer.session():
         consumer.start()
         yield consumer
+
+
+def stream(settings, *events: dict) -> None:
+    with started(settings) as consumer:
+        consumer.process([incoming(e) for e in events])

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ import pytest
 from google.cloud import pubsub_v1
 
 from demo.emulator import PubSubEmulator, free_port
-from demo.postgres import LocalPostgres
+from demo.postgres import LocalPostgres, temporary_postgres
 from demo.producer import publish
 from demo.traffic import ShopTraffic
 from orchestration.realtime import build_realtime_sensor
@@ -384,19 +383,11 @@ BACK_LINE = "PostgreSQL is back"
 
 @pytest.fixture
 def own_postgres() -> Iterator[LocalPostgres]:
-    """A server this test may stop: the session's serves other tests meanwhile. Not under
-    pytest's folders, which the `postgres` user (the server's, as root) cannot reach."""
-    folder = Path(tempfile.mkdtemp(prefix="segops-f6-postgres-"))
-    folder.chmod(0o755)
-    server = LocalPostgres(folder)
-    try:
-        server.start()
+    """A server this test may stop: the session's serves other tests meanwhile."""
+    with temporary_postgres("segops-f6-postgres-") as server:
         with psycopg.connect(server.dsn) as con:
             ensure_live_schema(con)
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -408,38 +399,6 @@ def settings_on(own_postgres: LocalPostgres, manifest: Settings, pubsub: Setting
     return load_settings()
 
 
-class Traffic(threading.Thread):
-    """Shop events published at `rate` per second until `finish()`; `sent` holds their ids."""
-
-    def __init__(self, settings: Settings, rate: float, seed: int = 6, customers: int = 300):
-        super().__init__(daemon=True)
-        rng, now, ids = random.Random(seed), utc_now(), itertools.cycle(range(customers))
-        self.events = ShopTraffic(
-            lambda _: f"k{next(ids)}", seed=seed, concurrency=50,
-            clock=lambda: now - timedelta(minutes=rng.randint(0, 120)))
-        self.settings, self.rate = settings, rate
-        self.sent: set[str] = set()
-        self.failed: int | None = None
-        self.stopping = threading.Event()
-        self.start()
-
-    def _until_finished(self):
-        for event in self.events:
-            if self.stopping.is_set():
-                return
-            self.sent.add(event["event_id"])
-            yield event
-
-    def run(self) -> None:
-        self.failed = publish(self.settings, self._until_finished(), rate=self.rate).failed
-
-    def finish(self) -> set[str]:
-        self.stopping.set()
-        self.join()
-        assert self.failed == 0, f"{self.failed} publishes failed"
-        return self.sent
-
-
 def test_f6_postgres_restarts_under_the_consumer(own_postgres, settings_on, tmp_path):
     settings = settings_on
     outage = sized(15, 60)
@@ -448,7 +407,7 @@ def test_f6_postgres_restarts_under_the_consumer(own_postgres, settings_on, tmp_
     # At 1,000/s (60,000 events held back at full size) two runs on 2 busy cores stored nothing
     # new for minutes after the first catch-up: every delivery was a redelivery of a stored
     # event, the pattern F1's notes describe (docs/reliability.md). F6 is about the restart.
-    traffic = Traffic(settings, rate=sized(200, 250))
+    traffic = Producer(settings, shop_traffic(seed=6), rate=sized(200, 250))
     try:
         wait_until(consumer.while_alive(lambda: stored_count(settings) >= 200), 120,
                    "the stream storing events")

@@ -14,9 +14,7 @@ from demo.traffic import event
 from segops.lake import lake_connection
 from segops.live_import import import_live_raw
 from segops.live_reach import read_segment_inputs
-from streaming.live_consumer import LiveConsumer
-from streaming.stream_loop import ConsumerConfig
-from tests.live_helpers import NOW, lake_rows, nightly, stream
+from tests.live_helpers import NOW, lake_rows, nightly, started, stream
 from tests.stream_helpers import incoming, rows
 
 
@@ -106,9 +104,7 @@ def test_a_batch_still_open_during_a_flush_reaches_the_lake_once_it_commits(live
 
     events = [incoming(event("c", "page_view", NOW + timedelta(seconds=s), path=f"/{s}"))
               for s in range(5)]
-    consumer = LiveConsumer(live_shop, ConsumerConfig(consumer_id="one", publish_changes=False))
-    with consumer.session():
-        consumer.start()
+    with started(live_shop) as consumer:
         consumer.process(events[:3])
         with psycopg.connect(live_shop.postgres_dsn) as open_batch:
             open_batch.execute("insert into raw.events (customer_id, event_id, event_type, "

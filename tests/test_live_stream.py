@@ -22,14 +22,11 @@ from orchestration.realtime import build_realtime_sensor
 from orchestration.resources import warehouse_resource
 from segops.clock import utc_now
 from segops_cli.main import main
-from streaming.live_consumer import LiveConsumer
-from streaming.stream_loop import ConsumerConfig
-from tests.live_helpers import stream
+from tests.live_helpers import started, stream
 from tests.projects import project_with_segments, realtime_yml
 from tests.stream_helpers import (
     consumer_running,
     downstream_subscription,
-    incoming,
     publish_all,
     realtime_segments,
     receive,
@@ -114,11 +111,7 @@ def test_a_segment_is_evaluated_for_everyone_once_for_the_stream(project, caplog
 
 
 def test_the_command_line_and_the_sensor_read_postgres_not_the_file(project, capsys):
-    consumer = LiveConsumer(project, ConsumerConfig(consumer_id="one", publish_changes=False))
-    with consumer.session():
-        consumer.start()
-        consumer.process([incoming(event("bob", "identify", utc_now(), country="NL",
-                                         city="Utrecht"))])
+    stream(project, event("bob", "identify", utc_now(), country="NL", city="Utrecht"))
 
     main(["members", "dutch", "--format", "json"])
     (member,) = json.loads(capsys.readouterr().out)
@@ -136,11 +129,9 @@ def test_the_command_line_and_the_sensor_read_postgres_not_the_file(project, cap
 
 
 def test_a_customers_file_loaded_into_postgres_moves_the_stream_s_segments(project, tmp_path):
-    consumer = LiveConsumer(project, ConsumerConfig(consumer_id="one", publish_changes=False))
     loaded = tmp_path / "customers.csv"
     loaded.write_text("customer_id,country,city\nann,NL,Delft\nbob,FR,Paris\nann,DE,Berlin\n")
-    with consumer.session():
-        consumer.start()
+    with started(project) as consumer:
         with pytest.raises(SystemExit):  # a rejected row makes the command fail
             main(["load-customers", str(loaded)])
         assert rows(project, "select customer_id, country from raw.customers "
@@ -192,9 +183,8 @@ def test_a_nul_character_is_a_dead_letter_not_a_poisoned_batch(live_shop):
 
 
 def test_a_consumer_beats_when_it_starts_before_any_batch(live_shop):
-    consumer = LiveConsumer(live_shop, ConsumerConfig(consumer_id="one", publish_changes=False))
-    with consumer.session():
-        consumer.start()
+    with started(live_shop):
+        pass
     with psycopg.connect(live_shop.postgres_dsn) as con:
         assert con.execute("select consumer_id, batches, failed_segments "
                            "from segops.consumer_heartbeat").fetchall() == [("one", 0, {})]
