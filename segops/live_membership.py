@@ -84,18 +84,20 @@ def apply_found(con: psycopg.Connection, found: Sequence[tuple[str, str, str | N
     runs it under the customers' locks (`lock_customers`).
 
     One statement: the delta, the membership writes and the changes as data-modifying CTEs,
-    with no temporary tables to create and drop on every batch."""
+    with no temporary tables to create and drop on every batch. The customers are joined, not
+    compared with `= any(...)`, for the reason in ScopeEngine.load."""
+    scope = "true" if customers is None else (
+        "customer_id in (select unnest(%(customers)s::text[]))")
     recorded = con.execute(
-        """
+        f"""
         with found as (
             select * from jsonb_to_recordset(%(found)s::jsonb)
                 as f (segment text, customer_id text, attributes jsonb)
-            where %(customers)s::text[] is null or customer_id = any(%(customers)s)
+            where {scope}
         ),
         held as (
             select * from segops.segment_membership
-            where segment = any(%(segments)s)
-              and (%(customers)s::text[] is null or customer_id = any(%(customers)s))
+            where segment = any(%(segments)s) and {scope}
         ),
         delta as (
             select h.customer_id, h.segment, 'exit' as change, h.attributes from held as h
