@@ -22,17 +22,22 @@ from segops.settings import PROJECT_ROOT, Settings, load_settings
 from tests.live_helpers import NOW
 
 USER_DATA = PROJECT_ROOT / "data"
+RUN_SCRATCH = pytest.StashKey[Path]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Point every default the tests might fall back on away from `data/`: no PostgreSQL unless
     a test names one (not the user's own server, which settings find by themselves), a lake and
     a Dagster home of the run's own (`make` exports the user's)."""
-    scratch = Path(tempfile.mkdtemp(prefix="segops-tests-"))
+    scratch = config.stash[RUN_SCRATCH] = Path(tempfile.mkdtemp(prefix="segops-tests-"))
     os.environ["SEGOPS_POSTGRES_DSN"] = ""
     os.environ["SEGOPS_LAKE_DATA_PATH"] = f"{scratch / 'lake'}/"
     os.environ["DAGSTER_HOME"] = str(scratch / "dagster")
     (scratch / "dagster").mkdir()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(config.stash[RUN_SCRATCH], ignore_errors=True)
 
 
 def _user_data_state() -> dict[str, tuple[int, int]]:
