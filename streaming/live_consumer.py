@@ -11,7 +11,8 @@ nothing new, so every enter and exit is recorded once whichever consumer sees it
 What must happen once for the stream as a whole is done by the holder of a lease
 (segops/live_leases.py): the time sweep (who crossed a time boundary since the last sweep),
 publishing the change feed (so a customer's changes leave in order), and evaluating a new or
-changed segment for every customer.
+changed segment for every customer (a pass, streaming/live_backfill.py, a chunk between two
+batches).
 
 When PostgreSQL goes away (a restart, a lost connection), the consumer says so once, waits for
 it with a capped backoff and opens a new session: the leases died with the old one, so it asks
@@ -44,6 +45,7 @@ from segops.live_schema import ensure_live_schema
 from segops.live_scope import ScopeEngine
 from segops.membership import MembershipDelta, SegmentFailed, SegmentsFailed
 from segops.settings import Settings
+from streaming.live_backfill import Pass, next_customers
 from streaming.live_evaluation import crossed_customers, evaluate_batch, sweep_query
 from streaming.live_outbox import mark_published, unpublished
 from streaming.live_plan import LivePlan
@@ -58,10 +60,6 @@ from streaming.source import Incoming
 from streaming.stream_loop import Batch, BatchOutcome, ConsumerConfig, Laps, StreamLoop
 
 log = logging.getLogger(__name__)
-
-# Customers per transaction when a segment is evaluated for everyone.
-EVERYONE_CHUNK = 5000
-
 
 def default_consumer_id() -> str:
     """Unique per process, readable in the heartbeat table (a pod's name is its host name)."""
@@ -93,6 +91,8 @@ class LiveConsumer(StreamLoop):
         self.tracking_plan = LivePlan(settings.tracking_plan)
         self.feed = ChangeFeed(settings) if self.config.publish_changes else None
         self.leases: set[int] = set()
+        self.wanted: dict[str, bool] = {}  # to evaluate for everyone -> asked as due
+        self.backfill: Pass | None = None  # the pass for everyone this consumer is running
         # the time sweep's query, translated once for each evaluator (a new manifest, a new one)
         self._sweep_query: tuple[object, str | None] = (None, None)
 
@@ -123,6 +123,10 @@ class LiveConsumer(StreamLoop):
             self.pg.close()
         self.pg = self._open()
         self.leases.clear()
+        if self.backfill is not None:  # its lease is gone: whoever takes it starts again
+            for name, due in self.backfill.due.items():
+                self._want([name], due=due)
+            self.backfill = None
         self.engine.reattach()
 
     def lost(self, error: Exception) -> str | None:
@@ -156,86 +160,125 @@ class LiveConsumer(StreamLoop):
             raise
 
     def start(self) -> None:
-        """Evaluate for everyone the segments whose definition no consumer evaluated yet, and
-        beat: the sensors see a consumer from its start, not from its first batch."""
-        self._evaluate_everyone(self.segments.healthy(), due=False)
+        """Ask for the segments whose definition no consumer evaluated yet to be evaluated for
+        everyone, take the first chunk, and beat: the sensors see a consumer from its start,
+        not from its first batch."""
+        self._want(self.segments.healthy(), due=False)
+        self._backfill()
         record_beat(self.pg, self.config.consumer_id, evaluated_at=self.clock(), wall=utc_now(),
                     counts=BatchCounts(), failed_segments=self.segments.failed)
 
     def maintain(self) -> None:
         """Between batches: pick up a changed tracking plan and manifest, retry failed
-        segments now and then, and evaluate for everyone the segments whose `reevaluate_every`
-        is due (once for the stream, by whichever consumer gets there first)."""
+        segments now and then, ask for the segments whose `reevaluate_every` is due, and take
+        the next chunk of a pass for everyone."""
         self.tracking_plan.reload_if_changed()
         changed = self.segments.reload_if_changed()
         if changed:
-            self._evaluate_everyone(changed, due=False)
+            self._want(changed, due=False)
+        if self.backfill is not None:  # a pass still on the old definitions leaves them
+            queries = self.segments.evaluator.queries
+            self.backfill.drop([name for name in self.backfill.segments
+                                if name in changed or name not in queries])
         retry = self.segments.due_for_retry()
         if retry:
-            self._evaluate_everyone(retry, due=True)
+            self._want(retry, due=True)
         due = self.segments.due_for_reevaluation(self.clock())
         if due:
-            self._evaluate_everyone(due, due=True)
+            self._want(due, due=True)
+        self._backfill()
 
-    def _evaluate_everyone(self, segments: list[str], *, due: bool) -> None:
-        """Evaluate `segments` for every customer, in chunks under the customers' locks, where
-        their recorded definition differs (or, when `due`, also where its `reevaluate_every`
-        passed); one consumer at a time, the others wait and then find it done."""
+    def backfilling(self) -> bool:
+        return self.backfill is not None
+
+    def catch_up(self) -> None:
+        """Finish every pass asked for, chunk after chunk, waiting for another consumer's pass
+        first if one runs: for replay, and for a caller that needs everyone evaluated now."""
+        while self.wanted or self.backfill is not None:
+            if self.backfill is None and EVERYONE not in self.leases:
+                wait_for_lease(self.pg, EVERYONE)
+                self.leases.add(EVERYONE)
+            self._backfill()
+
+    def _want(self, segments: list[str], *, due: bool) -> None:
+        for name in segments:
+            self.wanted[name] = self.wanted.get(name, False) or due
+
+    def _backfill(self) -> None:
+        """One chunk of the pass in hand, or of a new one over the segments asked for, when
+        this consumer gets the EVERYONE lease; a consumer that does not asks again next time
+        (the holder may die, and then its pass is to be done again)."""
+        if self.backfill is None and not self._begin_pass():
+            return
+        backfill = self.backfill
+        customers = next_customers(self.pg, backfill.segments, backfill.after,
+                                   self.config.backfill_chunk)
+        found: Counter[tuple[str, str]] = Counter()
+        while customers and backfill.segments:
+            try:
+                with self.pg.transaction():
+                    lock_customers(self.pg, customers)
+                    self.engine.load(self.pg, customers,
+                                     tables=self._tables_read(backfill.segments, []))
+                    # Its own "now": a boundary passed before the chunk is seen by it, one
+                    # passed after by the time sweep, which started before the pass.
+                    found = self._evaluate(backfill.segments, customers, self.clock())
+                break
+            except SegmentFailed as failure:
+                self.segments.mark_failed(failure)
+                backfill.drop([failure.segment])
+        if customers and backfill.segments:
+            backfill.done(customers, found)
+        if len(customers) < self.config.backfill_chunk or not backfill.segments:
+            self._end_pass()  # that was the last chunk
+
+    def _begin_pass(self) -> bool:
+        """Start a pass over the segments asked for whose recorded definition differs (or,
+        for those asked as due, whose `reevaluate_every` passed); False when there is none, or
+        another consumer holds the lease."""
+        if not self.wanted or not self._holds(EVERYONE):
+            return False
+        now = self.clock()
         queries = self.segments.evaluator.queries
-        wait_for_lease(self.pg, EVERYONE)
-        try:
-            now = self.clock()
-            recorded = dict.fromkeys(segments)
-            recorded.update({name: (definition, at) for name, definition, at in self.pg.execute(
-                "select segment, definition, evaluated_at from segops.realtime_segments "
-                "where segment = any(%s)", [segments]).fetchall()})
-            todo = [name for name in segments if recorded[name] is None
-                    or recorded[name][0] != _definition(queries[name].sql)
-                    or (due and _is_due(queries[name].reevaluate_every, recorded[name][1], now))]
-            if todo:
-                self._evaluate_for(todo, self._every_customer(todo), now)
-            self.pg.execute("insert into segops.stream_state (name, at) values ('sweep', %s) "
-                            "on conflict do nothing", [now])
-            self.segments.evaluated_everyone(segments, now)
-        finally:
-            release(self.pg, EVERYONE)
+        wanted = {name: due for name, due in self.wanted.items() if name in queries}
+        self.wanted = {}
+        recorded = {name: (definition, at) for name, definition, at in self.pg.execute(
+            "select segment, definition, evaluated_at from segops.realtime_segments "
+            "where segment = any(%s)", [list(wanted)]).fetchall()}
+        todo = {name: due for name, due in wanted.items() if name not in recorded
+                or recorded[name][0] != _definition(queries[name].sql)
+                or (due and _is_due(queries[name].reevaluate_every, recorded[name][1], now))}
+        self.pg.execute("insert into segops.stream_state (name, at) values ('sweep', %s) "
+                        "on conflict do nothing", [now])
+        self.segments.evaluated_everyone(list(wanted), now)
+        if not todo:
+            self._release(EVERYONE)
+            return False
+        for name in todo:
+            self.segments.recovered(name)  # batches evaluate it again from now on
+        self.backfill = Pass(todo, now)
+        log.info("evaluating %s for every customer, %d at a time between batches",
+                 ", ".join(todo), self.config.backfill_chunk)
+        return True
 
-    def _every_customer(self, segments: list[str]) -> list[str]:
-        return [row[0] for row in self.pg.execute(
-            "select customer_id from raw.customers union select customer_id from raw.events "
-            "union select customer_id from segops.segment_membership where segment = any(%s)",
-            [segments]).fetchall()]
-
-    def _evaluate_for(self, segments: list[str], customers: list[str], now: datetime) -> None:
-        healthy = list(segments)
-        changes = dict.fromkeys(healthy, 0)
-        for start in range(0, len(customers), EVERYONE_CHUNK):
-            chunk = customers[start:start + EVERYONE_CHUNK]
-            found: Counter[tuple[str, str]] = Counter()
-            while healthy:
-                try:
-                    with self.pg.transaction():
-                        lock_customers(self.pg, chunk)
-                        self.engine.load(self.pg, chunk)
-                        found = self._evaluate(healthy, chunk, now)
-                    break
-                except SegmentFailed as failure:
-                    self.segments.mark_failed(failure)
-                    healthy.remove(failure.segment)
-            for (segment, _), count in found.items():
-                changes[segment] += count
+    def _end_pass(self) -> None:
+        """Record the segments the pass evaluated for everyone, drop the record of those it
+        left (failed, or changed since), and let the lease go."""
+        backfill, self.backfill = self.backfill, None
+        evaluated = backfill.segments
         with self.pg.transaction():
-            self._forget([name for name in segments if name not in healthy])
-            for name in healthy:
-                self.segments.recovered(name)
+            self._forget(sorted(backfill.asked - set(evaluated)))
+            for name in evaluated:
                 self.pg.execute(
                     "insert into segops.realtime_segments (segment, definition, evaluated_at) "
                     "values (%s, %s, %s) on conflict (segment) do update set "
                     "definition = excluded.definition, evaluated_at = excluded.evaluated_at",
-                    [name, _definition(self.segments.evaluator.queries[name].sql), now])
-        for name in healthy:
-            log.info("%s evaluated for %d customers: %d changes", name, len(customers),
-                     changes[name])
+                    [name, _definition(self.segments.evaluator.queries[name].sql),
+                     backfill.started_at])
+        self._release(EVERYONE)
+        for name in evaluated:
+            log.info("%s evaluated for %d customers: %d changes", name, backfill.customers,
+                     backfill.changes[name])
 
     def _forget(self, failed: Iterable[str]) -> None:
         """Drop the record that these segments were evaluated for everyone: they skipped some
@@ -310,9 +353,14 @@ class LiveConsumer(StreamLoop):
     def _holds(self, lease: int) -> bool:
         """Whether this consumer holds `lease`, asking for it when it does not."""
         if lease not in self.leases and take_lease(self.pg, lease):
-            log.info("took the %s lease", {SWEEP: "sweep", OUTBOX: "outbox"}[lease])
+            log.info("took the %s lease",
+                     {SWEEP: "sweep", OUTBOX: "outbox", EVERYONE: "everyone"}[lease])
             self.leases.add(lease)
         return lease in self.leases
+
+    def _release(self, lease: int) -> None:
+        release(self.pg, lease)
+        self.leases.discard(lease)
 
     # -- the change feed -------------------------------------------------------------------
 

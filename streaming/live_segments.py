@@ -71,7 +71,6 @@ class LiveSegments:
         if not retryable or time.monotonic() - self._last_retry < self.retry_failed_seconds:
             return []
         self._last_retry = time.monotonic()
-        self._evaluated_everyone: dict[str, datetime] = {}  # segment -> the "now" it ran at
         return retryable
 
     def due_for_reevaluation(self, now: datetime) -> list[str]:

@@ -77,6 +77,7 @@ def replay(
     report = ReplayReport()
     with raw, consumer.session():
         consumer.start()
+        consumer.catch_up()  # what a new segment needs, before the file's batches come
         for batch in batches(path, lines, batch_size):
             outcome = consumer.process(batch)
             report.lines += outcome.received

@@ -60,6 +60,10 @@ class ConsumerConfig:
     # that never idles grows for as long as it runs; a batch needs tens of MB, and past the
     # limit DuckDB evicts blocks and spills to disk rather than fail.
     batch_memory_limit: str | None = "64MB"
+    # Customers per chunk of a pass that evaluates segments for everyone: one chunk runs
+    # between two batches (back to back while no message waits), so it is what a pass adds
+    # to a batch's latency.
+    backfill_chunk: int = 1000
 
 
 class Laps:
@@ -113,8 +117,8 @@ class Batch:
 class StreamLoop:
     """Micro-batches in, `process` each (one transaction), ack after it returns; between
     batches `maintain`. A consumer gives `session`, `start`, `process`, `maintain`,
-    `flush_changes`; one whose store is a server gives `lost` and `reopen` too, and outlives
-    the server's restarts."""
+    `backfilling`, `flush_changes`; one whose store is a server gives `lost` and `reopen` too,
+    and outlives the server's restarts."""
 
     config: ConsumerConfig
     on_commit = None
@@ -140,6 +144,10 @@ class StreamLoop:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def backfilling(self) -> bool:
+        """Whether a pass for everyone is under way, to go on with while idle (`maintain`)."""
+        return False
 
     def until_committed(self, attempt: Callable[[list[str], bool], T]) -> T:
         """`attempt(segments, together)` (one transaction) until it commits, with the healthy
@@ -214,6 +222,8 @@ class StreamLoop:
             if messages or now_mono - last_eval >= self.config.tick_seconds:
                 self._commit(messages)
                 last_eval = time.monotonic()
+            elif self.backfilling():  # no message waits: the pass's next chunk at once
+                self.surviving(self.maintain)
 
     def _commit(self, messages: Sequence) -> None:
         """Process one batch, ack it once committed, then maintain."""

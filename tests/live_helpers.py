@@ -42,12 +42,13 @@ def lake_rows(settings, sql: str) -> list[tuple]:
 @contextmanager
 def started(settings, *, clock: Callable[[], datetime] = utc_now,
             **config) -> Iterator[LiveConsumer]:
-    """A LiveConsumer in its session, started, for a test to drive batch by batch (offline
-    unless `publish_changes=True`)."""
+    """A LiveConsumer in its session, started and its segments evaluated for everyone, for a
+    test to drive batch by batch (offline unless `publish_changes=True`)."""
     consumer = LiveConsumer(settings, ConsumerConfig(**{
         "consumer_id": "one", "publish_changes": False, **config}), clock=clock)
     with consumer.session():
         consumer.start()
+        consumer.catch_up()
         yield consumer
 
 
