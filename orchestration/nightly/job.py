@@ -7,14 +7,21 @@ from orchestration.nightly.raw import raw_events
 
 
 def build_nightly_job(dbt_models: dg.AssetsDefinition):
-    """The raw events copied from PostgreSQL first, then dbt, then membership."""
+    """The raw events copied from PostgreSQL first, then dbt, then membership.
+
+    dbt builds the segments and what they read, with their tests, not every model: a mart no
+    segment reads (`customer_profiles`) is the analysts', built when they ask for it, and a
+    segment that starts reading it brings it into the nightly by itself."""
+    segments_and_upstream = (dg.AssetSelection.groups("segments").upstream()
+                             & dg.AssetSelection.assets(dbt_models))
     return dg.define_asset_job(
         name="nightly_segments",
         # dbt's tests of the raw sources run in the same `dbt build`: select their checks too
-        selection=dg.AssetSelection.assets(dbt_models, raw_events)
+        selection=segments_and_upstream | dg.AssetSelection.assets(raw_events)
         | dg.AssetSelection.checks_for_assets(raw_customers.key, raw_events.key)
         | dg.AssetSelection.groups("membership"),
-        description="Rebuild every dbt model, then reconcile every segment into membership.",
+        description="Rebuild the segments and the models they read, then reconcile every "
+                    "segment into membership.",
         executor_def=dg.in_process_executor,
     )
 
