@@ -45,7 +45,6 @@ def measure(lab: Lab) -> dict[str, dict]:
             consumers[name] = LiveConsumer(settings, config)
             stack.enter_context(consumers[name].session())  # as `LiveConsumer.run` does
             consumers[name].start()
-            consumers[name].catch_up()  # every segment evaluated for everyone, as in production
             feeds[name] = batches(shop.customers, scale.batch_size, seed=5)
         for index in range(WARM_UP + scale.batches):
             for name, consumer in consumers.items():
