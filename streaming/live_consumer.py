@@ -365,14 +365,17 @@ class LiveConsumer(StreamLoop):
     # -- the change feed -------------------------------------------------------------------
 
     def _publish_changes(self, wait: float = 0) -> None:
-        """Mark what Pub/Sub accepted and hand it the next changes, when holding the outbox."""
+        """Mark what Pub/Sub accepted and hand it the next changes, when holding the outbox,
+        never more than BATCH in flight: when Pub/Sub takes them slower than they come (a
+        nightly's first enters, an outage), the rest waits in the outbox, not in the client."""
         if self.feed is None or not self._holds(OUTBOX):
             return
         accepted = self.feed.accepted(wait)
         if accepted:
             mark_published(self.pg, accepted, utc_now())
-        if not wait:
-            self.feed.publish(unpublished(self.pg, list(self.feed.in_flight), BATCH))
+        room = BATCH - len(self.feed.in_flight)
+        if not wait and room > 0:
+            self.feed.publish(unpublished(self.pg, list(self.feed.in_flight), room))
 
     def flush_changes(self) -> None:
         """Wait for the changes in flight and mark those Pub/Sub accepted; when PostgreSQL is
