@@ -10,21 +10,34 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 from concurrent import futures
 from dataclasses import dataclass, field
 
-from google.cloud import pubsub_v1
+from google.pubsub_v1 import PubsubMessage
 
-from segops.pubsub import topic_path
+from segops.pubsub import bounded_retry, request_publisher, topic_path
 from segops.settings import Settings
 
 log = logging.getLogger(__name__)
 
 BATCH = 10_000
+# Pub/Sub takes at most 1,000 messages and 10 MB in one publish request.
+REQUEST_MESSAGES = 1_000
+REQUEST_BYTES = 9_000_000
+# How long one request is retried while Pub/Sub does not answer; then it fails, and its
+# changes go out again from the outbox.
+REQUEST_SECONDS = 30.0
 
 
-def change_message(row: tuple) -> tuple[bytes, dict[str, str]]:
-    """The JSON body and the filterable attributes of one change."""
+class Halted(Exception):
+    """Not sent: an earlier request failed, and nothing may overtake its changes."""
+
+
+def change_message(row: tuple) -> PubsubMessage:
+    """One change as a message: the JSON body, the filterable attributes and the customer as
+    ordering key."""
     change_id, segment, customer_id, change, changed_at, source, attributes = row
     body = {
         "change_id": change_id,
@@ -35,46 +48,98 @@ def change_message(row: tuple) -> tuple[bytes, dict[str, str]]:
         "source": source,
         "attributes": json.loads(attributes) if attributes else None,
     }
-    return json.dumps(body).encode(), {"segment": segment, "change": change, "source": source}
+    return PubsubMessage(data=json.dumps(body).encode(), ordering_key=customer_id,
+                         attributes={"segment": segment, "change": change, "source": source})
+
+
+def requests(rows: list[tuple]) -> list[tuple[list[int], list[PubsubMessage]]]:
+    """`rows` in order as publish requests within Pub/Sub's limits: (change ids, messages)."""
+    out: list[tuple[list[int], list[PubsubMessage]]] = []
+    size = 0
+    for row in rows:
+        message = change_message(row)
+        if (not out or len(out[-1][1]) >= REQUEST_MESSAGES
+                or size + len(message.data) > REQUEST_BYTES):
+            out.append(([], []))
+            size = 0
+        out[-1][0].append(row[0])
+        out[-1][1].append(message)
+        size += len(message.data)
+    return out
 
 
 @dataclass
 class ChangeFeed:
-    """Hands changes to Pub/Sub and reports which it accepted."""
+    """Hands changes to Pub/Sub and reports which it accepted.
+
+    The client library batches messages per ordering key, so with the customer as key nearly
+    every change would be a request of its own (about 600 a second here). Instead one thread
+    sends requests of up to a thousand changes, of any customers, one after another in the
+    outbox's order: a customer's changes reach Pub/Sub in order because the requests do. When
+    one fails, the ones queued after it are not sent (Halted) until the consumer has seen the
+    failure, so the outbox hands all of them out again, in order."""
 
     settings: Settings
-    publisher: pubsub_v1.PublisherClient = field(init=False)
-    in_flight: dict[int, tuple[str, futures.Future]] = field(default_factory=dict)
+    in_flight: dict[int, futures.Future] = field(default_factory=dict)
     last_error: BaseException | None = None  # the latest refusal, kept for reporting
 
     def __post_init__(self) -> None:
-        self.publisher = pubsub_v1.PublisherClient(
-            batch_settings=pubsub_v1.types.BatchSettings(max_messages=500, max_latency=0.01),
-            publisher_options=pubsub_v1.types.PublisherOptions(enable_message_ordering=True),
-        )
         self.topic = topic_path(self.settings, self.settings.changes_topic)
+        self._api = request_publisher()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._halted = threading.Event()
+        self._sender: threading.Thread | None = None
+
+    @property
+    def halted(self) -> bool:
+        return self._halted.is_set()
 
     def publish(self, rows: list[tuple]) -> None:
-        for row in rows:
-            data, attributes = change_message(row)
-            self.in_flight[row[0]] = (
-                row[2],
-                self.publisher.publish(self.topic, data, ordering_key=row[2], **attributes),
-            )
+        if self._sender is None:
+            self._sender = threading.Thread(target=self._send_in_order, daemon=True,
+                                            name="change-feed")
+            self._sender.start()
+        for change_ids, messages in requests(rows):
+            sent: futures.Future = futures.Future()
+            self._queue.put((sent, messages))
+            self.in_flight.update(dict.fromkeys(change_ids, sent))
+
+    def _send_in_order(self) -> None:
+        while (request := self._queue.get()) is not None:
+            sent, messages = request
+            if self._halted.is_set():
+                sent.set_exception(Halted())
+                continue
+            try:
+                self._api.publish(topic=self.topic, messages=messages,
+                                  retry=bounded_retry(REQUEST_SECONDS), timeout=REQUEST_SECONDS)
+            except Exception as error:
+                self._halted.set()
+                sent.set_exception(error)
+            else:
+                sent.set_result(None)
 
     def accepted(self, wait: float = 0) -> list[int]:
         """Change ids Pub/Sub has accepted since the last call; the refused ones leave
-        `in_flight`, so the outbox hands them out again, their ordering keys resumed."""
+        `in_flight`, so the outbox hands them out again once nothing is left in flight."""
         if wait:
-            futures.wait([f for _, f in self.in_flight.values()], timeout=wait)
-        done = {cid: kf for cid, kf in self.in_flight.items() if kf[1].done()}
+            futures.wait(set(self.in_flight.values()), timeout=wait)
+        done = {cid: sent for cid, sent in self.in_flight.items() if sent.done()}
         for cid in done:
             del self.in_flight[cid]
-        failed = sorted(cid for cid, (_, f) in done.items() if f.exception() is not None)
-        if failed:
-            self.last_error = done[failed[0]][1].exception()
+        failed = {cid for cid, sent in done.items() if sent.exception() is not None}
+        refusals = [e for e in {done[cid].exception() for cid in failed}
+                    if not isinstance(e, Halted)]
+        if refusals:
+            self.last_error = refusals[0]
             log.warning("publishing %d changes failed (%s); will retry", len(failed),
                         self.last_error)
-            for key in {done[cid][0] for cid in failed}:
-                self.publisher.resume_publish(self.topic, key)
-        return sorted(set(done) - set(failed))
+        if self._halted.is_set() and not self.in_flight:
+            self._halted.clear()
+        return sorted(set(done) - failed)
+
+    def close(self) -> None:
+        """Let the sending thread end once what it holds is sent (or refused)."""
+        if self._sender is not None:
+            self._queue.put(None)
+            self._sender = None

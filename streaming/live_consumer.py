@@ -106,6 +106,8 @@ class LiveConsumer(StreamLoop):
         finally:
             self.pg.close()  # whichever session is current: `reopen` replaces it
             self.pg = None
+            if self.feed is not None:
+                self.feed.close()
 
     def _open(self) -> psycopg.Connection:
         pg = connect(self.settings.postgres_dsn, autocommit=True)
@@ -170,8 +172,9 @@ class LiveConsumer(StreamLoop):
 
     def maintain(self) -> None:
         """Between batches: pick up a changed tracking plan and manifest, retry failed
-        segments now and then, ask for the segments whose `reevaluate_every` is due, and take
-        the next chunk of a pass for everyone."""
+        segments now and then, ask for the segments whose `reevaluate_every` is due, take
+        the next chunk of a pass for everyone, and mark what Pub/Sub accepted of the change
+        feed and hand it the next changes."""
         self.tracking_plan.reload_if_changed()
         changed = self.segments.reload_if_changed()
         if changed:
@@ -187,9 +190,16 @@ class LiveConsumer(StreamLoop):
         if due:
             self._want(due, due=True)
         self._backfill()
+        if self.feed is not None and self.feed.in_flight:
+            self._publish_changes()
 
     def backfilling(self) -> bool:
         return self.backfill is not None
+
+    def busy(self) -> bool:
+        """A pass for everyone under way, or changes in flight: marked published as soon as
+        Pub/Sub takes them, and the next handed over, rather than a tick later."""
+        return self.backfilling() or bool(self.feed and self.feed.in_flight)
 
     def catch_up(self) -> None:
         """Finish every pass asked for, chunk after chunk, waiting for another consumer's pass
@@ -374,7 +384,7 @@ class LiveConsumer(StreamLoop):
         if accepted:
             mark_published(self.pg, accepted, utc_now())
         room = BATCH - len(self.feed.in_flight)
-        if not wait and room > 0:
+        if not wait and room > 0 and not self.feed.halted:
             self.feed.publish(unpublished(self.pg, list(self.feed.in_flight), room))
 
     def flush_changes(self) -> None:

@@ -117,7 +117,7 @@ class Batch:
 class StreamLoop:
     """Micro-batches in, `process` each (one transaction), ack after it returns; between
     batches `maintain`. A consumer gives `session`, `start`, `process`, `maintain`,
-    `backfilling`, `flush_changes`; one whose store is a server gives `lost` and `reopen` too,
+    `busy`, `flush_changes`; one whose store is a server gives `lost` and `reopen` too,
     and outlives the server's restarts."""
 
     config: ConsumerConfig
@@ -145,8 +145,8 @@ class StreamLoop:
     def stop(self) -> None:
         self.stopping.set()
 
-    def backfilling(self) -> bool:
-        """Whether a pass for everyone is under way, to go on with while idle (`maintain`)."""
+    def busy(self) -> bool:
+        """Whether `maintain` has work to go on with while no message waits."""
         return False
 
     def until_committed(self, attempt: Callable[[list[str], bool], T]) -> T:
@@ -222,7 +222,7 @@ class StreamLoop:
             if messages or now_mono - last_eval >= self.config.tick_seconds:
                 self._commit(messages)
                 last_eval = time.monotonic()
-            elif self.backfilling():  # no message waits: the pass's next chunk at once
+            elif self.busy():  # no message waits: go on with it at once
                 self.surviving(self.maintain)
 
     def _commit(self, messages: Sequence) -> None:

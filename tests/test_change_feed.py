@@ -28,11 +28,11 @@ def test_a_crash_before_marking_republishes_and_downstream_sees_every_change_in_
             first.process([incoming(event(customer, "purchase", now + timedelta(seconds=minute),
                                           order_value=10.0, order_id=f"o{minute}")),
                            incoming(event(customer, "signup", now))])
-        futures.wait([f for _, f in first.feed.in_flight.values()])
+        futures.wait(set(first.feed.in_flight.values()))
         first.process([])  # Pub/Sub accepted the first batches' changes; this marks them
         published_before_crash = {cid for cid, _, at in changes(live) if at is not None}
         first.process([incoming(event("dee", "signup", now))])
-        first.feed.publisher.stop()
+        futures.wait(set(first.feed.in_flight.values()))
     # kill -9 here: dee's changes were handed to Pub/Sub but never marked published.
 
     unmarked = {cid for cid, _, at in changes(live) if at is None}
