@@ -17,18 +17,18 @@ from dataclasses import dataclass, field
 
 from google.pubsub_v1 import PubsubMessage
 
-from segops.pubsub import bounded_retry, request_publisher, topic_path
+from segops.pubsub import (
+    REQUEST_SECONDS,
+    bounded_retry,
+    full_request,
+    request_publisher,
+    topic_path,
+)
 from segops.settings import Settings
 
 log = logging.getLogger(__name__)
 
 BATCH = 10_000
-# Pub/Sub takes at most 1,000 messages and 10 MB in one publish request.
-REQUEST_MESSAGES = 1_000
-REQUEST_BYTES = 9_000_000
-# How long one request is retried while Pub/Sub does not answer; then it fails, and its
-# changes go out again from the outbox.
-REQUEST_SECONDS = 30.0
 
 
 class Halted(Exception):
@@ -58,8 +58,7 @@ def requests(rows: list[tuple]) -> list[tuple[list[int], list[PubsubMessage]]]:
     size = 0
     for row in rows:
         message = change_message(row)
-        if (not out or len(out[-1][1]) >= REQUEST_MESSAGES
-                or size + len(message.data) > REQUEST_BYTES):
+        if not out or full_request(out[-1][1], size, len(message.data)):
             out.append(([], []))
             size = 0
         out[-1][0].append(row[0])

@@ -17,6 +17,11 @@ from google.pubsub_v1.services.publisher import PublisherClient as RequestPublis
 from segops.errors import SegOpsError
 from segops.settings import Settings
 
+# Pub/Sub takes at most 1,000 messages and 10 MB in one publish request.
+REQUEST_MESSAGES = 1_000
+REQUEST_BYTES = 9_000_000
+# How long one request is retried while Pub/Sub does not answer, before it counts as failed.
+REQUEST_SECONDS = 30.0
 # Short, so a crashed consumer's unacked messages come back quickly; the client extends the
 # deadline of messages a live consumer is still working on.
 ACK_DEADLINE_SECONDS = 10
@@ -40,6 +45,11 @@ def request_publisher() -> RequestPublisher:
         return RequestPublisher(client_options={"api_endpoint": host},
                                 credentials=AnonymousCredentials())
     return RequestPublisher()
+
+
+def full_request(messages: list, size: int, adding: int) -> bool:
+    """Whether a request of `messages` (`size` bytes of data) has no room for `adding` more."""
+    return len(messages) >= REQUEST_MESSAGES or size + adding > REQUEST_BYTES
 
 
 def topic_path(settings: Settings, topic: str) -> str:
