@@ -40,8 +40,7 @@ def evaluate_batch(pg: psycopg.Connection, evaluator: RealtimeEvaluator, engine:
                 f"it reads {', '.join(missing)}, which the lake does not hold yet (the "
                 "nightly job builds it)"))
         for copy, relation in query.sources.items():
-            engine.con.execute(f"create or replace temp table {copy} as "
-                               f"select * from {relation}")
+            engine.scope_as(copy, relation)
     set_session_now(engine.con, now)
     try:
         stage_found(engine.con, {name: evaluator.members_query(engine.con, name)

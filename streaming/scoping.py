@@ -2,8 +2,8 @@
 
 The real-time path evaluates a segment for the customers a micro-batch touched, so its cost
 follows the batch, not the history. Every source the segment reads (directly or through views)
-is replaced by a copy holding only the rows of the customers in scope; upstream views are
-inlined so the copies replace the base tables. Since a real-time segment depends only
+is replaced by a name of its own that reads only the rows of the customers in scope; upstream
+views are inlined so these names replace the base tables. Since a real-time segment depends only
 on each customer's own rows, the scoped result equals the full result restricted to the scope.
 """
 
@@ -38,7 +38,8 @@ class ScopedQuery:
 def scoped_query(catalog: Catalog, segment: Segment) -> ScopedQuery:
     """Rewrite the segment so every source it reads, directly or through views, is a copy.
 
-    The caller fills each copy with the source's rows for the customers in scope.
+    The caller makes each copy read the source's rows for the customers in scope (the
+    consumer's ScopeEngine holds only those, and makes each copy a view on them).
     """
     if segment.compiled_sql is None:
         raise SegmentContractError(

@@ -198,7 +198,7 @@ def batch_members(settings, at: datetime, evaluator: RealtimeEvaluator | None = 
         engine = ScopeEngine(memory_limit="2GB")
         engine.load(con, customers)
     for copy, relation in evaluator.sources().items():
-        engine.con.execute(f"create temp table {copy} as select * from {relation}")
+        engine.scope_as(copy, relation)
     set_session_now(engine.con, at)
     stage_found(engine.con, {name: evaluator.members_query(engine.con, name)
                              for name in evaluator.queries})
