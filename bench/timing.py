@@ -88,6 +88,9 @@ def measure(lab: Lab) -> dict[str, dict]:
     shop = lab.shop(scale.history_customers)
     with lab.workspace("timing", built(lab, shop.customers), pubsub=True) as settings:
         ensure_pubsub(settings)
+        with psycopg.connect(settings.postgres_dsn) as con:
+            backlog = con.execute("select count(*) from segops.segment_membership_changes "
+                                  "where published_at is null").fetchone()[0]
         commits = CommitTimes()
         consumer = commits.consumer = LiveConsumer(settings, ConsumerConfig(), on_commit=commits)
         worker = threading.Thread(
@@ -153,6 +156,8 @@ def measure(lab: Lab) -> dict[str, dict]:
             not_exited_within_s={"seconds": scale.exit_settle_seconds, "customers": missing},
             entered_too_late=late_entries, tick_seconds=ConsumerConfig().tick_seconds,
             warm_up_s=round(warm_up, 1),
+            # the nightly's first enters, published while the consumer warmed up
+            feed_backlog=backlog, feed_changes_per_s=round(backlog / warm_up),
             history_customers=shop.customers, history_events=shop.events,
         ),
     }
