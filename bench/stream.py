@@ -207,9 +207,7 @@ def nightly_beside_the_stream(scale, stored_now, root: Path) -> dict:
 
 def _nightly_beside_the_stream(scale, stored_now) -> dict:
     run_nightly(load_settings())
-    print("ALONE_FROM", time.time(), flush=True)
     alone = run_nightly(load_settings()).run_seconds
-    print("ALONE_TO", time.time(), flush=True)
     before = stored_now()
     producer = subprocess.Popen(
         [sys.executable, "-m", "segops_cli", "produce", "--customers",
@@ -222,7 +220,6 @@ def _nightly_beside_the_stream(scale, stored_now) -> dict:
         started = time.time()
         busy = run_nightly(load_settings()).run_seconds
         finished = time.time()
-        print("BUSY", started, finished, flush=True)
     finally:  # never left publishing into the rest of a run (it may ignore SIGTERM, as a
         # background job inherits)
         stop_group(producer, signal.SIGKILL, timeout=10)
