@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from datetime import UTC, datetime
 from importlib.metadata import version
 
@@ -13,6 +14,40 @@ def cpu_ticks() -> tuple[int, int]:
     with open("/proc/stat") as stat:
         ticks = [int(field) for field in stat.readline().split()[1:]]
     return ticks[7], sum(ticks[:8])  # user nice system idle iowait irq softirq steal
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system, every thread) process `pid` has used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def busy_ticks() -> tuple[int, int]:
+    """(ticks not idle, all ticks) since boot, over every core."""
+    with open("/proc/stat") as stat:
+        ticks = [int(field) for field in stat.readline().split()[1:]]
+    return sum(ticks[:8]) - ticks[3] - ticks[4], sum(ticks[:8])
+
+
+class CoresUsed:
+    """How many cores each group of processes used over a window, and the whole machine: where
+    a figure's time went when the processes share a few cores."""
+
+    def __init__(self, groups: dict[str, list[int]]):
+        self.groups = groups
+        self._started = time.monotonic()
+        self._machine = busy_ticks()
+        self._cpu = {name: sum(process_cpu_seconds(pid) for pid in pids)
+                     for name, pids in groups.items()}
+
+    def stop(self) -> dict[str, float]:
+        seconds = time.monotonic() - self._started
+        busy, total = busy_ticks()
+        used = {name: (sum(process_cpu_seconds(pid) for pid in pids) - self._cpu[name])
+                / seconds for name, pids in self.groups.items()}
+        used["machine"] = (busy - self._machine[0]) / (total - self._machine[1]) * os.cpu_count()
+        return {name: round(cores, 2) for name, cores in used.items()}
 
 
 def stolen_percent(before: tuple[int, int], after: tuple[int, int]) -> float:

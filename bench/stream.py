@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import random
 import re
 import shutil
@@ -41,6 +42,7 @@ from bench.harness import (
     traffic,
     wait_for,
 )
+from bench.machine import CoresUsed
 from bench.nightly import run_nightly
 from demo.emulator import stop_group
 from demo.producer import PublishReport, publish
@@ -167,7 +169,8 @@ def run_consumers(lab: Lab, shop: Shop, count: int) -> dict:
             committed = wait_for(lambda: stored(dsn) >= backlog + report.published,
                                  timeout=120, every=0.2)
             lookup_ms = lookups.finish()
-            nightly = (nightly_beside_the_stream(scale, lambda: stored(dsn), lab.root)
+            nightly = (nightly_beside_the_stream(scale, lambda: stored(dsn), lab.root,
+                                                 [consumer.pid for consumer in consumers])
                        if count == 3 else {})
         finally:
             for consumer in consumers:
@@ -192,22 +195,25 @@ def run_consumers(lab: Lab, shop: Shop, count: int) -> dict:
     }
 
 
-def nightly_beside_the_stream(scale, stored_now, root: Path) -> dict:
+def nightly_beside_the_stream(scale, stored_now, root: Path, consumers: list[int]) -> dict:
     """The nightly job alone (after a first night that copies the backlog in), then again while
     live traffic at the scale's rate flows through the consumers (`segops produce` in its own
-    process, stopped when the job ends): both durations, and the window in which the stream's
-    latencies count. The job's dbt writes its own target folder, so the consumers never read a
-    manifest it is writing."""
+    process, stopped when the job ends): both durations, the window in which the stream's
+    latencies count, and the cores the job, the consumers and the producer used in each. The
+    job's dbt writes its own target folder, so the consumers never read a manifest it is
+    writing."""
     target = root / "live-nightly-target"
     target.mkdir()
     shutil.copy(load_settings().manifest_path, target / "manifest.json")
     with overridden({"SEGOPS_DBT_TARGET_DIR": str(target), "DBT_TARGET_PATH": str(target)}):
-        return _nightly_beside_the_stream(scale, stored_now)
+        return _nightly_beside_the_stream(scale, stored_now, consumers)
 
 
-def _nightly_beside_the_stream(scale, stored_now) -> dict:
+def _nightly_beside_the_stream(scale, stored_now, consumers: list[int]) -> dict:
     run_nightly(load_settings())
+    cores = CoresUsed({"nightly": [os.getpid()], "consumers": consumers})
     alone = run_nightly(load_settings()).run_seconds
+    cores_alone = cores.stop()
     before = stored_now()
     producer = subprocess.Popen(
         [sys.executable, "-m", "segops_cli", "produce", "--customers",
@@ -218,12 +224,16 @@ def _nightly_beside_the_stream(scale, stored_now) -> dict:
         if not wait_for(lambda: stored_now() > before, timeout=120, every=0.1):
             raise RuntimeError("no live event reached PostgreSQL within 2 minutes")
         started = time.time()
+        cores = CoresUsed({"nightly": [os.getpid()], "consumers": consumers,
+                           "producer": [producer.pid]})
         busy = run_nightly(load_settings()).run_seconds
+        cores_busy = cores.stop()
         finished = time.time()
     finally:  # never left publishing into the rest of a run (it may ignore SIGTERM, as a
         # background job inherits)
         stop_group(producer, signal.SIGKILL, timeout=10)
-    return {"alone_seconds": alone, "busy_seconds": busy, "from": started, "to": finished}
+    return {"alone_seconds": alone, "busy_seconds": busy, "from": started, "to": finished,
+            "cores": {"alone": cores_alone, "beside the stream": cores_busy}}
 
 
 def measure(lab: Lab) -> dict[str, dict]:
@@ -297,5 +307,8 @@ def measure(lab: Lab) -> dict[str, dict]:
                     f"p50 {beside[50]:,.0f} ms, p99 {beside[99]:,.0f} ms",
             busy_seconds=round(nightly["busy_seconds"], 2), stream_p50_ms=round(beside[50], 1),
             stream_p99_ms=round(beside[99], 1), samples=len(nightly["latencies_ms"]),
+            # cores used over each run of the job, by the job (this process), the consumers,
+            # the producer and the whole machine (the rest: PostgreSQL, the emulator)
+            cores=nightly["cores"],
             **history),
     }

@@ -52,6 +52,11 @@ def test_small_scale_writes_every_figure_with_its_limit(pubsub_emulator, tmp_pat
             } == {"1": steps, "3": steps}
     assert {name: set(by_step) for name, by_step in results["B3"]["median_steps_ms"].items()} == {
         "history": steps, "reference": steps}
+    # Where B9's CPU went, alone and beside the stream.
+    cores = results["B9"]["cores"]
+    assert set(cores["alone"]) == {"nightly", "consumers", "machine"}
+    assert set(cores["beside the stream"]) == {"nightly", "consumers", "producer", "machine"}
+    assert cores["alone"]["nightly"] > 0 and cores["beside the stream"]["consumers"] > 0
 
     rows = [line for line in (output / "latest.md").read_text().splitlines()
             if line.startswith("| B")]
