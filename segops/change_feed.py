@@ -85,26 +85,25 @@ class ChangeFeed:
     def __post_init__(self) -> None:
         self.topic = topic_path(self.settings, self.settings.changes_topic)
         self._api = request_publisher()
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue | None = None  # the running sender's
         self._halted = threading.Event()
-        self._sender: threading.Thread | None = None
 
     @property
     def halted(self) -> bool:
         return self._halted.is_set()
 
     def publish(self, rows: list[tuple]) -> None:
-        if self._sender is None:
-            self._sender = threading.Thread(target=self._send_in_order, daemon=True,
-                                            name="change-feed")
-            self._sender.start()
+        if self._queue is None:  # a sender of its own: one left closing may still be sending
+            self._queue = queue.SimpleQueue()
+            threading.Thread(target=self._send_in_order, args=(self._queue,), daemon=True,
+                             name="change-feed").start()
         for change_ids, messages in requests(rows):
             sent: futures.Future = futures.Future()
             self._queue.put((sent, messages))
             self.in_flight.update(dict.fromkeys(change_ids, sent))
 
-    def _send_in_order(self) -> None:
-        while (request := self._queue.get()) is not None:
+    def _send_in_order(self, requests: queue.SimpleQueue) -> None:
+        while (request := requests.get()) is not None:
             sent, messages = request
             if self._halted.is_set():
                 sent.set_exception(Halted())
@@ -139,6 +138,6 @@ class ChangeFeed:
 
     def close(self) -> None:
         """Let the sending thread end once what it holds is sent (or refused)."""
-        if self._sender is not None:
+        if self._queue is not None:
             self._queue.put(None)
-            self._sender = None
+            self._queue = None
