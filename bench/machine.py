@@ -9,11 +9,16 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 
 
+def _ticks() -> list[int]:
+    """Ticks since boot over every core: user nice system idle iowait irq softirq steal."""
+    with open("/proc/stat") as stat:
+        return [int(field) for field in stat.readline().split()[1:9]]
+
+
 def cpu_ticks() -> tuple[int, int]:
     """(ticks stolen by the hypervisor, all ticks) since boot, over every core."""
-    with open("/proc/stat") as stat:
-        ticks = [int(field) for field in stat.readline().split()[1:]]
-    return ticks[7], sum(ticks[:8])  # user nice system idle iowait irq softirq steal
+    ticks = _ticks()
+    return ticks[7], sum(ticks)
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -25,9 +30,8 @@ def process_cpu_seconds(pid: int) -> float:
 
 def busy_ticks() -> tuple[int, int]:
     """(ticks not idle, all ticks) since boot, over every core."""
-    with open("/proc/stat") as stat:
-        ticks = [int(field) for field in stat.readline().split()[1:]]
-    return sum(ticks[:8]) - ticks[3] - ticks[4], sum(ticks[:8])
+    ticks = _ticks()
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
 
 
 class CoresUsed:

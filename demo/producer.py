@@ -12,10 +12,11 @@ from google.api_core.exceptions import GoogleAPIError
 from google.pubsub_v1 import PubsubMessage
 
 from segops.pubsub import (
+    REQUEST_MESSAGES,
     REQUEST_SECONDS,
     RequestPublisher,
     bounded_retry,
-    full_request,
+    in_requests,
     request_publisher,
     topic_path,
 )
@@ -38,38 +39,18 @@ class PublishReport:
         return self.published / self.seconds if self.seconds else 0.0
 
 
-def make_publisher() -> RequestPublisher:
-    return request_publisher()
-
-
-@dataclass
-class _Requests:
-    """Messages gathered into publish requests, each sent when full or when asked."""
-
-    publisher: RequestPublisher
-    topic: str
-    messages: list[PubsubMessage]
-    size: int = 0
-    published: int = 0
-    failed: int = 0
-
-    def add(self, data: bytes) -> None:
-        if full_request(self.messages, self.size, len(data)):
-            self.send()
-        self.messages.append(PubsubMessage(data=data))
-        self.size += len(data)
-
-    def send(self) -> None:
-        if not self.messages:
-            return
+def _send(publisher: RequestPublisher, topic: str, messages: list[PubsubMessage]) -> int:
+    """Publish `messages` in requests and clear them; how many Pub/Sub refused."""
+    refused = 0
+    for request in in_requests(messages):
         try:
-            self.publisher.publish(topic=self.topic, messages=self.messages,
-                                   retry=bounded_retry(REQUEST_SECONDS), timeout=REQUEST_SECONDS)
-            self.published += len(self.messages)
+            publisher.publish(topic=topic, messages=request,
+                              retry=bounded_retry(REQUEST_SECONDS), timeout=REQUEST_SECONDS)
         except GoogleAPIError as error:
-            log.error("publishing %d messages failed: %s", len(self.messages), error)
-            self.failed += len(self.messages)
-        self.messages, self.size = [], 0
+            log.error("publishing %d messages failed: %s", len(request), error)
+            refused += len(request)
+    messages.clear()
+    return refused
 
 
 def publish(
@@ -86,17 +67,23 @@ def publish(
 
     Stops when `messages` ends or after `duration` seconds, once what it gathered is sent.
     """
-    requests = _Requests(publisher or make_publisher(),
-                         topic_path(settings, settings.events_topic), [])
+    publisher = publisher or request_publisher()
+    topic = topic_path(settings, settings.events_topic)
+    pending: list[PubsubMessage] = []
+    gathered = refused = 0
     started = time.monotonic()
     for index, message in enumerate(messages):
         elapsed = time.monotonic() - started
         if duration is not None and elapsed >= duration:
             break
         if rate and index / rate - elapsed > PACE_SECONDS:
-            requests.send()  # everything due so far
+            refused += _send(publisher, topic, pending)  # everything due so far
             time.sleep(max(0.0, index / rate - (time.monotonic() - started)))
-        requests.add(message if isinstance(message, bytes) else json.dumps(message).encode())
-    requests.send()
-    return PublishReport(published=requests.published, failed=requests.failed,
+        pending.append(PubsubMessage(
+            data=message if isinstance(message, bytes) else json.dumps(message).encode()))
+        gathered += 1
+        if len(pending) >= REQUEST_MESSAGES:
+            refused += _send(publisher, topic, pending)
+    refused += _send(publisher, topic, pending)
+    return PublishReport(published=gathered - refused, failed=refused,
                          seconds=time.monotonic() - started)

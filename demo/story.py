@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 
 from rich.console import Console
 
-from demo.producer import make_publisher, publish
+from demo.producer import publish
 from demo.traffic import event
 from segops.clock import utc_now
 from segops.errors import SegOpsError
 from segops.live_state import read_live_state
-from segops.pubsub import ensure_pubsub, subscription_path
+from segops.pubsub import ensure_pubsub, request_publisher, subscription_path
 from segops.settings import Settings
 from streaming.live_consumer import LiveConsumer, default_consumer_id
 from streaming.source import PubSubSource
@@ -97,7 +97,7 @@ def tell(settings: Settings, console: Console, timeout: float = 30.0) -> bool:
         target=consumer.run, args=(PubSubSource(subscription_path(settings)),), daemon=True
     )
     worker.start()
-    publisher = make_publisher()
+    publisher = request_publisher()
     while not committed.wait(0.05):  # its first round: every segment evaluated, streaming
         if not worker.is_alive():
             raise SegOpsError("the consumer stopped before the story began; its log says why")

@@ -8,6 +8,7 @@ in order per customer (the customer is the ordering key).
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import queue
@@ -20,7 +21,7 @@ from google.pubsub_v1 import PubsubMessage
 from segops.pubsub import (
     REQUEST_SECONDS,
     bounded_retry,
-    full_request,
+    in_requests,
     request_publisher,
     topic_path,
 )
@@ -50,21 +51,6 @@ def change_message(row: tuple) -> PubsubMessage:
     }
     return PubsubMessage(data=json.dumps(body).encode(), ordering_key=customer_id,
                          attributes={"segment": segment, "change": change, "source": source})
-
-
-def requests(rows: list[tuple]) -> list[tuple[list[int], list[PubsubMessage]]]:
-    """`rows` in order as publish requests within Pub/Sub's limits: (change ids, messages)."""
-    out: list[tuple[list[int], list[PubsubMessage]]] = []
-    size = 0
-    for row in rows:
-        message = change_message(row)
-        if not out or full_request(out[-1][1], size, len(message.data)):
-            out.append(([], []))
-            size = 0
-        out[-1][0].append(row[0])
-        out[-1][1].append(message)
-        size += len(message.data)
-    return out
 
 
 @dataclass
@@ -97,10 +83,11 @@ class ChangeFeed:
             self._queue = queue.SimpleQueue()
             threading.Thread(target=self._send_in_order, args=(self._queue,), daemon=True,
                              name="change-feed").start()
-        for change_ids, messages in requests(rows):
+        change_ids = iter([row[0] for row in rows])
+        for request in in_requests([change_message(row) for row in rows]):
             sent: futures.Future = futures.Future()
-            self._queue.put((sent, messages))
-            self.in_flight.update(dict.fromkeys(change_ids, sent))
+            self._queue.put((sent, request))
+            self.in_flight.update(dict.fromkeys(itertools.islice(change_ids, len(request)), sent))
 
     def _send_in_order(self, requests: queue.SimpleQueue) -> None:
         while (request := requests.get()) is not None:
@@ -116,6 +103,10 @@ class ChangeFeed:
                 sent.set_exception(error)
             else:
                 sent.set_result(None)
+
+    def answered(self) -> bool:
+        """Whether Pub/Sub has accepted or refused any of the changes in flight."""
+        return any(sent.done() for sent in set(self.in_flight.values()))
 
     def accepted(self, wait: float = 0) -> list[int]:
         """Change ids Pub/Sub has accepted since the last call; the refused ones leave

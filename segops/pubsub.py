@@ -12,6 +12,7 @@ from google.api_core import exceptions
 from google.api_core.retry import Retry, if_exception_type
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import pubsub_v1
+from google.pubsub_v1 import PubsubMessage
 from google.pubsub_v1.services.publisher import PublisherClient as RequestPublisher
 
 from segops.errors import SegOpsError
@@ -47,9 +48,18 @@ def request_publisher() -> RequestPublisher:
     return RequestPublisher()
 
 
-def full_request(messages: list, size: int, adding: int) -> bool:
-    """Whether a request of `messages` (`size` bytes of data) has no room for `adding` more."""
-    return len(messages) >= REQUEST_MESSAGES or size + adding > REQUEST_BYTES
+def in_requests(messages: list[PubsubMessage]) -> list[list[PubsubMessage]]:
+    """`messages` in order, cut into publish requests within Pub/Sub's limits."""
+    requests: list[list[PubsubMessage]] = []
+    size = 0
+    for message in messages:
+        if (not requests or len(requests[-1]) >= REQUEST_MESSAGES
+                or size + len(message.data) > REQUEST_BYTES):
+            requests.append([])
+            size = 0
+        requests[-1].append(message)
+        size += len(message.data)
+    return requests
 
 
 def topic_path(settings: Settings, topic: str) -> str:

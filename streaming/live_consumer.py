@@ -190,7 +190,7 @@ class LiveConsumer(StreamLoop):
         if due:
             self._want(due, due=True)
         self._backfill()
-        if self.feed is not None and self.feed.in_flight:
+        if self.feed is not None and self.feed.answered():
             self._publish_changes()
 
     def backfilling(self) -> bool:
