@@ -1,9 +1,9 @@
 """B1, B2, B8 and B9: the stream with one consumer and with three, each a process of its own (as
 replicas run), on the real emulator and the project's own PostgreSQL.
 
-B1: events/s stored and evaluated from a backlog, every real-time segment evaluated, beside a
-    bare streaming pull + ack of the same emulator with the same client, scheduler and flow
-    control, in the same run.
+B1: events/s stored and evaluated from a backlog, every real-time segment evaluated, beside
+    what the emulator serves at most (synchronous pulls of a thousand, acked in bulk, nothing
+    else done) in the same run.
 B2: publish → membership committed latency at 1,000 events/s.
 B8: one "is customer X in segment Y" lookup, while three consumers take those 1,000 events/s.
 B9: the nightly job (copy from PostgreSQL, dbt build, membership) while three consumers take
@@ -14,7 +14,6 @@ B9: the nightly job (copy from PostgreSQL, dbt build, membership) while three co
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
@@ -30,7 +29,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import psycopg
-from google.cloud import pubsub_v1
 
 from bench.harness import (
     Lab,
@@ -46,42 +44,32 @@ from bench.machine import CoresUsed
 from bench.nightly import run_nightly
 from demo.emulator import stop_group
 from demo.producer import PublishReport, publish
-from segops.pubsub import ensure_pubsub, subscription_path
+from segops.pubsub import ensure_pubsub, request_subscriber, subscription_path
 from segops.settings import load_settings
-from streaming.source import LEASE_SECONDS, InlineScheduler
-from streaming.stream_loop import ConsumerConfig
+from streaming.source import PULL_MESSAGES, PULL_SECONDS
 
 FIGURES = ("B1", "B2", "B8", "B9")
 CONSUMERS = (1, 3)
 
 
-def bare_pull_rate(settings, messages: int, max_outstanding: int) -> float:
-    """Messages per second a plain streaming pull that only acks can take from the emulator."""
+def bare_pull_rate(settings, messages: int) -> float:
+    """Messages per second the emulator serves to one loop of synchronous pulls of up to a
+    thousand messages, each pull's acks sent in one request, doing nothing else: the limit of
+    any consumer of this emulator on this machine."""
     bare = replace(settings, events_topic="bench-bare", subscription="bench-bare")
     ensure_pubsub(bare)
     publish(bare, itertools.islice(traffic(20_000, 1), messages))
-    received, done, first = [0], threading.Event(), []
-
-    def callback(message) -> None:
-        if not first:
-            first.append(time.monotonic())
-        message.ack()
-        received[0] += 1
-        if received[0] >= messages:
-            done.set()
-
-    subscriber = pubsub_v1.SubscriberClient()
-    future = subscriber.subscribe(
-        subscription_path(bare), callback=callback, scheduler=InlineScheduler(),
-        flow_control=pubsub_v1.types.FlowControl(
-            max_messages=max_outstanding, max_duration_per_lease_extension=LEASE_SECONDS),
-    )
-    done.wait(timeout=600)
-    elapsed = time.monotonic() - first[0]
-    future.cancel()
-    with contextlib.suppress(Exception):  # a cancelled stream reports its cancellation
-        future.result(timeout=10)
-    subscriber.close()
+    subscriber, path = request_subscriber(), subscription_path(bare)
+    received, started = 0, None
+    while received < messages:
+        pulled = subscriber.pull(subscription=path, max_messages=PULL_MESSAGES,
+                                 timeout=PULL_SECONDS * 5).received_messages
+        started = started or time.monotonic()
+        if pulled:
+            subscriber.acknowledge(subscription=path, ack_ids=[m.ack_id for m in pulled])
+        received += len(pulled)
+    elapsed = time.monotonic() - started
+    subscriber.transport.close()
     return messages / elapsed
 
 
@@ -240,8 +228,7 @@ def measure(lab: Lab) -> dict[str, dict]:
     shop = lab.shop(lab.scale.stream_customers)
     with lab.workspace("live", shop, pubsub=True) as settings:
         ensure_pubsub(settings)
-        bare = bare_pull_rate(settings, lab.scale.throughput_events,
-                              ConsumerConfig().batch_size * 5)
+        bare = bare_pull_rate(settings, lab.scale.throughput_events)
         print(f"  bare pull + ack: {bare:,.0f} msg/s", flush=True)
         runs = {}
         for count in CONSUMERS:

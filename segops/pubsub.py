@@ -7,6 +7,7 @@ The same client talks to the emulator when PUBSUB_EMULATOR_HOST is set and to Go
 from __future__ import annotations
 
 import os
+from typing import TypeVar
 
 from google.api_core import exceptions
 from google.api_core.retry import Retry, if_exception_type
@@ -14,9 +15,12 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import pubsub_v1
 from google.pubsub_v1 import PubsubMessage
 from google.pubsub_v1.services.publisher import PublisherClient as RequestPublisher
+from google.pubsub_v1.services.subscriber import SubscriberClient as RequestSubscriber
 
 from segops.errors import SegOpsError
 from segops.settings import Settings
+
+T = TypeVar("T")
 
 # Pub/Sub takes at most 1,000 messages and 10 MB in one publish request.
 REQUEST_MESSAGES = 1_000
@@ -39,13 +43,22 @@ def describe_target() -> str:
 
 def request_publisher() -> RequestPublisher:
     """The generated client, whose `publish` sends one request with the messages as given (the
-    library's client batches them itself, per ordering key); on the emulator when set, as the
-    library's client is."""
+    library's client batches them itself, per ordering key)."""
+    return _generated(RequestPublisher)
+
+
+def request_subscriber() -> RequestSubscriber:
+    """The generated client, whose `pull` is one request for up to a thousand messages and whose
+    `acknowledge` takes many at once (the library's streaming pull hands them over one by one)."""
+    return _generated(RequestSubscriber)
+
+
+def _generated(client: type[T]) -> T:
+    """A generated Pub/Sub client, on the emulator when set, as the library's clients are."""
     host = os.environ.get("PUBSUB_EMULATOR_HOST")
     if host:
-        return RequestPublisher(client_options={"api_endpoint": host},
-                                credentials=AnonymousCredentials())
-    return RequestPublisher()
+        return client(client_options={"api_endpoint": host}, credentials=AnonymousCredentials())
+    return client()
 
 
 def in_requests(messages: list[PubsubMessage]) -> list[list[PubsubMessage]]:
