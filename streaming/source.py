@@ -109,6 +109,9 @@ class Pulled:
 
 
 class PubSubSource:
+    """The events subscription, read by one thread that pulls and one that sends acks and
+    extends deadlines; `next_batch` and the acks are the consumer's."""
+
     def __init__(self, subscription: str, *, max_outstanding: int = 5000):
         self.subscription = subscription
         self.max_outstanding = max_outstanding
@@ -163,11 +166,8 @@ class PubSubSource:
         messages = [self._pulled(r.ack_id, r.message) for r in received]
         with self._lock:
             self._held.update((message.ack_id, arrived) for message in messages)
-        for message in messages:
-            if self._stopping.is_set():  # pulled while stopping: back for redelivery at once
-                message.nack()
-            else:
-                self._queue.put((arrived, message))
+        for message in messages:  # pulled while stopping: `stop` hands them back
+            self._queue.put((arrived, message))
 
     def _pulled(self, ack_id: str, message: PubsubMessage) -> Pulled:
         return Pulled(data=message.data, message_id=message.message_id,
@@ -276,19 +276,18 @@ class PubSubSource:
         return batch
 
     def stop(self) -> None:
-        """Stop pulling and hand back what was pulled but not processed, for redelivery; the
-        acks and nacks still to send go before the client closes."""
+        """Stop pulling and hand back every message held and not acked (queued, or in a batch
+        that did not commit) for redelivery at once; what is still to send goes before the
+        client closes."""
         self._stopping.set()
         with self._lock:
             self._lock.notify_all()
         pulling, acking = self._threads or (None, None)
         if pulling is not None:
             pulling.join(timeout=PULL_SECONDS + 5)
-        while True:
-            try:
-                self._queue.get_nowait()[1].nack()
-            except queue.Empty:
-                break
+        with self._lock:
+            self._nacks.extend(self._held)
+            self._held.clear()
         self._closing.set()
         self._settled.set()
         if acking is not None:
