@@ -145,6 +145,13 @@ class Lab:
                 temporary_postgres("segops-bench-postgres-"))
         return self._postgres
 
+    def servers(self) -> dict[str, int]:
+        """The root process of each server this run started (an emulator given by --emulator
+        is not one), for CoresUsed."""
+        started = {"postgres": self._postgres, "emulator": self._emulator}
+        return {name: server.process.pid for name, server in started.items()
+                if server is not None and server.process is not None}
+
     def database(self, name: str, *, template: str | None = None) -> str:
         """A new database (a copy of `template`, without another session on it); its DSN."""
         server = self.postgres()
