@@ -23,7 +23,7 @@ from segops.clock import parse_timestamp
 from segops.customers import TraitChange
 from segops.errors import SegOpsError
 from segops.events import MAX_ID_LENGTH
-from segops.live_membership import lock_customers
+from segops.live_membership import lock_customers, queue_for_reevaluation
 from segops.live_scope import ScopeEngine
 
 FORMATS = {".csv": "read_csv", ".parquet": "read_parquet"}
@@ -52,8 +52,7 @@ def load_customers_into_postgres(dsn: str, path: Path, loaded_at: datetime,
                 lock_customers(pg, customers)
                 engine.load(pg, customers, tables=("raw.customers", "raw.customer_traits"))
                 changed = engine.apply_traits(pg, part)
-                pg.execute("insert into segops.reevaluate_queue (customer_id, reason) "
-                           "select unnest(%s::text[]), %s", [changed, f"load:{path.name}"])
+                queue_for_reevaluation(pg, changed, f"load:{path.name}")
             report.changed += changed
     return report
 

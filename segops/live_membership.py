@@ -1,10 +1,12 @@
 """Membership in PostgreSQL: the customers' locks, the one writer, and the nightly's side.
 
 Concurrent writers serialize per customer through PostgreSQL itself: a transaction first takes
-an advisory lock per customer it will decide, in the order of the locks' keys, so two that share
-customers run one after the other and never deadlock, and membership for a customer is only
-ever decided while its lock is held. The locks go with the commit (or with the rollback of a
-consumer that died).
+an advisory lock per customer it will decide, and membership for a customer is only ever decided
+while its lock is held. Those it must decide it waits for, in the order of the locks' keys, so
+two that share customers run one after the other and never deadlock; those it may leave to a
+later batch it only tries for (a stream batch queues a customer another batch holds for
+re-evaluation, rather than wait for that whole batch). The locks go with the commit (or with
+the rollback of a consumer that died).
 
 Real-time segments are the stream's; the nightly applies its own segments (evaluated over the
 warehouse's models) and measures the real-time ones' parity, leaving their rows alone.
@@ -26,6 +28,9 @@ from segops.heartbeat import REPLAY_CONSUMER_ID, Heartbeat
 from segops.live_heartbeat import heartbeats
 from segops.membership import members_query, stage_found
 from segops.parity import SAMPLE, Drift
+
+# a customer's lock: PostgreSQL's advisory lock keyed by a hash of the customer id
+_KEY = "hashtextextended(customer_id, 0)"
 
 
 def batch_members(con: duckdb.DuckDBPyConnection, segment: Segment, at: datetime
@@ -69,9 +74,29 @@ def held_count(pg: psycopg.Connection, segment: str) -> int:
 def lock_customers(con: psycopg.Connection, customers: Iterable[str]) -> None:
     """Wait for, then hold until commit, the lock of every customer of the batch."""
     con.execute("select pg_advisory_xact_lock(key) from (select distinct "
-                "hashtextextended(customer_id, 0) as key from unnest(%s::text[]) as batch "
+                f"{_KEY} as key from unnest(%s::text[]) as batch "
                 "(customer_id)) as keys order by key",
                 [sorted(set(customers))])
+
+
+def lock_free_customers(con: psycopg.Connection, customers: set[str]) -> set[str]:
+    """Take, without waiting, the lock of every one of `customers` that no other transaction
+    holds, until commit; the customers locked. Call it after `lock_customers`, never before: a
+    transaction then only waits while it holds locks taken in key order, so none deadlocks."""
+    if not customers:
+        return set()
+    return {row[0] for row in con.execute(
+        f"select customer_id from unnest(%s::text[]) as batch (customer_id) "
+        f"where pg_try_advisory_xact_lock({_KEY})", [sorted(set(customers))]).fetchall()}
+
+
+def queue_for_reevaluation(con: psycopg.Connection, customers: Iterable[str], reason: str
+                           ) -> None:
+    """Ask the stream to re-evaluate `customers` (any consumer's next batch takes them), in the
+    caller's transaction."""
+    con.execute("insert into segops.reevaluate_queue (customer_id, reason) "
+                "select distinct customer_id, %s from unnest(%s::text[]) as c (customer_id) "
+                "on conflict do nothing", [reason, sorted(set(customers))])
 
 
 def apply_found(con: psycopg.Connection, found: Sequence[tuple[str, str, str | None]], *,

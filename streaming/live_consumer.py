@@ -36,11 +36,12 @@ import psycopg
 
 from segops.change_feed import BATCH, ChangeFeed
 from segops.clock import utc_now
+from segops.events import IDENTIFY
 from segops.heartbeat import BatchCounts
 from segops.live_connection import PostgresUnreachable, connect, first_line, required
 from segops.live_heartbeat import record_beat
 from segops.live_leases import EVERYONE, OUTBOX, SWEEP, release, take_lease, wait_for_lease
-from segops.live_membership import lock_customers
+from segops.live_membership import lock_customers, lock_free_customers, queue_for_reevaluation
 from segops.live_schema import ensure_live_schema
 from segops.live_scope import ScopeEngine
 from segops.membership import MembershipDelta, SegmentFailed, SegmentsFailed
@@ -60,6 +61,8 @@ from streaming.source import Incoming
 from streaming.stream_loop import Batch, BatchOutcome, ConsumerConfig, Laps, StreamLoop
 
 log = logging.getLogger(__name__)
+# the reason a customer is queued when another batch held it
+BUSY = "busy"
 
 def default_consumer_id() -> str:
     """Unique per process, readable in the heartbeat table (a pod's name is its host name)."""
@@ -306,6 +309,7 @@ class LiveConsumer(StreamLoop):
         now = batch.now
         unique = list({(e.customer_id, e.event_id): e for e in reversed(batch.events)}.values())
         touched = {e.customer_id for e in unique}
+        identified = {e.customer_id for e in unique if e.event_type == IDENTIFY}
         sweeping = self._holds(SWEEP)
 
         def attempt(segments: list[str], together: bool):
@@ -313,8 +317,15 @@ class LiveConsumer(StreamLoop):
             with self.pg.transaction():
                 swept = self._sweep(now) if sweeping else set()
                 owed = _take_queue(self.pg)
-                scope = sorted(touched | owed | swept)
-                lock_customers(self.pg, scope)
+                # A customer another batch holds is left to it and queued for the next: this
+                # batch stores its events but waits only for the customers whose traits it
+                # sets (their profile is decided under the lock).
+                wanted = touched | owed | swept
+                if identified:
+                    lock_customers(self.pg, identified)
+                scope = sorted(identified | lock_free_customers(self.pg, wanted - identified))
+                if busy := wanted - set(scope):
+                    queue_for_reevaluation(self.pg, busy, BUSY)
                 laps.mark("open")
                 new_ids = store_events(self.pg, unique, now)
                 stored = [e for e in unique if e.event_id in new_ids]

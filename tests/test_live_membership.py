@@ -1,5 +1,6 @@
 """A micro-batch on the live tables: redeliveries store nothing, two batches that share a
-customer take turns, and membership follows what a batch found, once."""
+customer take turns (a stream batch leaves a customer another holds to the next batch), and
+membership follows what a batch found, once."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 from datetime import datetime, timedelta
 
 import psycopg
+import pytest
 
 from demo.traffic import event as traffic_event
 from segops.events import Event
@@ -68,6 +70,35 @@ def test_two_batches_that_share_a_customer_take_turns(live_dsn):
             first.commit()
             worker.join(timeout=10)
         assert done.is_set(), "and goes on once the first batch commits"
+
+
+@pytest.mark.timeout(60)  # waiting for the holder would wait for ever
+def test_a_stream_batch_leaves_a_customer_another_batch_holds_to_the_next(live_shop):
+    """It does not wait for the holder: it stores the customer's events, decides the others,
+    and queues the held one, whom the first batch after the holder's commit decides."""
+    purchases = [traffic_event(customer, "purchase", NOW, order_value=10.0,
+                               order_id=f"o-{customer}") for customer in ("held", "free")]
+    with started(live_shop) as consumer, psycopg.connect(live_shop.postgres_dsn) as holder:
+        lock_customers(holder, ["held"])  # psycopg opened a transaction: held until commit
+        consumer.process([incoming(e) for e in purchases])
+        assert scalar(live_shop, "select count(*) from raw.events where customer_id = 'held'") \
+            == 1, "the held customer's event is stored"
+        assert recent_purchasers(live_shop) == {"free"}
+        assert scalar(live_shop, "select reason from segops.reevaluate_queue "
+                                 "where customer_id = 'held'") == "busy"
+        consumer.process([])  # the holder still holds it: queued again
+        assert recent_purchasers(live_shop) == {"free"}
+        holder.commit()
+        consumer.process([])
+        assert recent_purchasers(live_shop) == {"held", "free"}
+        assert scalar(live_shop, "select count(*) from segops.reevaluate_queue") == 0
+
+
+def recent_purchasers(settings) -> set[str]:
+    with psycopg.connect(settings.postgres_dsn) as con:
+        return {row[0] for row in con.execute(
+            "select customer_id from segops.segment_membership "
+            "where segment = 'recent_purchasers'")}
 
 
 def test_membership_follows_what_was_found_and_a_repeat_changes_nothing(live_dsn):
