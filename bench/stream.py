@@ -41,7 +41,7 @@ from bench.harness import (
     wait_for,
 )
 from bench.machine import CoresUsed
-from bench.nightly import run_nightly
+from bench.nightly import run_nightly, step_seconds
 from demo.emulator import stop_group
 from demo.producer import PublishReport, publish
 from segops.pubsub import ensure_pubsub, request_subscriber, subscription_path
@@ -210,7 +210,7 @@ def nightly_beside_the_stream(scale, stored_now, root: Path, consumers: list[int
 def _nightly_beside_the_stream(scale, stored_now, consumers: list[int]) -> dict:
     run_nightly(load_settings())
     cores = CoresUsed({"nightly": [os.getpid()], "consumers": consumers})
-    alone = run_nightly(load_settings()).run_seconds
+    alone = run_nightly(load_settings())
     cores_alone = cores.stop()
     before = stored_now()
     producer = subprocess.Popen(
@@ -224,14 +224,17 @@ def _nightly_beside_the_stream(scale, stored_now, consumers: list[int]) -> dict:
         started = time.time()
         cores = CoresUsed({"nightly": [os.getpid()], "consumers": consumers,
                            "producer": [producer.pid]})
-        busy = run_nightly(load_settings()).run_seconds
+        busy = run_nightly(load_settings())
         cores_busy = cores.stop()
         finished = time.time()
     finally:  # never left publishing into the rest of a run (it may ignore SIGTERM, as a
         # background job inherits)
         stop_group(producer, signal.SIGKILL, timeout=10)
-    return {"alone_seconds": alone, "busy_seconds": busy, "from": started, "to": finished,
-            "cores": {"alone": cores_alone, "beside the stream": cores_busy}}
+    return {"alone_seconds": alone.run_seconds, "busy_seconds": busy.run_seconds,
+            "from": started, "to": finished,
+            "cores": {"alone": cores_alone, "beside the stream": cores_busy},
+            "steps_seconds": {"alone": step_seconds(alone.result),
+                              "beside the stream": step_seconds(busy.result)}}
 
 
 def measure(lab: Lab) -> dict[str, dict]:
@@ -316,6 +319,6 @@ def measure(lab: Lab) -> dict[str, dict]:
             stream_p99_ms=round(beside[99], 1), samples=len(nightly["latencies_ms"]),
             # cores used over each run of the job, by the job (this process), the consumers,
             # the producer and the whole machine (the rest: PostgreSQL, the emulator)
-            cores=nightly["cores"],
+            cores=nightly["cores"], steps_seconds=nightly["steps_seconds"],
             **stream_shop),
     }
