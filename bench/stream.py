@@ -137,9 +137,9 @@ def run_consumers(lab: Lab, shop: Shop, count: int, *, live: bool = True) -> dic
     reports = [lab.root / f"{name}-{n}.json" for n in range(count)]
     nightly, lookup_ms, report, committed = {}, [], None, True
     with overridden(names):
-        ensure_pubsub(load_settings())
-        publish(load_settings(), itertools.islice(traffic(shop.customers, 2),
-                                                  scale.throughput_events))
+        settings = load_settings()
+        ensure_pubsub(settings)
+        publish(settings, itertools.islice(traffic(shop.customers, 2), scale.throughput_events))
         logs = [(lab.root / f"{name}-{n}.log").open("wb") for n in range(count)]
         consumers = [subprocess.Popen([sys.executable, "-m", "bench.live_consumer", str(out)],
                                       stdout=log, stderr=subprocess.STDOUT)

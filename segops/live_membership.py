@@ -86,8 +86,8 @@ def lock_free_customers(con: psycopg.Connection, customers: set[str]) -> set[str
     if not customers:
         return set()
     return {row[0] for row in con.execute(
-        f"select customer_id from unnest(%s::text[]) as batch (customer_id) "
-        f"where pg_try_advisory_xact_lock({_KEY})", [sorted(set(customers))]).fetchall()}
+        "select customer_id from unnest(%s::text[]) as batch (customer_id) "
+        f"where pg_try_advisory_xact_lock({_KEY})", [sorted(customers)]).fetchall()}
 
 
 def queue_for_reevaluation(con: psycopg.Connection, customers: Iterable[str], reason: str

@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 # the reason a customer is queued when another batch held it
 BUSY = "busy"
 
+
 def default_consumer_id() -> str:
     """Unique per process, readable in the heartbeat table (a pod's name is its host name)."""
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -323,9 +324,10 @@ class LiveConsumer(StreamLoop):
                 wanted = touched | owed | swept
                 if identified:
                     lock_customers(self.pg, identified)
-                scope = sorted(identified | lock_free_customers(self.pg, wanted - identified))
-                if busy := wanted - set(scope):
+                locked = identified | lock_free_customers(self.pg, wanted - identified)
+                if busy := wanted - locked:
                     queue_for_reevaluation(self.pg, busy, BUSY)
+                scope = sorted(locked)
                 laps.mark("open")
                 new_ids = store_events(self.pg, unique, now)
                 stored = [e for e in unique if e.event_id in new_ids]

@@ -202,7 +202,8 @@ class PubSubSource:
             if self._held.pop(ack_id, None) is None:
                 return  # settled already, or its lease ran out
             (self._acks if acked else self._nacks).append(ack_id)
-            self._lock.notify_all()
+            if len(self._held) == self.max_outstanding - 1:  # room again: the puller may go on
+                self._lock.notify_all()
         self._settled.set()
 
     def _lease_loop(self) -> None:
