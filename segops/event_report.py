@@ -3,6 +3,7 @@ hour and day, when it was last seen, and what the tracking plan found wrong with
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
@@ -27,20 +28,20 @@ class EventTypeReport:
 
 def event_types(con: duckdb.DuckDBPyConnection, plan: TrackingPlan, now: datetime
                 ) -> list[EventTypeReport]:
-    """Every planned type and every type stored, planned first, then by volume."""
+    """Every planned type and every type stored in the last day, planned first, then by
+    volume. Only the last day is read (PostgreSQL's index on the time), so the nightly's check
+    and the sensor cost the same at any history; `last_seen` is filled by `with_last_seen`."""
     reports = {name: EventTypeReport(name, planned=True) for name in plan.events}
-    for event_type, last_hour, last_day, last_seen in con.execute(
+    for event_type, last_hour, last_day in con.execute(
         """
-        select event_type,
-               count(*) filter (where occurred_at > $now - interval 1 hour),
-               count(*) filter (where occurred_at > $now - interval 1 day),
-               max(occurred_at)
-        from raw.events group by event_type
+        select event_type, count(*) filter (where occurred_at > $now - interval 1 hour), count(*)
+        from raw.events where occurred_at > $now - interval 1 day
+        group by event_type
         """,
         {"now": now},
     ).fetchall():
         report = reports.setdefault(event_type, EventTypeReport(event_type, planned=False))
-        report.last_hour, report.last_day, report.last_seen = last_hour, last_day, last_seen
+        report.last_hour, report.last_day = last_hour, last_day
     for event_type, kind, count in con.execute(
         """
         select event_type, kind, count(*) from raw.event_violations
@@ -50,4 +51,21 @@ def event_types(con: duckdb.DuckDBPyConnection, plan: TrackingPlan, now: datetim
     ).fetchall():
         reports.setdefault(event_type, EventTypeReport(event_type, planned=False)) \
             .violations[kind] = count
-    return sorted(reports.values(), key=lambda r: (not r.planned, -r.last_day, r.event_type))
+    return _in_order(reports.values())
+
+
+def with_last_seen(con: duckdb.DuckDBPyConnection, reports: list[EventTypeReport]
+                   ) -> list[EventTypeReport]:
+    """`reports` with when each type was last seen, and the types not seen in the last day, over
+    all the events stored (a whole scan: for `segops events`, not for the schedule)."""
+    known = {report.event_type: report for report in reports}
+    for event_type, last_seen in con.execute("select event_type, max(occurred_at) "
+                                             "from raw.events group by event_type").fetchall():
+        known.setdefault(event_type, EventTypeReport(event_type, planned=False)
+                         ).last_seen = last_seen
+    return _in_order(known.values())
+
+
+def _in_order(reports: Iterable[EventTypeReport]) -> list[EventTypeReport]:
+    """Planned first, then by volume."""
+    return sorted(reports, key=lambda r: (not r.planned, -r.last_day, r.event_type))

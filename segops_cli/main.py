@@ -244,14 +244,14 @@ def cmd_diff(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def cmd_events(args: argparse.Namespace, settings: Settings) -> None:
-    from segops.event_report import event_types
+    from segops.event_report import event_types, with_last_seen
     from segops.live_state import read_live_state
     from segops.tracking_plan import load_plan
     from segops_cli.reports import print_event_types
 
     plan = load_plan(settings.tracking_plan)
     with read_live_state(settings.postgres_dsn) as con:
-        reports = event_types(con, plan, utc_now())
+        reports = with_last_seen(con, event_types(con, plan, utc_now()))
     if args.json:
         print(json.dumps([report.to_dict() for report in reports], indent=1))
     else:
