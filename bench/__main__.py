@@ -11,8 +11,10 @@
 | B5 | time-driven exit committed after its window boundary    | <= 5 s                       |
 | B6 | `segops preview` of a windowed segment at 1M / 10M      | <= 1 s                       |
 | B7 | consumer resident memory over 10 minutes at 1,000 ev/s  | after the first minute (+10%)|
+| B7h| B7 plus a bot-like customer at 35 ev/s: memory, evaluation | after the first minute (2x)  |
 | B8 | one membership lookup while 3 consumers stream          | p99 <= 10 ms                 |
 | B9 | the nightly job while 3 consumers stream                | the job alone (<= 1.2x)      |
+| B4L| B4 at 10M customers / 100M events (only when named)     | hand-written SQL (<= 1.5x)   |
 
 Every figure runs on the project's own PostgreSQL (live state) and a DuckLake (history).
 
@@ -34,12 +36,13 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import evaluation, memory, nightly, preview, report, stream, timing
+from bench import evaluation, memory, nightly, nightly_large, preview, report, stream, timing
 from bench.harness import SCALES, Lab
 from bench.machine import cpu_ticks, describe_machine, stolen_percent
 
-# In this order (B5 and B6 use the shop B4's nightly built).
-GROUPS = (stream, evaluation, nightly, timing, preview, memory)
+# In this order (B5 and B6 use the shop B4's nightly built). A group with ON_REQUEST runs only
+# when --only names it.
+GROUPS = (stream, evaluation, nightly, timing, preview, memory, nightly_large)
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -49,8 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--scale", choices=sorted(SCALES), default="full")
-    parser.add_argument("--only", type=lambda text: [s.strip().upper() for s in text.split(",")],
-                        help="comma-separated figure ids (default: all)")
+    parser.add_argument("--only", type=lambda text: [s.strip() for s in text.split(",")],
+                        help="comma-separated figure ids, in any case (default: all)")
     parser.add_argument("--output", type=Path, default=RESULTS,
                         help="directory for latest.json and latest.md (default: bench/results)")
     parser.add_argument("--emulator", metavar="HOST:PORT",
@@ -58,10 +61,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-seconds", type=float,
                         help="length of B7's run (default: 600 at full scale, 30 at small)")
     args = parser.parse_args(argv)
-    known = [f for group in GROUPS for f in group.FIGURES]
-    unknown = sorted(set(args.only or []) - set(known))
+    known = {f.lower(): f for group in GROUPS for f in group.FIGURES}
+    unknown = sorted(f for f in args.only or [] if f.lower() not in known)
     if unknown:
-        parser.error(f"unknown figure ids {', '.join(unknown)} (known: {', '.join(known)})")
+        parser.error(f"unknown figure ids {', '.join(unknown)} "
+                     f"(known: {', '.join(known.values())})")
+    if args.only:
+        args.only = [known[f.lower()] for f in args.only]
     return args
 
 
@@ -70,7 +76,8 @@ def command(scale: str, figures: tuple[str, ...]) -> str:
 
 
 def run(args: argparse.Namespace) -> tuple[dict[str, dict], bool]:
-    selected = set(args.only or [f for group in GROUPS for f in group.FIGURES])
+    selected = set(args.only or [f for group in GROUPS for f in group.FIGURES
+                                 if not getattr(group, "ON_REQUEST", False)])
     figures: dict[str, dict] = {}
     failed = False
     with tempfile.TemporaryDirectory(prefix="segops-bench-") as tmp:

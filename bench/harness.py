@@ -176,8 +176,9 @@ class Lab:
             self._manifest = settings.manifest_path
         return self._manifest
 
-    def shop(self, customers: int) -> Shop:
-        """The synthetic shop of `customers` customers (about ten events each)."""
+    def shop(self, customers: int, *, settle: bool = True) -> Shop:
+        """The synthetic shop of `customers` customers (about ten events each); unless not to
+        `settle`, with its real-time segments evaluated for everyone."""
         if customers not in self.shops:
             database = f"shop_{customers}"
             now = utc_now()
@@ -185,8 +186,9 @@ class Lab:
             summary = generate_into_postgres(dsn, customers=customers, now=now)
             print(f"  generated {summary.customers:,} customers / {summary.events:,} events "
                   f"in {summary.seconds:.1f}s", flush=True)
-            print(f"  every real-time segment evaluated for everyone in "
-                  f"{self._settle(database, dsn):.1f}s", flush=True)
+            if settle:
+                print(f"  every real-time segment evaluated for everyone in "
+                      f"{self._settle(database, dsn):.1f}s", flush=True)
             self.shops[customers] = Shop(database, customers, summary.events, now)
         return self.shops[customers]
 

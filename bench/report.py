@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 REQUIRED = ("value", "unit", "goal", "met", "baseline", "command")
-ORDER = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9")
+ORDER = ("B1", "B2", "B3", "B4", "B4L", "B5", "B6", "B7", "B7h", "B8", "B9")
 
 
 def merge(path: Path, figures: dict[str, dict], machine: dict) -> dict:

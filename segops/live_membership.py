@@ -173,6 +173,10 @@ def apply_batch(pg: psycopg.Connection, segment: str, found: list[tuple[str, str
     real-time segments read it (`has_readers`), the customers it moved are queued for the
     stream to re-evaluate, in the same transaction."""
     with pg.transaction():
+        # A whole segment against what is held: joins of hundreds of thousands of rows on both
+        # sides, where a nested loop (which a planner misled by jsonb_to_recordset's guess of
+        # 100 rows, or by statistics older than the last burst, picks) runs for hours.
+        pg.execute("set local enable_nestloop = off")
         (before,) = pg.execute("select coalesce(max(change_id), 0) "
                                "from segops.segment_membership_changes").fetchone()
         changes = apply_found(pg, found, segments=[segment], customers=None, source="batch",

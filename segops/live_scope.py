@@ -9,7 +9,6 @@ segment reads (a nightly segment's) is read from the lake, through a view under 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 
 import duckdb
 import psycopg
@@ -41,10 +40,9 @@ class ScopeEngine:
                         for table in SCOPED_TABLES}
 
     def load(self, pg: psycopg.Connection, customers: Iterable[str],
-             since: datetime | None = None, tables: Iterable[str] = SCOPED_TABLES) -> None:
-        """Replace the raw tables' rows by the customers' rows in PostgreSQL (their events
-        from `since` on, when the segments read no further back); only `tables`, the rest
-        emptied."""
+             tables: Iterable[str] = SCOPED_TABLES) -> None:
+        """Replace the raw tables' rows by the customers' rows in PostgreSQL, every event of
+        their history (see bench/README.md on B7h); only `tables`, the rest emptied."""
         scope = sorted(set(customers))
         wanted = set(tables)
         for table in SCOPED_TABLES:
@@ -55,11 +53,7 @@ class ScopeEngine:
             # `customer_id = any(%s)`, once psycopg prepares it, gets a generic plan whose
             # bitmap scan turns lossy past some 10,000 customers and then rechecks every row
             # of its pages against the whole array, element by element (minutes at 10M events).
-            where = "customer_id in (select unnest(%s::text[]))"
-            params: list = [scope]
-            if table == "raw.events" and since is not None:
-                where, params = where + " and occurred_at >= %s", [scope, since]
-            self._copy(pg, table, where, params)
+            self._copy(pg, table, "customer_id in (select unnest(%s::text[]))", [scope])
 
     def scope_as(self, copy: str, relation: str) -> None:
         """Make `copy`, the name a scoped segment reads `relation` under, a view on it: the

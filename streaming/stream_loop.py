@@ -106,8 +106,10 @@ class Batch:
         """The batch committed: say so, and what it did."""
         duplicates = len(self.events) - stored
         if self.messages:
-            log.debug("committed batch: %d messages, %d stored, %d duplicates, %d dead letters",
-                      len(self.messages), stored, duplicates, len(self.rejected))
+            log.debug("committed batch: %d messages, %d stored, %d duplicates, %d dead letters "
+                      "in %s", len(self.messages), stored, duplicates, len(self.rejected),
+                      ", ".join(f"{step} {seconds * 1000:.1f} ms"
+                                for step, seconds in laps.seconds.items()))
         return BatchOutcome(received=len(self.messages), stored=stored, duplicates=duplicates,
                             dead_lettered=len(self.rejected), deltas=tuple(deltas),
                             evaluated_at=self.now, seconds=time.monotonic() - self.started,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9")
+FIGURES = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B7h", "B8", "B9")
 FIELDS = ("value", "unit", "goal", "met", "baseline", "command")
 
 
@@ -52,6 +52,13 @@ def test_small_scale_writes_every_figure_with_its_limit(pubsub_emulator, tmp_pat
             } == {"1": steps, "3": steps}
     assert {name: set(by_step) for name, by_step in results["B3"]["median_steps_ms"].items()} == {
         "history": steps, "reference": steps}
+    # B4's two nights, each with its changes, and its fixed cost beside them.
+    nights = results["B4"]["nights"]
+    assert nights["first"]["changes"] > 0 and nights["second"]["changes"] == 0
+    assert set(results["B4"]["fixed_cost"]) == {"first", "second"}
+    # B7h's batches, read from the consumer's log, at the start and the end.
+    assert results["B7h"]["batches"] > 0
+    assert results["B7h"]["evaluate_ms_first"] > 0 and results["B7h"]["evaluate_ms_last"] > 0
     # Where B9's CPU went, alone and beside the stream.
     cores = results["B9"]["cores"]
     assert set(cores["alone"]) == {"nightly", "consumers", "machine"}
