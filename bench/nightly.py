@@ -216,14 +216,22 @@ class TwoNights:
     sizes: dict[str, int]
 
 
-def two_nights(lab: Lab, shop: Shop, name: str) -> TwoNights:
+def two_nights(lab: Lab, shop: Shop, name: str, *, last_use: bool = False) -> TwoNights:
     """The job and the script, each on its own copy of `shop` once the flush has copied its
     events into the lake, on a first night (every nightly segment's members enter) and a second
-    (nothing has changed since). The job runs first each night, so both read warm files."""
+    (nothing has changed since). The job runs first each night, so both read warm files. With
+    `last_use`, the shop's own database goes once the job's copy is made, and the script's copy
+    keeps no events in PostgreSQL (it reads the lake's), so three copies of a big shop never sit
+    on the disk at once."""
     with lab.workspace(name, shop, keep=True) as settings, pinned_now(shop.now):
+        if last_use:
+            lab.forget(shop)
         flush_seconds = flush_history(settings)
         script_dsn = lab.database(f"{database_of(settings)}_script",
                                   template=database_of(settings))
+        if last_use:
+            with psycopg.connect(script_dsn, autocommit=True) as pg:
+                pg.execute("truncate raw.events")
         nights = []
         with baseline_connection(script_dsn, settings.lake_data_path) as script:
             for _ in range(2):
