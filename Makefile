@@ -54,7 +54,7 @@ lint: install
 clean:
 	rm -rf data dbt_project/target
 
-# Every benchmark figure beside its limit, measured in the same run (about 20 minutes on 2 cores);
+# Every benchmark figure beside its limit, measured in the same run (about 40 minutes on 2 cores);
 # results in bench/results/latest.json and latest.md. `python -m bench --scale small` checks the
 # harness in about two minutes.
 .PHONY: bench bench-large
