@@ -35,6 +35,11 @@ class GenerationSummary:
     seconds: float
 
 
+# Customers generated at a time: a chunk's arrays and in-memory tables (some ten million events)
+# take a few GiB, where ten million customers at once outgrow 24.
+CHUNK_CUSTOMERS = 1_000_000
+
+
 def customer_ids_width(customers: int) -> int:
     return max(7, len(str(customers)))
 
@@ -52,14 +57,19 @@ def generate(
     seed: int = 7,
     days: int = 120,
     events_per_customer: float = 10.0,
+    first: int = 1,
+    of: int | None = None,
+    first_event: int = 1,
 ) -> GenerationSummary:
-    """Replace raw.customers and raw.events with a fresh synthetic shop anchored at `now`."""
+    """Replace raw.customers and raw.events with a fresh synthetic shop anchored at `now`: or,
+    for a shop generated in parts, its customers `first` to `first + customers - 1` of `of`,
+    their events numbered from `first_event`."""
     started = time.monotonic()
     rng = np.random.default_rng(seed)
     now_us = np.int64(int(now.timestamp() * 1e6)) if now.tzinfo else _naive_us(now)
     horizon_us = np.int64(days * 86_400_000_000)
 
-    people = _customers(rng, customers, now_us, horizon_us)
+    people = _customers(rng, customers, now_us, horizon_us, first)
     sessions = _sessions(rng, people, customers, now_us, events_per_customer)
     events = _session_events(rng, sessions, now_us)
     extras = _signups_and_email(rng, people, customers, now_us)
@@ -68,7 +78,7 @@ def generate(
     con.execute("delete from raw.events")
     con.execute("delete from raw.customers")
     con.execute("delete from raw.customer_traits")
-    width = customer_ids_width(customers)
+    width = customer_ids_width(of or customers)
     con.register("_people", pa.table(people))
     con.execute(
         f"""
@@ -98,7 +108,7 @@ def generate(
         insert into raw.events (event_id, customer_id, event_type, occurred_at, properties,
                                 ingested_at)
         with numbered as (
-            select *, row_number() over () as n from _events
+            select *, row_number() over () + {first_event - 1} as n from _events
         )
         select
             'e' || lpad(cast(n as varchar), 10, '0'),
@@ -159,20 +169,29 @@ SIGNUP, SESSION_START, PAGE_VIEW, PRODUCT_VIEW, ADD_TO_CART, CHECKOUT, PURCHASE,
 )
 
 
-def generate_into_postgres(dsn: str, **shop) -> GenerationSummary:
+def generate_into_postgres(dsn: str, *, customers: int, seed: int = 7, **shop
+                           ) -> GenerationSummary:
     """`generate` into the empty live tables of PostgreSQL at `dsn`: generated in memory, where
-    DuckDB builds it in seconds, then copied through PostgreSQL's COPY."""
-    with duckdb.connect(config=duckdb_config()) as con:
-        summary = generate(con, **shop)
-        copy_catalog_to_postgres(con, "memory", dsn)
-    return summary
+    DuckDB builds it in seconds, then copied through PostgreSQL's COPY; a shop of more than
+    CHUNK_CUSTOMERS customers a chunk of them at a time."""
+    started = time.monotonic()
+    events = 0
+    for chunk, first in enumerate(range(1, customers + 1, CHUNK_CUSTOMERS)):
+        with duckdb.connect(config=duckdb_config()) as con:
+            part = generate(con, customers=min(CHUNK_CUSTOMERS, customers - first + 1),
+                            seed=seed + chunk, first=first, of=customers,
+                            first_event=events + 1, **shop)
+            copy_catalog_to_postgres(con, "memory", dsn, adding=chunk > 0)
+        events += part.events
+    return GenerationSummary(customers=customers, events=events,
+                             seconds=time.monotonic() - started)
 
 
 def _naive_us(moment: datetime) -> np.int64:
     return np.int64((moment - datetime(1970, 1, 1)) // timedelta(microseconds=1))
 
 
-def _customers(rng, n: int, now_us, horizon_us) -> dict[str, np.ndarray]:
+def _customers(rng, n: int, now_us, horizon_us, first: int) -> dict[str, np.ndarray]:
     shares = np.array([share for share, _ in COUNTRIES.values()])
     country = rng.choice(len(COUNTRIES), size=n, p=shares / shares.sum())
     city_counts = np.array([len(cities) for _, cities in COUNTRIES.values()])
@@ -180,7 +199,7 @@ def _customers(rng, n: int, now_us, horizon_us) -> dict[str, np.ndarray]:
     # Sign-ups spread over the horizon, a little denser recently (the shop is growing).
     signed_up_us = now_us - (horizon_us * rng.random(n) ** 1.3).astype(np.int64)
     return {
-        "idx": np.arange(1, n + 1, dtype=np.int64),
+        "idx": np.arange(first, first + n, dtype=np.int64),
         "country": country.astype(np.int64),
         "city": city,
         "channel": rng.integers(0, len(CHANNELS), n),

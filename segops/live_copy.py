@@ -39,10 +39,10 @@ def occupied_tables(dsn: str) -> list[str]:
 
 
 def copy_catalog_to_postgres(con: duckdb.DuckDBPyConnection, catalog: str, dsn: str, *,
-                             if_empty: bool = False) -> dict[str, int]:
+                             if_empty: bool = False, adding: bool = False) -> dict[str, int]:
     """`copy_to_postgres` from catalog `catalog` of `con` (a generated shop in memory, an
-    attached file)."""
-    occupied = occupied_tables(dsn)
+    attached file); with `adding`, beside the rows there (the next part of a shop)."""
+    occupied = [] if adding else occupied_tables(dsn)
     if occupied and if_empty:
         return {}
     if occupied:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import duckdb
+import psycopg
 import pytest
 
+from demo import synthetic
 from demo.synthetic import generate
 from segops.events import IDENTIFY, Event
 from segops.tracking_plan import load_plan
@@ -149,3 +151,22 @@ def test_each_event_type_carries_the_properties_the_contract_declares(shop):
         declared = load_plan().events[event_type]
         assert set(declared.required) <= set(properties) <= {*declared.required,
                                                              *declared.optional}, event_type
+
+
+def test_a_big_shop_is_generated_in_chunks_as_one_shop(live_dsn, monkeypatch):
+    """Past CHUNK_CUSTOMERS customers the shop is made a chunk at a time (a 10M-customer shop
+    does not fit in memory at once): one id width, every customer once, no event id twice."""
+    monkeypatch.setattr(synthetic, "CHUNK_CUSTOMERS", 400)
+    summary = synthetic.generate_into_postgres(live_dsn, customers=1_000, now=NOW)
+    with psycopg.connect(live_dsn) as pg:
+        customers, lowest, highest = pg.execute(
+            "select count(distinct customer_id), min(customer_id), max(customer_id) "
+            "from raw.customers").fetchone()
+        events, ids, owners = pg.execute(
+            "select count(*), count(distinct event_id), count(distinct customer_id) "
+            "from raw.events").fetchone()
+        strangers = pg.execute("select count(*) from raw.events where customer_id not in "
+                               "(select customer_id from raw.customers)").fetchone()[0]
+    assert (customers, lowest, highest) == (1_000, "c0000001", "c0001000")
+    assert events == ids == summary.events, "every event once, under an id of its own"
+    assert owners == 1_000 and strangers == 0, "every chunk's customers have their events"
