@@ -175,7 +175,7 @@ def apply_batch(pg: psycopg.Connection, segment: str, found: list[tuple[str, str
     with pg.transaction():
         # A whole segment against what is held: joins of hundreds of thousands of rows on both
         # sides, where a nested loop (which a planner misled by jsonb_to_recordset's guess of
-        # 100 rows, or by statistics older than the last burst, picks) runs for hours.
+        # 100 rows, or by statistics older than the last burst, picks) does not finish.
         pg.execute("set local enable_nestloop = off")
         (before,) = pg.execute("select coalesce(max(change_id), 0) "
                                "from segops.segment_membership_changes").fetchone()
