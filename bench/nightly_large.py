@@ -2,7 +2,8 @@
 its indexes, and a copy for the job), where a nightly's fixed cost no longer hides what it does per
 row. The same two nights as B4, the job against the same hand-written script.
 
-Not part of a plain `python -m bench` (it adds a quarter of an hour): `make bench-large` runs it.
+Not part of a plain `python -m bench` (generating its shop alone takes tens of minutes on two
+cores): `make bench-large` runs it.
 The big shop's real-time segments are not evaluated for everyone first (a consumer's first pass
 over ten million customers takes longer than the rest of the figure): the stream's membership
 starts empty, so the job's parity check and the script's count of the difference both compare
