@@ -114,6 +114,7 @@ def changes_recorded(dsn: str) -> int:
 
 
 def members(dsn: str) -> dict[str, set[str]]:
+    """Each segment's members as `dsn`'s membership table holds them."""
     with psycopg.connect(dsn) as pg:
         found: dict[str, set[str]] = {}
         for segment, customer in pg.execute(
