@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 import duckdb
 
+from segops.sql import literal
 from segops.tracking_plan import TrackingPlan
 
 
@@ -32,13 +33,15 @@ def event_types(con: duckdb.DuckDBPyConnection, plan: TrackingPlan, now: datetim
     volume. Only the last day is read (PostgreSQL's index on the time), so the nightly's check
     and the sensor cost the same at any history; `last_seen` is filled by `with_last_seen`."""
     reports = {name: EventTypeReport(name, planned=True) for name in plan.events}
+    # Counted by PostgreSQL itself: DuckDB's scanner would copy every event out to filter them.
+    moment = literal(now.isoformat(sep=" "))
     for event_type, last_hour, last_day in con.execute(
-        """
-        select event_type, count(*) filter (where occurred_at > $now - interval 1 hour), count(*)
-        from raw.events where occurred_at > $now - interval 1 day
-        group by event_type
-        """,
-        {"now": now},
+        "select * from postgres_query('live', " + literal(
+            "select event_type, count(*) filter (where occurred_at > "
+            f"timestamp {moment} - interval '1 hour') as last_hour, count(*) as last_day "
+            "from raw.events "
+            f"where occurred_at > timestamp {moment} - interval '1 day' group by event_type")
+        + ")"
     ).fetchall():
         report = reports.setdefault(event_type, EventTypeReport(event_type, planned=False))
         report.last_hour, report.last_day = last_hour, last_day
