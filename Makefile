@@ -61,7 +61,7 @@ clean:
 bench: manifest
 	$(BIN)/python -m bench --scale full
 
-# B4 at 10M customers / 100M events (B4L), on its own: its shop is tens of GB in PostgreSQL,
-# copied once more, and takes tens of minutes to generate on 2 cores; merged into the results.
+# B4 at 10M customers / 100M events (B4L), on its own: about 45 minutes on 2 cores, most of it
+# generating the shop (some 25 GB in PostgreSQL, copied once more); merged into the results.
 bench-large: manifest
 	$(BIN)/python -m bench --scale full --only B4L
