@@ -216,14 +216,14 @@ def memory_figure(run: ConsumerRun, scale: Scale) -> dict:
         summary=f"{growth:+.1%} ({first / 1024:,.0f} → {last / 1024:,.0f} MiB)",
         last_mib=round(last / 1024, 1), peak_mib=round(peak / 1024, 1),
         window_seconds=round(windows.window, 1), traffic_seconds=round(windows.end, 1),
-        samples_mib=[[round(t), round(kib / 1024, 1)] for t, kib in run.samples],
         **evaluation_figures(run, windows), **counts(run),
     )
 
 
 def hot_figure(run: ConsumerRun, scale: Scale) -> dict:
     windows = Windows.of(run, scale.memory_warmup_seconds)
-    memory = windows.last(run.samples) / windows.first(run.samples)
+    first, last = windows.first(run.samples), windows.last(run.samples)
+    memory = last / first
     evaluation = evaluation_figures(run, windows)
     slower = evaluation["evaluate_ms_last"] / evaluation["evaluate_ms_first"]
     worst = max(memory, slower)
@@ -235,33 +235,35 @@ def hot_figure(run: ConsumerRun, scale: Scale) -> dict:
              f"memory and a batch's evaluation time, end of the run over its start",
         value=round(worst, 2), unit="x (the larger of memory and evaluation)",
         goal=f"<= {GOAL_HOT_GROWTH:g}", met=worst <= GOAL_HOT_GROWTH and run.drained,
-        baseline=round(windows.first(run.samples) / 1024, 1),
+        baseline=round(first / 1024, 1),
         baseline_unit=f"MiB in the {windows.window:g} s after a {windows.warm_up:g} s warm-up",
         summary=f"memory {memory:.2f}x, evaluation {slower:.2f}x",
         memory_growth=round(memory, 3), evaluation_growth=round(slower, 3),
         hot_customer=HOT_CUSTOMER, hot_events_per_second=HOT_EVENTS_PER_SECOND,
-        last_mib=round(windows.last(run.samples) / 1024, 1),
-        samples_mib=[[round(t), round(kib / 1024, 1)] for t, kib in run.samples],
+        last_mib=round(last / 1024, 1),
         **evaluation, **counts(run),
     )
 
 
 def evaluation_figures(run: ConsumerRun, windows: Windows) -> dict:
     """A batch's evaluation at the start and end of the run (median ms), and over time."""
+    by_minute: dict[int, list[float]] = {}
+    for t, ms in run.evaluations:
+        if 0 <= t < run.traffic_seconds // 60 * 60:
+            by_minute.setdefault(int(t // 60), []).append(ms)
     return {
         "evaluate_ms_first": round(windows.first(run.evaluations), 2),
         "evaluate_ms_last": round(windows.last(run.evaluations), 2),
         "batches": len(run.evaluations),
-        "evaluate_ms_by_minute": {
-            minute: round(statistics.median(ms for t, ms in run.evaluations
-                                            if minute * 60 <= t < (minute + 1) * 60), 2)
-            for minute in range(int(run.traffic_seconds // 60))
-            if any(minute * 60 <= t < (minute + 1) * 60 for t, _ in run.evaluations)},
+        "evaluate_ms_by_minute": {minute: round(statistics.median(values), 2)
+                                  for minute, values in sorted(by_minute.items())},
     }
 
 
 def counts(run: ConsumerRun) -> dict:
-    return {"published": run.published, "achieved_rate": round(run.achieved_rate, 1),
+    """What both figures record of a run beside their value: its memory samples and traffic."""
+    return {"samples_mib": [[round(t), round(kib / 1024, 1)] for t, kib in run.samples],
+            "published": run.published, "achieved_rate": round(run.achieved_rate, 1),
             "stored": run.stored, "drained": run.drained, "exit_code": run.exit_code,
             "history_customers": run.history_customers, "history_events": run.history_events}
 

@@ -193,8 +193,7 @@ def built(lab: Lab, customers: int) -> Shop:
 
 
 def after_the_nightly(shop: Shop, settings: Settings) -> Shop:
-    return replace(shop, database=conninfo_to_dict(settings.postgres_dsn)["dbname"],
-                   lake=Path(settings.lake_data_path))
+    return replace(shop, database=database_of(settings), lake=Path(settings.lake_data_path))
 
 
 @dataclass(frozen=True)
@@ -228,8 +227,8 @@ def two_nights(lab: Lab, shop: Shop, name: str, *, last_use: bool = False) -> Tw
         if last_use:
             lab.forget(shop)
         flush_seconds = flush_history(settings)
-        script_dsn = lab.database(f"{database_of(settings)}_script",
-                                  template=database_of(settings))
+        script_database = f"{database_of(settings)}_script"
+        script_dsn = lab.database(script_database, template=database_of(settings))
         if last_use:
             with psycopg.connect(script_dsn, autocommit=True) as pg:
                 pg.execute("truncate raw.events")
@@ -239,13 +238,14 @@ def two_nights(lab: Lab, shop: Shop, name: str, *, last_use: bool = False) -> Tw
                 job = run_nightly(settings)
                 dbt = dbt_breakdown(settings)
                 seconds = run_baseline(script, shop.now)
-                changes = changes_recorded(settings.postgres_dsn)
-                if changes_recorded(script_dsn) != changes:
+                changes, by_script = (changes_recorded(settings.postgres_dsn),
+                                      changes_recorded(script_dsn))
+                if by_script != changes:
                     raise AssertionError(f"the job recorded {changes} changes, the script "
-                                         f"{changes_recorded(script_dsn)}")
+                                         f"{by_script}")
                 nights.append(Night(job, seconds, changes - sum(n.changes for n in nights), dbt))
             sizes = compare(script, settings, script_dsn, shop.now)
-        lab.drop(database_of(settings) + "_script")
+        lab.drop(script_database)
     lab.built.setdefault(shop.customers, after_the_nightly(shop, settings))
     return TwoNights(shop, flush_seconds, (nights[0], nights[1]), sizes)
 

@@ -105,7 +105,7 @@ class Batch:
                 ) -> BatchOutcome:
         """The batch committed: say so, and what it did."""
         duplicates = len(self.events) - stored
-        if self.messages:
+        if self.messages and log.isEnabledFor(logging.DEBUG):  # `--verbose`; not every batch
             log.debug("committed batch: %d messages, %d stored, %d duplicates, %d dead letters "
                       "in %s", len(self.messages), stored, duplicates, len(self.rejected),
                       ", ".join(f"{step} {seconds * 1000:.1f} ms"
