@@ -290,8 +290,9 @@ def test_the_outbox_marks_nothing_published_while_pubsub_is_down(shop, monkeypat
         apply_batch(pg, "dach_customers", [("dach_customers", "berlin", None)], NOW)
     with started(load_settings(), publish_changes=True) as consumer:
         consumer.process([])  # takes the outbox lease and hands the change to Pub/Sub
-        consumer.flush_changes()  # waits ten seconds for an answer that never comes
-        assert consumer.feed.in_flight, "handed to Pub/Sub, never accepted"
+        consumer.flush_changes()  # waits ten seconds; the request's own deadline is thirty
+        # still waiting for an answer, or refused once the request's deadline passed
+        assert consumer.feed.in_flight or consumer.feed.last_error, "handed to Pub/Sub"
     assert change_rows("select count(*) from segops.segment_membership_changes "
                        "where source = 'batch' and published_at is null") == [(1,)], (
         "nothing is marked published that Pub/Sub did not accept")
