@@ -37,7 +37,7 @@ from orchestration.run_now import execute, load_job
 from segops.catalog import Catalog
 from segops.extensions import attach_postgres
 from segops.lake import ALIAS, lake_connection
-from segops.live_membership import batch_members
+from segops.live_membership import evaluate_batch
 from segops.settings import Settings
 
 FIGURES = ("B4",)
@@ -142,7 +142,8 @@ def compare(script: duckdb.DuckDBPyConnection, settings: Settings, script_dsn: s
         for name, segment in sorted(segments.items()):
             found = {row[0] for row in script.execute(
                 f'select customer_id from memory.baseline."{name}"').fetchall()}
-            model = {customer for _, customer, _ in batch_members(job, segment, now)}
+            evaluate_batch(job, segment, now)
+            model = {row[0] for row in job.execute("select customer_id from _found").fetchall()}
             kept = job_members.get(name, set())
             sizes[name] = len(found)
             if found != model:

@@ -14,6 +14,7 @@ warehouse's models) and measures the real-time ones' parity, leaving their rows 
 
 from __future__ import annotations
 
+import io
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -21,6 +22,7 @@ from datetime import datetime
 
 import duckdb
 import psycopg
+from pyarrow import csv
 
 from segops.catalog import Segment
 from segops.clock import set_session_now
@@ -31,16 +33,31 @@ from segops.parity import SAMPLE, Drift
 
 # a customer's lock: PostgreSQL's advisory lock keyed by a hash of the customer id
 _KEY = "hashtextextended(customer_id, 0)"
+COPY_ROWS = 100_000
 
 
-def batch_members(con: duckdb.DuckDBPyConnection, segment: Segment, at: datetime
-                  ) -> list[tuple[str, str, str | None]]:
-    """(segment, customer_id, attributes as JSON text) of the segment's model at `at`,
-    checked against the segment contract (SegmentContractError)."""
+def evaluate_batch(con: duckdb.DuckDBPyConnection, segment: Segment, at: datetime) -> None:
+    """The segment's model at `at` into `_found` (segment, customer_id, attributes), checked
+    against the segment contract (SegmentContractError)."""
     set_session_now(con, at)
     stage_found(con, {segment.name: members_query(con, segment.name, segment.relation)})
-    return con.execute("select segment, customer_id, attributes::varchar from _found"
-                       ).fetchall()
+
+
+def copy_found(pg: psycopg.Connection, duck: duckdb.DuckDBPyConnection) -> None:
+    """DuckDB's `_found` into `staged_found`, a temporary table of `pg`'s transaction dropped at
+    its commit: a whole segment, up to millions of members, as CSV through PostgreSQL's COPY,
+    with no Python object per member."""
+    pg.execute("create temp table staged_found (segment text, customer_id text, attributes jsonb) "
+               "on commit drop")
+    batches = duck.execute("select segment, customer_id, attributes::varchar as attributes "
+                           "from _found").to_arrow_reader(COPY_ROWS)
+    no_header = csv.WriteOptions(include_header=False)
+    with pg.cursor().copy("copy staged_found from stdin (format csv)") as copy:
+        for batch in batches:
+            text = io.BytesIO()
+            csv.write_csv(batch, text, write_options=no_header)
+            copy.write(text.getbuffer())
+    pg.execute("analyze staged_found")
 
 
 def stream_state(pg: psycopg.Connection) -> tuple[Heartbeat | None, datetime | None]:
@@ -51,19 +68,31 @@ def stream_state(pg: psycopg.Connection) -> tuple[Heartbeat | None, datetime | N
     return (beats[0] if beats else None), (row[0] if row else None)
 
 
-def live_drift(pg: psycopg.Connection, segment: Segment,
-               found: list[tuple[str, str, str | None]], at: datetime) -> Drift:
-    """The stream's membership of `segment` in PostgreSQL against `found` (batch_members at
-    `at`); customers the stream owes a re-evaluation are not compared."""
-    owed = {row[0] for row in pg.execute("select customer_id from segops.reevaluate_queue")}
-    stream = {row[0] for row in pg.execute(
-        "select customer_id from segops.segment_membership where segment = %s",
-        [segment.name])} - owed
-    batch = {customer for _, customer, _ in found} - owed
-    missing, unexpected = sorted(batch - stream), sorted(stream - batch)
-    return Drift(segment=segment.name, evaluated_at=at, batch_size=len(batch),
-                 missing=missing[:SAMPLE], unexpected=unexpected[:SAMPLE],
-                 missing_count=len(missing), unexpected_count=len(unexpected))
+def live_drift(pg: psycopg.Connection, duck: duckdb.DuckDBPyConnection, segment: Segment,
+               at: datetime) -> Drift:
+    """The stream's membership of `segment` in PostgreSQL against the batch's (`_found` of
+    `duck`, evaluate_batch at `at`), compared inside PostgreSQL; customers the stream owes a
+    re-evaluation are not compared."""
+    with pg.transaction():
+        copy_found(pg, duck)
+        batch_size, missing_count, unexpected_count, missing, unexpected = pg.execute(
+            """
+            with owed as (select customer_id from segops.reevaluate_queue),
+            batch as (select customer_id from staged_found except select customer_id from owed),
+            stream as (
+                select customer_id from segops.segment_membership where segment = %(segment)s
+                except select customer_id from owed
+            ),
+            missing as (select customer_id from batch except select customer_id from stream),
+            unexpected as (select customer_id from stream except select customer_id from batch)
+            select (select count(*) from batch), (select count(*) from missing),
+                   (select count(*) from unexpected),
+                   array(select customer_id from missing order by 1 limit %(sample)s),
+                   array(select customer_id from unexpected order by 1 limit %(sample)s)
+            """, {"segment": segment.name, "sample": SAMPLE}).fetchone()
+    return Drift(segment=segment.name, evaluated_at=at, batch_size=batch_size,
+                 missing=missing, unexpected=unexpected,
+                 missing_count=missing_count, unexpected_count=unexpected_count)
 
 
 def held_count(pg: psycopg.Connection, segment: str) -> int:
@@ -108,17 +137,32 @@ def apply_found(con: psycopg.Connection, found: Sequence[tuple[str, str, str | N
     redelivered batch records nothing twice. Returns (segment, enter|exit) counts. The stream
     runs it under the customers' locks (`lock_customers`).
 
-    One statement: the delta, the membership writes and the changes as data-modifying CTEs,
-    with no temporary tables to create and drop on every batch. The customers are joined, not
-    compared with `= any(...)`, for the reason in ScopeEngine.load."""
+    A micro-batch's members travel as one JSON parameter of one statement, with no temporary
+    table to create and drop on every batch; a whole segment is copied first (apply_batch)."""
+    rows = "[" + ",".join(
+        f'{{"segment":{json.dumps(segment)},"customer_id":{json.dumps(customer)},'
+        f'"attributes":{attributes or "null"}}}' for segment, customer, attributes in found
+    ) + "]"
+    return _apply(con, "select * from jsonb_to_recordset(%(found)s::jsonb) "
+                       "as f (segment text, customer_id text, attributes jsonb)",
+                  {"found": rows}, segments=segments, customers=customers, source=source,
+                  changed_at=changed_at)
+
+
+def _apply(con: psycopg.Connection, found: str, parameters: dict, *, segments: Sequence[str],
+           customers: Iterable[str] | None, source: str, changed_at: datetime
+           ) -> Counter[tuple[str, str]]:
+    """apply_found with the members found given as a query (`found`, with its `parameters`).
+
+    One statement: the delta, the membership writes and the changes as data-modifying CTEs.
+    The customers are joined, not compared with `= any(...)`, for the reason in
+    ScopeEngine.load."""
     scope = "true" if customers is None else (
         "customer_id in (select unnest(%(customers)s::text[]))")
     recorded = con.execute(
         f"""
         with found as (
-            select * from jsonb_to_recordset(%(found)s::jsonb)
-                as f (segment text, customer_id text, attributes jsonb)
-            where {scope}
+            select * from ({found}) as found where {scope}
         ),
         held as (
             select * from segops.segment_membership
@@ -157,30 +201,28 @@ def apply_found(con: psycopg.Connection, found: Sequence[tuple[str, str, str | N
         where change <> 'update' order by customer_id, segment
         returning segment, change
         """,
-        {"found": "[" + ",".join(
-            f'{{"segment":{json.dumps(segment)},"customer_id":{json.dumps(customer)},'
-            f'"attributes":{attributes or "null"}}}' for segment, customer, attributes in found
-        ) + "]",
+        {**parameters,
          "customers": None if customers is None else sorted(set(customers)),
          "segments": list(segments),
          "at": changed_at, "source": source}).fetchall()
     return Counter(recorded)
 
 
-def apply_batch(pg: psycopg.Connection, segment: str, found: list[tuple[str, str, str | None]],
+def apply_batch(pg: psycopg.Connection, duck: duckdb.DuckDBPyConnection, segment: str,
                 at: datetime, *, has_readers: bool = False) -> Counter[tuple[str, str]]:
-    """Bring a nightly segment's membership in PostgreSQL to `found`, in one transaction. When
-    real-time segments read it (`has_readers`), the customers it moved are queued for the
-    stream to re-evaluate, in the same transaction."""
+    """Bring a nightly segment's membership in PostgreSQL to its members in `_found` of `duck`
+    (evaluate_batch), in one transaction. When real-time segments read it (`has_readers`), the
+    customers it moved are queued for the stream to re-evaluate, in the same transaction."""
     with pg.transaction():
         # A whole segment against what is held: joins of hundreds of thousands of rows on both
-        # sides, where a nested loop (which a planner misled by jsonb_to_recordset's guess of
-        # 100 rows, or by statistics older than the last burst, picks) does not finish.
+        # sides, where a nested loop (which a planner misled by statistics older than the last
+        # burst picks) does not finish.
         pg.execute("set local enable_nestloop = off")
+        copy_found(pg, duck)
         (before,) = pg.execute("select coalesce(max(change_id), 0) "
                                "from segops.segment_membership_changes").fetchone()
-        changes = apply_found(pg, found, segments=[segment], customers=None, source="batch",
-                              changed_at=at)
+        changes = _apply(pg, "select * from staged_found", {}, segments=[segment],
+                         customers=None, source="batch", changed_at=at)
         if has_readers:
             pg.execute("insert into segops.reevaluate_queue (customer_id, reason) "
                        "select distinct customer_id, %s from segops.segment_membership_changes "

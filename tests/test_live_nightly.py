@@ -61,6 +61,31 @@ def test_the_nightly_reads_what_the_stream_stored_and_writes_postgres(live_shop)
                                                      ("berlin", "exit", "batch")]
 
 
+def test_parity_names_whom_the_stream_and_the_batch_disagree_on(live_shop):
+    """A member the stream lost and one it should not hold fail the parity check, by name; a
+    customer the stream owes a re-evaluation is not held against it."""
+    stream(live_shop, *(event(buyer, "purchase", NOW - timedelta(days=1), order_value=80.0,
+                              order_id=f"o-{buyer}") for buyer in ("buyer", "owed")))
+    with psycopg.connect(live_shop.postgres_dsn, autocommit=True) as pg:
+        pg.execute("delete from segops.segment_membership where segment = 'recent_purchasers' "
+                   "and customer_id in ('buyer', 'owed')")
+        pg.execute("insert into segops.segment_membership (customer_id, segment, entered_at, "
+                   "source) values ('ghost', 'recent_purchasers', %s, 'realtime')", [NOW])
+        pg.execute("insert into segops.reevaluate_queue (customer_id, reason) "
+                   "values ('owed', 'busy')")
+
+    result = nightly(live_shop)
+
+    (parity,) = [c for c in result.get_asset_check_evaluations()
+                 if c.asset_key.to_user_string() == "membership/recent_purchasers"
+                 and c.check_name == "parity"]
+    assert not parity.passed
+    found = {name: value.value for name, value in parity.metadata.items()}
+    assert (found["missing_from_stream"], found["unexpected_in_stream"]) == (1, 1)
+    assert (found["sample_missing"], found["sample_unexpected"]) == ("buyer", "ghost")
+    assert found["batch_size"] == 1, "the owed customer is left out of both sides"
+
+
 def test_lake_maintenance_merges_the_flushes_files(live_shop):
     """Each flush writes a file of its own (beyond the few rows the catalog keeps inline); the
     daily job merges them and the lake reads the same."""

@@ -20,7 +20,7 @@ from orchestration.build import build_definitions
 from orchestration.nightly.dbt_runner import prune_run_folders
 from segops.catalog import Catalog
 from segops.dbt import run_dbt
-from segops.live_membership import apply_batch
+from segops.live_membership import apply_found
 from segops.live_state import read_live_state
 from segops.membership import current_members, members_at
 from segops.settings import DBT_PROJECT_DIR, load_settings
@@ -287,7 +287,8 @@ def test_the_outbox_marks_nothing_published_while_pubsub_is_down(shop, monkeypat
     the nightly writes them, without building the models) stay unpublished."""
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
     with psycopg.connect(shop.postgres_dsn, autocommit=True) as pg:
-        apply_batch(pg, "dach_customers", [("dach_customers", "berlin", None)], NOW)
+        apply_found(pg, [("dach_customers", "berlin", None)], segments=["dach_customers"],
+                    customers=None, source="batch", changed_at=NOW)
     with started(load_settings(), publish_changes=True) as consumer:
         consumer.process([])  # takes the outbox lease and hands the change to Pub/Sub
         consumer.flush_changes()  # waits ten seconds; the request's own deadline is thirty

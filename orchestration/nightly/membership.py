@@ -23,7 +23,13 @@ from segops.catalog import Catalog, Segment
 from segops.clock import utc_now
 from segops.errors import SegOpsError
 from segops.live_connection import connect
-from segops.live_membership import apply_batch, batch_members, held_count, live_drift, stream_state
+from segops.live_membership import (
+    apply_batch,
+    evaluate_batch,
+    held_count,
+    live_drift,
+    stream_state,
+)
 
 SAMPLE_SIZE = 5
 
@@ -72,14 +78,14 @@ def _reconcile(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
         at = swept if realtime and swept else wall
         try:
             with warehouse.get_connection() as con:
-                found = batch_members(con, segment, at)
+                evaluate_batch(con, segment, at)
+                if realtime:
+                    changes: Counter = Counter()
+                    drift = live_drift(pg, con, segment, at) if swept else None
+                else:
+                    changes = apply_batch(pg, con, segment.name, at, has_readers=has_readers)
         except (duckdb.Error, SegOpsError) as error:
             raise dg.Failure(description=f"{segment.name}: {error}") from None
-        if realtime:
-            drift = live_drift(pg, segment, found, at) if swept else None
-            changes: Counter = Counter()
-        else:
-            changes = apply_batch(pg, segment.name, found, at, has_readers=has_readers)
         size = held_count(pg, segment.name)
         sample = pg.execute(
             "select customer_id, entered_at, attributes from segops.segment_membership "
