@@ -1,7 +1,7 @@
 """One consumer on PostgreSQL in a process of its own, as replicas run, for B1, B2 and B8: it
-notes each batch's commit (wall time, messages, where its time went) and each message's
-publish → commit latency, and writes them to the JSON file it is given when it stops (SIGTERM
-drains, then writes).
+notes each batch's commit (wall time, messages, when its work began, where its time went) and
+each message's publish → commit latency, and writes them to the JSON file it is given when it
+stops (SIGTERM drains, then writes).
 
     python -m bench.live_consumer OUT.json   (settings from SEGOPS_* as for `segops stream`)
 """
@@ -24,15 +24,16 @@ from streaming.stream_loop import ConsumerConfig
 
 def main(out: Path) -> None:
     settings = load_settings()
-    commits: list[tuple[float, int]] = []
+    commits: list[tuple[float, int, float]] = []  # (commit time, messages, work began)
     latencies: list[tuple[float, float]] = []  # (publish time, ms to commit)
     steps: list[tuple[float, dict[str, float]]] = []  # (commit time, BatchOutcome.steps)
 
     def on_commit(batch, outcome) -> None:
         committed = utc_now()
         if batch:
-            commits.append((time.time(), len(batch)))
-            steps.append((time.time(), outcome.steps))
+            now = time.time()
+            commits.append((now, len(batch), now - outcome.seconds))
+            steps.append((now, outcome.steps))
         latencies.extend(((m.publish_time - committed).total_seconds() + time.time(),
                           (committed - m.publish_time).total_seconds() * 1000)
                          for m in batch if m.publish_time)

@@ -186,7 +186,9 @@ def run_consumers(lab: Lab, shop: Shop, count: int, *, live: bool = True) -> dic
     return {
         "steps_ms": median_steps_ms([laps for m in measured for at, laps in m["steps"]
                                      if at >= live_from]),
-        "events_per_second": scale.throughput_events / (commits[-1][0] - commits[0][0]),
+        # from when the first batch's work began: a backlog may go in a few batches
+        "events_per_second": scale.throughput_events / (
+            commits[-1][0] - min(began for _, _, began in commits)),
         "backlog_cores": cores, "latencies_ms": latencies, "lookup_ms": lookup_ms,
         "committed": committed, "published": report.published if report else 0,
         "achieved_rate": report.rate if report else 0.0, "nightly": nightly,
