@@ -120,7 +120,9 @@ def test_the_command_line_and_the_sensor_read_postgres_not_the_file(project, cap
     assert "dutch" in capsys.readouterr().out
 
     sensor = build_realtime_sensor(realtime_segments(project))
-    result = sensor(dg.build_sensor_context(resources={"warehouse": warehouse_resource(project)}))
+    with dg.build_sensor_context(
+            resources={"warehouse": warehouse_resource(project)}) as context:
+        result = sensor(context)
     reported = {e.asset_key.to_user_string() for e in result.asset_events
                 if isinstance(e, dg.AssetMaterialization)}
     checks = [e for e in result.asset_events if isinstance(e, dg.AssetCheckEvaluation)]

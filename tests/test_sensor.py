@@ -17,10 +17,10 @@ from tests.stream_helpers import incoming, realtime_segments
 
 
 def evaluate(sensor: dg.SensorDefinition, settings, cursor: str | None) -> dg.SensorResult:
-    context = dg.build_sensor_context(
+    with dg.build_sensor_context(
         cursor=cursor, resources={"warehouse": warehouse_resource(settings)}
-    )
-    return sensor(context)
+    ) as context:
+        return sensor(context)
 
 
 def test_sensor_reports_changes_since_its_cursor_and_advances_it(live_shop):

@@ -124,9 +124,9 @@ def test_a_custom_event_moves_a_customer_and_what_arrives_is_reported(shop_plan,
         False, {"unplanned_event": 1})
     assert seen["email_open"]["last_day"] == 0, "planned types show even before they arrive"
 
-    context = dg.build_sensor_context(
-        resources={"warehouse": warehouse_resource(settings)})
-    observation, check = event_types_sensor(context).asset_events
+    with dg.build_sensor_context(
+            resources={"warehouse": warehouse_resource(settings)}) as context:
+        observation, check = event_types_sensor(context).asset_events
     assert observation.metadata["last_hour/subscription_started"].value == 1
     assert (check.check_name, check.passed) == (TRACKING_PLAN, False)
     assert "1 unplanned event types" in check.description
