@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,8 @@ from segops.sql import misread_json_arrows, quote
 
 REFRESH_MODES = ("realtime", "nightly")
 LIVE_MATERIALIZATIONS = ("view", "ephemeral")
+# one part of a dotted relation name: "a quoted one" (with "" for a quote) or a bare one
+IDENTIFIER = re.compile(r'"((?:[^"]|"")*)"|([^."]+)')
 
 
 class ManifestMissing(SegOpsError):
@@ -198,12 +201,18 @@ def _is_segment(node: dict[str, Any]) -> bool:
 def local_relation(relation_name: str | None) -> str | None:
     """`"schema"."name"` without the database, which is the warehouse file's name: the
     manifest may have been compiled against a file of another name."""
-    from sqlglot import exp  # imported on use, as in segops.sql
-
     if relation_name is None:
         return None
-    table = exp.to_table(relation_name, dialect="duckdb")
-    return f"{quote(table.db)}.{quote(table.name)}"
+    schema, name = relation_parts(relation_name)
+    return f"{quote(schema)}.{quote(name)}"
+
+
+def relation_parts(relation_name: str) -> tuple[str, str]:
+    """The schema and the name of a relation as dbt renders it: up to three identifiers joined
+    by dots, each quoted or not."""
+    *_, schema, name = [quoted.replace('""', '"') if quoted else bare
+                        for quoted, bare in IDENTIFIER.findall(relation_name)]
+    return schema, name
 
 
 def _with_problems(segment: Segment, catalog: Catalog) -> Segment:

@@ -18,13 +18,13 @@ from graphlib import TopologicalSorter
 
 import duckdb
 
-from segops.catalog import Catalog, Model
+from segops.catalog import Catalog, Model, relation_parts
 from segops.dbt import compile_segments
 from segops.extensions import attach_postgres, duckdb_config
 from segops.lake import ALIAS, attach_lake, flushed_horizon
 from segops.live_columns import COPIED
 from segops.settings import Settings
-from segops.sql import literal, without_database
+from segops.sql import literal, tables_read, without_database
 
 # Read from PostgreSQL as they are: they change in place, and the stream keeps them there.
 FROM_POSTGRES = ("raw.customers", "raw.customer_traits", "segops.segment_membership")
@@ -88,17 +88,18 @@ def _view_models(catalog: Catalog) -> dict[str, Model]:
 
 
 def _read_by(views: dict[str, Model], reads: tuple[str, ...]) -> dict[str, Model]:
-    """The view models SQL in `reads` names, with the view models those read in turn."""
+    """The view models the SQL in `reads` names, with the view models those read in turn."""
     if not reads:
         return views
+    by_name = {tuple(part.lower() for part in relation_parts(m.relation)): uid
+               for uid, m in views.items()}
+    wanted = [by_name[table] for sql in reads for table in tables_read(sql) if table in by_name]
     needed: dict[str, Model] = {}
-    texts = list(reads)
-    while texts:
-        text = texts.pop()
-        for uid, model in views.items():
-            if uid not in needed and model.relation in text:
-                needed[uid] = model
-                texts.append(model.compiled_sql)
+    while wanted:
+        uid = wanted.pop()
+        if uid not in needed:
+            needed[uid] = views[uid]
+            wanted.extend(d for d in views[uid].depends_on if d in views)
     return needed
 
 

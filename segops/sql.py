@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 
 import duckdb
 
-DIALECT = "duckdb"
+DIALECT = "duckdb"  # sqlglot's name for DuckDB's SQL, for the modules that rewrite with it
 JSON_ARROWS = frozenset({"->", "->>"})
 # What `and`, `or`, `not`, comparisons, `is null` and `in` parse to in DuckDB's syntax tree
 BOOLEAN_NODES = frozenset({"CONJUNCTION", "COMPARISON", "OPERATOR"})
@@ -28,16 +28,26 @@ def literal(text: str) -> str:
 
 def without_database(sql: str) -> str:
     """Drop the database part of every table reference: SQL compiled against one target (an
-    in-memory compile profile, another file name) then runs on the warehouse at hand. sqlglot
-    is imported here, not with the module: a tenth of a second a command that only reads does
-    not pay before it starts its engine (segops.live_reach.open_soon)."""
-    import sqlglot
-    from sqlglot import exp
+    in-memory compile profile, another file name) then runs on the warehouse at hand. DuckDB's
+    own parser does it (the query's syntax tree as JSON, and back): a command that previews
+    has DuckDB loaded already, where importing a SQL library of its own took a fifth of its
+    second. SQL that does not parse is returned as it is, for running it to say why."""
+    tree = _syntax_tree(sql)
+    if tree.get("error"):
+        return sql
+    for table in _nodes(tree, lambda node: node.get("type") == "BASE_TABLE"):
+        table["catalog_name"] = ""
+    with _parser().cursor() as con:
+        (rewritten,) = con.execute(
+            f"select json_deserialize_sql({literal(json.dumps(tree))})").fetchone()
+    return rewritten
 
-    tree = sqlglot.parse_one(sql, read=DIALECT)
-    for table in tree.find_all(exp.Table):
-        table.set("catalog", None)
-    return tree.sql(dialect=DIALECT)
+
+def tables_read(sql: str) -> set[tuple[str, str]]:
+    """(schema, name), in lower case, of every table `sql` names with its schema."""
+    return {(table["schema_name"].lower(), table["table_name"].lower())
+            for table in _nodes(_syntax_tree(sql), lambda node: node.get("type") == "BASE_TABLE")
+            if table.get("schema_name")}
 
 
 def misread_json_arrows(sql: str) -> list[str]:
@@ -48,13 +58,13 @@ def misread_json_arrows(sql: str) -> list[str]:
     which fails on the data ("Failed to cast value to numerical") or, worse, selects nothing.
     DuckDB's own parser finds them: an arrow whose operand is a condition.
     """
-    (tree,) = _parser().execute(f"select json_serialize_sql({literal(sql)})").fetchone()
-    tree = json.loads(tree)
+    tree = _syntax_tree(sql)
     if tree.get("error"):
         return []  # not a query this check reads; running it says what is wrong
     lines = sql.splitlines()
     found = []
-    for arrow in _arrows(tree):
+    for arrow in _nodes(tree, lambda node: node.get("class") == "FUNCTION"
+                        and node.get("function_name") in JSON_ARROWS):
         if any(child.get("class") in BOOLEAN_NODES for child in arrow.get("children", [])):
             line = sql.count("\n", 0, arrow["query_location"])
             found.append(
@@ -66,15 +76,23 @@ def misread_json_arrows(sql: str) -> list[str]:
     return found
 
 
-def _arrows(node: object) -> Iterator[dict]:
+def _syntax_tree(sql: str) -> dict:
+    """DuckDB's syntax tree of `sql`, as JSON (with `error` set when it does not parse)."""
+    with _parser().cursor() as con:  # a cursor each: preview parses on two threads at once
+        (tree,) = con.execute(f"select json_serialize_sql({literal(sql)})").fetchone()
+    return json.loads(tree)
+
+
+def _nodes(node: object, wanted: Callable[[dict], bool]) -> Iterator[dict]:
+    """Every node of a syntax tree (from `_syntax_tree`) that is `wanted`."""
     if isinstance(node, dict):
-        if node.get("class") == "FUNCTION" and node.get("function_name") in JSON_ARROWS:
+        if wanted(node):
             yield node
         for value in node.values():
-            yield from _arrows(value)
+            yield from _nodes(value, wanted)
     elif isinstance(node, list):
         for value in node:
-            yield from _arrows(value)
+            yield from _nodes(value, wanted)
 
 
 @cache
