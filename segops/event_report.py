@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import duckdb
 
@@ -34,27 +34,34 @@ def event_types(con: duckdb.DuckDBPyConnection, plan: TrackingPlan, now: datetim
     and the sensor cost the same at any history; `last_seen` is filled by `with_last_seen`."""
     reports = {name: EventTypeReport(name, planned=True) for name in plan.events}
     # Counted by PostgreSQL itself: DuckDB's scanner would copy every event out to filter them.
-    moment = literal(now.isoformat(sep=" "))
     for event_type, last_hour, last_day in con.execute(
-        "select * from postgres_query('live', " + literal(
-            "select event_type, count(*) filter (where occurred_at > "
-            f"timestamp {moment} - interval '1 hour') as last_hour, count(*) as last_day "
-            "from raw.events "
-            f"where occurred_at > timestamp {moment} - interval '1 day' group by event_type")
-        + ")"
+        f"select * from postgres_query('live', {literal(last_day_counts(now))})"
     ).fetchall():
         report = reports.setdefault(event_type, EventTypeReport(event_type, planned=False))
         report.last_hour, report.last_day = last_hour, last_day
     for event_type, kind, count in con.execute(
-        """
-        select event_type, kind, count(*) from raw.event_violations
-        where occurred_at > $since group by event_type, kind order by kind
-        """,
-        {"since": now - timedelta(days=1)},
+        "select * from postgres_query('live', " + literal(
+            f"select event_type, kind, count(*) from raw.event_violations where "
+            f"{_within(now, '1 day')} group by event_type, kind order by kind")
+        + ")"
     ).fetchall():
         reports.setdefault(event_type, EventTypeReport(event_type, planned=False)) \
             .violations[kind] = count
     return _in_order(reports.values())
+
+
+def last_day_counts(now: datetime) -> str:
+    """PostgreSQL's count of the events per type in the hour and the day before `now`, read
+    from the index on the time alone (it carries the type): the day's events may lie anywhere
+    in a table of hundreds of millions, and fetching a page for each took seconds."""
+    return (f"select event_type, count(*) filter (where {_within(now, '1 hour')}) as last_hour, "
+            f"count(*) as last_day from raw.events where {_within(now, '1 day')} "
+            "group by event_type")
+
+
+def _within(now: datetime, span: str) -> str:
+    """PostgreSQL's condition for a row of the `span` before `now`."""
+    return f"occurred_at > timestamp {literal(now.isoformat(sep=' '))} - interval '{span}'"
 
 
 def with_last_seen(con: duckdb.DuckDBPyConnection, reports: list[EventTypeReport]
