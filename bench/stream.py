@@ -188,7 +188,7 @@ def run_consumers(lab: Lab, shop: Shop, count: int, *, live: bool = True) -> dic
         "steps_ms": median_steps_ms([laps for m in measured for at, laps in m["steps"]
                                      if at >= live_from]),
         "events_per_second": sustained_rate(commits),
-        # a consumer's start (its engine, the segments compiled) is in its first batch
+        # a consumer's start is in its first batch
         "first_batch_seconds": round(commits[0][0] - commits[0][2], 2),
         "backlog_cores": cores, "latencies_ms": latencies, "lookup_ms": lookup_ms,
         "committed": committed, "published": report.published if report else 0,

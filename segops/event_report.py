@@ -33,18 +33,12 @@ def event_types(con: duckdb.DuckDBPyConnection, plan: TrackingPlan, now: datetim
     volume. Only the last day is read (PostgreSQL's index on the time), so the nightly's check
     and the sensor cost the same at any history; `last_seen` is filled by `with_last_seen`."""
     reports = {name: EventTypeReport(name, planned=True) for name in plan.events}
-    # Counted by PostgreSQL itself: DuckDB's scanner would copy every event out to filter them.
-    for event_type, last_hour, last_day in con.execute(
-        f"select * from postgres_query('live', {literal(last_day_counts(now))})"
-    ).fetchall():
+    for event_type, last_hour, last_day in _in_postgres(con, last_day_counts(now)):
         report = reports.setdefault(event_type, EventTypeReport(event_type, planned=False))
         report.last_hour, report.last_day = last_hour, last_day
-    for event_type, kind, count in con.execute(
-        "select * from postgres_query('live', " + literal(
-            f"select event_type, kind, count(*) from raw.event_violations where "
-            f"{_within(now, '1 day')} group by event_type, kind order by kind")
-        + ")"
-    ).fetchall():
+    for event_type, kind, count in _in_postgres(
+            con, "select event_type, kind, count(*) from raw.event_violations where "
+                 f"{_within(now, '1 day')} group by event_type, kind order by kind"):
         reports.setdefault(event_type, EventTypeReport(event_type, planned=False)) \
             .violations[kind] = count
     return _in_order(reports.values())
@@ -52,11 +46,16 @@ def event_types(con: duckdb.DuckDBPyConnection, plan: TrackingPlan, now: datetim
 
 def last_day_counts(now: datetime) -> str:
     """PostgreSQL's count of the events per type in the hour and the day before `now`, read
-    from the index on the time alone (it carries the type): the day's events may lie anywhere
-    in a table of hundreds of millions, and fetching a page for each took seconds."""
+    from the index on the time alone (it carries the type), never the table, where the day's
+    events may lie anywhere among hundreds of millions."""
     return (f"select event_type, count(*) filter (where {_within(now, '1 hour')}) as last_hour, "
             f"count(*) as last_day from raw.events where {_within(now, '1 day')} "
             "group by event_type")
+
+
+def _in_postgres(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
+    """`sql` run by PostgreSQL itself: DuckDB's scanner would copy every row out to filter it."""
+    return con.execute(f"select * from postgres_query('live', {literal(sql)})").fetchall()
 
 
 def _within(now: datetime, span: str) -> str:
