@@ -61,8 +61,10 @@ from streaming.source import Incoming
 from streaming.stream_loop import Batch, BatchOutcome, ConsumerConfig, Laps, StreamLoop
 
 log = logging.getLogger(__name__)
-# the reason a customer is queued when another batch held it
+# the reasons a customer is queued: another batch held it; the sweep found more than a batch
+# takes
 BUSY = "busy"
+SWEPT = "time"
 
 
 def default_consumer_id() -> str:
@@ -136,14 +138,13 @@ class LiveConsumer(StreamLoop):
         self.engine.reattach()
 
     def lost(self, error: Exception) -> str | None:
-        """Why PostgreSQL is gone, when `error` says so: the driver's connection error, a
-        connection refused, or a DuckDB error (the lake's catalog is in PostgreSQL) while this
-        session no longer answers either."""
+        """Why PostgreSQL is gone, when `error` says so: a connection refused, or the driver's
+        operational error or a DuckDB error (the lake's catalog is in PostgreSQL) while this
+        session no longer answers either. An operational error of a server that answers (out
+        of shared memory, a statement timeout) is raised: retrying would fail the same way."""
         if isinstance(error, PostgresUnreachable):
             return error.reason or str(error)
-        if isinstance(error, psycopg.OperationalError):
-            return first_line(error)
-        if isinstance(error, duckdb.Error) and not self._answers():
+        if isinstance(error, (psycopg.OperationalError, duckdb.Error)) and not self._answers():
             return first_line(error)
         return None
 
@@ -316,8 +317,8 @@ class LiveConsumer(StreamLoop):
         def attempt(segments: list[str], together: bool):
             laps = Laps()
             with self.pg.transaction():
+                owed = _take_queue(self.pg)  # before the sweep queues what it leaves over
                 swept = self._sweep(now) if sweeping else set()
-                owed = _take_queue(self.pg)
                 # A customer another batch holds is left to it and queued for the next: this
                 # batch stores its events but waits only for the customers whose traits it
                 # sets (their profile is decided under the lock).
@@ -362,7 +363,8 @@ class LiveConsumer(StreamLoop):
 
     def _sweep(self, now: datetime) -> set[str]:
         """The customers time alone may have moved since the last sweep (whoever ran it), and
-        the sweep moved on to `now`; in the batch's transaction, so a rollback sweeps again."""
+        the sweep moved on to `now`; in the batch's transaction, so a rollback sweeps again.
+        Past `swept_per_batch` customers, the rest are queued for the next batches."""
         row = self.pg.execute("select at from segops.stream_state where name = 'sweep' "
                               "for update").fetchone()
         if row is None or row[0] >= now:
@@ -371,7 +373,11 @@ class LiveConsumer(StreamLoop):
         if self._sweep_query[0] is not self.segments.evaluator:
             self._sweep_query = (self.segments.evaluator,
                                  sweep_query(self.pg, self.segments.evaluator))
-        return crossed_customers(self.pg, self._sweep_query[1], row[0], now)
+        crossed = sorted(crossed_customers(self.pg, self._sweep_query[1], row[0], now))
+        limit = self.config.swept_per_batch
+        if len(crossed) > limit:
+            queue_for_reevaluation(self.pg, crossed[limit:], SWEPT)
+        return set(crossed[:limit])
 
     def _holds(self, lease: int) -> bool:
         """Whether this consumer holds `lease`, asking for it when it does not."""

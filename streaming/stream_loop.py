@@ -64,6 +64,10 @@ class ConsumerConfig:
     # between two batches (back to back while no message waits), so it is what a pass adds
     # to a batch's latency.
     backfill_chunk: int = 1000
+    # Customers the time sweep hands one batch at most; the rest are queued for the batches
+    # after. After an outage the sweep can find every customer of a large shop, and a batch
+    # holds a lock per customer in PostgreSQL's shared lock table until it commits.
+    swept_per_batch: int = 1000
 
 
 class Laps:

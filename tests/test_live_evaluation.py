@@ -17,7 +17,7 @@ from streaming.live_evaluation import crossed_customers, evaluate_batch, sweep_q
 from streaming.live_storage import store_events
 from tests.live_helpers import started, stream, views
 from tests.projects import project_with_segments, realtime_yml
-from tests.stream_helpers import incoming
+from tests.stream_helpers import incoming, rows
 from tests.stream_helpers import members as segment_members
 
 NOW = datetime(2026, 6, 1, 12, 0)
@@ -86,6 +86,28 @@ def test_time_alone_moves_a_customer_once_postgres_finds_the_boundary_passed(man
             lock_customers(con, crossed)
             assert evaluate(con, evaluator, sorted(crossed), later) == {
                 ("cart_abandoners", "enter"): 1}
+
+
+def test_a_sweep_finding_more_than_a_batch_takes_queues_the_rest_for_the_next(live_shop):
+    """After an outage the sweep can find most of a large shop: a batch takes
+    `swept_per_batch` of them (a lock each in PostgreSQL's shared lock table) and the batches
+    after take the rest from the queue."""
+    cart = {"product_id": "hom-0001", "category": "home", "price": 10.0, "quantity": 1}
+    shoppers = ["ann", "bob", "cy", "dee", "eve"]
+    clock = [NOW]
+    with started(live_shop, clock=lambda: clock[0], swept_per_batch=2) as consumer:
+        consumer.process([incoming(event(name, "add_to_cart", NOW - timedelta(minutes=29),
+                                         **cart)) for name in shoppers])
+        assert segment_members(live_shop, "cart_abandoners") == {}, "29 minutes old"
+
+        clock[0] = NOW + timedelta(minutes=2)  # only time passes
+        consumer.process([])
+        assert len(segment_members(live_shop, "cart_abandoners")) == 2
+        assert rows(live_shop, "select count(*) from segops.reevaluate_queue "
+                               "where reason = 'time'") == [(3,)]
+
+        consumer.process([])
+    assert set(segment_members(live_shop, "cart_abandoners")) == set(shoppers)
 
 
 def test_segments_breaking_the_contract_fail_alone_and_the_stream_goes_on(

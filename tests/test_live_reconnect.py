@@ -59,3 +59,12 @@ def test_asked_to_stop_while_postgres_is_away_commits_nothing(live_shop):
             consumer.surviving(lambda: consumer.process([incoming(e)
                                                          for e in views("ann", 10)]))
     assert rows(live_shop, "select count(*) from raw.events") == [(0,)]
+
+
+def test_an_error_of_a_server_that_still_answers_is_raised_not_waited_out(live_shop):
+    """Out of shared memory, a statement timeout: the server is there, so waiting for it to
+    come back would retry the same failure for ever."""
+    with started(live_shop, clock=lambda: NOW) as consumer:
+        consumer.pg.execute("set statement_timeout = 1")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            consumer.surviving(lambda: consumer.pg.execute("select pg_sleep(1)"))
