@@ -37,6 +37,7 @@ from orchestration.run_now import execute, load_job
 from segops.catalog import Catalog
 from segops.extensions import attach_postgres
 from segops.lake import ALIAS, lake_connection
+from segops.live_columns import COPIED
 from segops.live_membership import evaluate_batch
 from segops.settings import Settings
 
@@ -94,7 +95,8 @@ def baseline_connection(dsn: str, lake: str) -> Iterator[duckdb.DuckDBPyConnecti
         con.execute("use memory")
         con.execute("create schema raw")
         con.execute(f"create view raw.events as select * from {ALIAS}.raw.events")
-        con.execute("create view raw.customers as select * from live.raw.customers")
+        con.execute("create view raw.customers as "
+                    f"select {', '.join(COPIED['raw.customers'])} from live.raw.customers")
         yield con
 
 

@@ -8,8 +8,10 @@ below it has ended): it copies the events of the transactions from the last copy
 to this one, and records the horizon in the lake in the same commit. So each event reaches the
 lake exactly once, whatever the commit order, with no overlap to re-read; and a reader of the
 lake at any snapshot knows the exact tail PostgreSQL holds beyond it (segops/live_reach.py).
-Profiles and their history change in place: the nightly copies them whole; the frequent flush
-of events leaves them, since preview reads them from PostgreSQL itself.
+Profiles change in place, so each carries the id of the transaction that last wrote it, and the
+nightly copies those written since its last copy the same way (a trait change is only ever
+added); the frequent flush of events leaves them, since preview reads them from PostgreSQL
+itself.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class Imported:
 
 
 PROFILES = ("raw.customers", "raw.customer_traits")
+# the column of each profile table that holds the transaction that wrote the row
+WRITTEN_BY = {"raw.customers": "changed_xid", "raw.customer_traits": "recorded_xid"}
+# Every profile copy's horizon, as FLUSHES records the events'.
+PROFILE_COPIES = "segops.lake_profile_copies"
 
 
 def import_live_raw(con: duckdb.DuckDBPyConnection, dsn: str, *,
@@ -62,12 +68,7 @@ def _import(con: duckdb.DuckDBPyConnection, dsn: str, profiles: bool) -> Importe
             # in time order, so a segment's window skips the files and row groups outside it
             "order by occurred_at").fetchone()
         con.execute(f"insert into {FLUSHES} values ({horizon}, now(), {added})")
-        copied = dict.fromkeys(PROFILES, 0)
-        for table in PROFILES if profiles else ():
-            columns = ", ".join(COPIED[table])
-            con.execute(f"delete from {table}")
-            (copied[table],) = con.execute(f"insert into {table} ({columns}) "
-                                           f"select {columns} from live.{table}").fetchone()
+        copied = _copy_profiles(con, horizon) if profiles else dict.fromkeys(PROFILES, 0)
         con.execute("commit")
     except BaseException:
         with contextlib.suppress(duckdb.TransactionException):  # a failed commit ended it
@@ -77,6 +78,28 @@ def _import(con: duckdb.DuckDBPyConnection, dsn: str, profiles: bool) -> Importe
         con.execute("detach live")
     return Imported(events=added, customers=copied["raw.customers"],
                     traits=copied["raw.customer_traits"])
+
+
+def _copy_profiles(con: duckdb.DuckDBPyConnection, horizon: int) -> dict[str, int]:
+    """The profiles and trait changes written by the transactions from the last profile copy's
+    horizon up to `horizon`, as the events are copied: a profile written since replaces the
+    lake's, a trait change is added. The first copy replaces everything (a lake from before
+    this record holds a whole copy of its own). Rows copied per table."""
+    (since,) = con.execute(f"select coalesce(max(horizon), 0) from {PROFILE_COPIES}").fetchone()
+    copied = {}
+    for table in PROFILES:
+        written = f"{WRITTEN_BY[table]} >= {since} and {WRITTEN_BY[table]} < {horizon}"
+        columns = ", ".join(COPIED[table])
+        if not since:
+            con.execute(f"delete from {table}")
+        elif table == "raw.customers":
+            con.execute(f"delete from {table} where customer_id in "
+                        f"(select customer_id from live.{table} where {written})")
+        (copied[table],) = con.execute(f"insert into {table} ({columns}) select {columns} "
+                                       f"from live.{table} where {written}").fetchone()
+    con.execute(f"insert into {PROFILE_COPIES} values ({horizon}, now(), "
+                f"{copied['raw.customers']}, {copied['raw.customer_traits']})")
+    return copied
 
 
 def _ensure_raw_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -89,3 +112,5 @@ def _ensure_raw_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("create schema if not exists segops")
     con.execute(f"create table if not exists {FLUSHES} "
                 "(horizon bigint not null, flushed_at timestamp not null, events bigint not null)")
+    con.execute(f"create table if not exists {PROFILE_COPIES} (horizon bigint not null, "
+                "copied_at timestamp not null, customers bigint not null, traits bigint not null)")

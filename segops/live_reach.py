@@ -63,8 +63,9 @@ def _opened(settings: Settings) -> duckdb.DuckDBPyConnection:
         attach_postgres(con, settings.postgres_dsn, read_only=True)
         con.execute("create schema raw; create schema segops")
         con.execute(f"create view raw.events as {_events(con)}")
-        for table in FROM_POSTGRES:
-            con.execute(f"create view {table} as select * from live.{table}")
+        for table in FROM_POSTGRES:  # the warehouse's columns, not PostgreSQL's own
+            con.execute(f"create view {table} as "
+                        f"select {', '.join(COPIED[table])} from live.{table}")
     except BaseException:
         con.close()
         raise

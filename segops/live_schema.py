@@ -44,8 +44,14 @@ create table if not exists raw.customers (
     city text,
     acquisition_channel text,
     signed_up_at timestamp not null,
-    traits jsonb
+    traits jsonb,
+    -- the transaction that last wrote the profile: the nightly copies to the lake only the
+    -- profiles written since its last copy (see segops/live_import.py)
+    changed_xid bigint not null default (pg_current_xact_id()::text::bigint)
 );
+alter table raw.customers add column if not exists
+    changed_xid bigint not null default (pg_current_xact_id()::text::bigint);
+create index if not exists customers_by_transaction on raw.customers (changed_xid);
 
 create table if not exists raw.customer_traits (
     customer_id text not null,
@@ -54,8 +60,12 @@ create table if not exists raw.customer_traits (
     value jsonb,
     source text not null,
     recorded_at timestamp not null default (now() at time zone 'UTC'),
+    recorded_xid bigint not null default (pg_current_xact_id()::text::bigint),
     primary key (customer_id, trait, set_at, source)
 );
+alter table raw.customer_traits add column if not exists
+    recorded_xid bigint not null default (pg_current_xact_id()::text::bigint);
+create index if not exists traits_by_transaction on raw.customer_traits (recorded_xid);
 
 create table if not exists raw.event_violations (
     customer_id text not null,

@@ -160,6 +160,7 @@ class ScopeEngine:
                 on conflict (customer_id) do update set email = excluded.email,
                     country = excluded.country, city = excluded.city,
                     acquisition_channel = excluded.acquisition_channel,
-                    signed_up_at = excluded.signed_up_at, traits = excluded.traits
+                    signed_up_at = excluded.signed_up_at, traits = excluded.traits,
+                    changed_xid = excluded.changed_xid
                 """, profiles)
         return changed

@@ -61,6 +61,28 @@ def test_the_nightly_reads_what_the_stream_stored_and_writes_postgres(live_shop)
                                                      ("berlin", "exit", "batch")]
 
 
+def test_a_copy_takes_only_the_profiles_written_since_the_last(live_shop):
+    """Each night copies the profiles the stream or a load wrote since the night before, not
+    every customer again; what the lake holds is still PostgreSQL's, row for row."""
+    traits = "select customer_id, trait, value::varchar from raw.customer_traits order by 1, 2, 3"
+
+    def copy():
+        with lake_connection(live_shop.postgres_dsn, live_shop.lake_data_path) as con:
+            return import_live_raw(con, live_shop.postgres_dsn)
+
+    stream(live_shop, *(event(name, "identify", NOW - timedelta(days=2), country="DE")
+                        for name in ("ann", "bob", "cy")))
+    assert copy().customers == 3
+    stream(live_shop, event("bob", "identify", NOW - timedelta(days=1), country="FR"))
+    second, third = copy(), copy()
+    assert (second.customers, second.traits) == (1, 1)
+    assert (third.customers, third.traits) == (0, 0)
+    assert lake_rows(live_shop, "select customer_id, country from raw.customers order by 1"
+                     ) == [("ann", "DE"), ("bob", "FR"), ("cy", "DE")]
+    assert lake_rows(live_shop, traits) == rows(
+        live_shop, traits.replace("value::varchar", "value::text"))
+
+
 def test_parity_names_whom_the_stream_and_the_batch_disagree_on(live_shop):
     """A member the stream lost and one it should not hold fail the parity check, by name; a
     customer the stream owes a re-evaluation is not held against it."""

@@ -9,8 +9,8 @@ from segops.live_import import import_live_raw
 
 
 class RawCopyConfig(dg.Config):
-    # The frequent flush copies events only: profiles change in place and are copied whole,
-    # which is the nightly's to do.
+    # The frequent flush copies events only: preview reads the profiles from PostgreSQL, and
+    # the nightly copies those written since its last copy.
     profiles: bool = True
 
 
