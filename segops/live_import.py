@@ -8,10 +8,10 @@ below it has ended): it copies the events of the transactions from the last copy
 to this one, and records the horizon in the lake in the same commit. So each event reaches the
 lake exactly once, whatever the commit order, with no overlap to re-read; and a reader of the
 lake at any snapshot knows the exact tail PostgreSQL holds beyond it (segops/live_reach.py).
-Profiles change in place, so each carries the id of the transaction that last wrote it, and the
-nightly copies those written since its last copy the same way (a trait change is only ever
-added); the frequent flush of events leaves them, since preview reads them from PostgreSQL
-itself.
+Profiles change in place, so each carries the id of the transaction that last wrote it (a
+trigger sets it, whoever writes), deletions and rewritten trait history are recorded with
+theirs, and the nightly copies what was written since its last copy the same way; the frequent
+flush of events leaves them, since preview reads them from PostgreSQL itself.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from segops.extensions import attach_postgres
 from segops.lake import FLUSHES, flushed_horizon
 from segops.live_columns import COPIED
 from segops.live_leases import LAKE_COPY, wait_for_lease
+from segops.sql import literal
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,10 @@ class Imported:
 
 
 PROFILES = ("raw.customers", "raw.customer_traits")
-# the column of each profile table that holds the transaction that wrote the row
-WRITTEN_BY = {"raw.customers": "changed_xid", "raw.customer_traits": "recorded_xid"}
 # Every profile copy's horizon, as FLUSHES records the events'.
 PROFILE_COPIES = "segops.lake_profile_copies"
+# the column of each profile table that holds the transaction that wrote the row
+WRITTEN_BY = {"raw.customers": "changed_xid", "raw.customer_traits": "recorded_xid"}
 
 
 def import_live_raw(con: duckdb.DuckDBPyConnection, dsn: str, *,
@@ -83,20 +84,39 @@ def _import(con: duckdb.DuckDBPyConnection, dsn: str, profiles: bool) -> Importe
 def _copy_profiles(con: duckdb.DuckDBPyConnection, horizon: int) -> dict[str, int]:
     """The profiles and trait changes written by the transactions from the last profile copy's
     horizon up to `horizon`, as the events are copied: a profile written since replaces the
-    lake's, a trait change is added. The first copy replaces everything (a lake from before
-    this record holds a whole copy of its own). Rows copied per table."""
+    lake's (a deleted one leaves it), a trait change is added, and a customer whose trait
+    history was changed otherwise gets theirs replaced whole. The first copy replaces
+    everything (a lake from before this record holds a whole copy of its own). Rows copied per
+    table."""
     (since,) = con.execute(f"select coalesce(max(horizon), 0) from {PROFILE_COPIES}").fetchone()
+
+    def written(column: str) -> str:
+        return f"{column} >= {since} and {column} < {horizon}"
+
+    rewritten = f"select customer_id from raw.profiles_rewritten where {written('rewritten_xid')}"
+    changed = {
+        "raw.customers": f"select customer_id from raw.customers where "
+                         f"{written(WRITTEN_BY['raw.customers'])} union {rewritten}",
+        "raw.customer_traits": rewritten,
+    }
+    rows = {
+        "raw.customers": f"customer_id in ({changed['raw.customers']})",
+        "raw.customer_traits": f"{written(WRITTEN_BY['raw.customer_traits'])} "
+                               f"or customer_id in ({rewritten})",
+    }
     copied = {}
     for table in PROFILES:
-        written = f"{WRITTEN_BY[table]} >= {since} and {WRITTEN_BY[table]} < {horizon}"
         columns = ", ".join(COPIED[table])
-        if not since:
+        if since:  # PostgreSQL finds the rows by its indexes on the transaction ids
+            con.execute(f"delete from {table} where customer_id in (select customer_id from "
+                        f"postgres_query('live', {literal(changed[table])}))")
+            select = f"select {columns} from {table} where {rows[table]}"
+            source = f"postgres_query('live', {literal(select)})"
+        else:
             con.execute(f"delete from {table}")
-        elif table == "raw.customers":
-            con.execute(f"delete from {table} where customer_id in "
-                        f"(select customer_id from live.{table} where {written})")
-        (copied[table],) = con.execute(f"insert into {table} ({columns}) select {columns} "
-                                       f"from live.{table} where {written}").fetchone()
+            source = f"live.{table} where {WRITTEN_BY[table]} < {horizon}"
+        (copied[table],) = con.execute(f"insert into {table} ({columns}) "
+                                       f"select {columns} from {source}").fetchone()
     con.execute(f"insert into {PROFILE_COPIES} values ({horizon}, now(), "
                 f"{copied['raw.customers']}, {copied['raw.customer_traits']})")
     return copied

@@ -67,6 +67,32 @@ alter table raw.customer_traits add column if not exists
     recorded_xid bigint not null default (pg_current_xact_id()::text::bigint);
 create index if not exists traits_by_transaction on raw.customer_traits (recorded_xid);
 
+-- Whatever writes a profile (the stream, a load, an administrator's SQL), its transaction is
+-- recorded: an update sets `changed_xid`; a deleted profile, or trait history changed other
+-- than by adding to it, leaves its customer here, for the copy to replace theirs whole.
+create table if not exists raw.profiles_rewritten (
+    customer_id text not null,
+    rewritten_xid bigint not null default (pg_current_xact_id()::text::bigint)
+);
+create index if not exists profiles_rewritten_by_transaction
+    on raw.profiles_rewritten (rewritten_xid);
+create or replace function raw.profile_updated() returns trigger language plpgsql as $$
+begin
+    new.changed_xid := pg_current_xact_id()::text::bigint;
+    return new;
+end $$;
+create or replace function raw.profile_rewritten() returns trigger language plpgsql as $$
+begin
+    insert into raw.profiles_rewritten (customer_id) values (old.customer_id);
+    return null;
+end $$;
+create or replace trigger profile_updated before update on raw.customers
+    for each row execute function raw.profile_updated();
+create or replace trigger profile_deleted after delete on raw.customers
+    for each row execute function raw.profile_rewritten();
+create or replace trigger traits_rewritten after update or delete on raw.customer_traits
+    for each row execute function raw.profile_rewritten();
+
 create table if not exists raw.event_violations (
     customer_id text not null,
     event_id text not null,

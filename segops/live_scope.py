@@ -160,7 +160,6 @@ class ScopeEngine:
                 on conflict (customer_id) do update set email = excluded.email,
                     country = excluded.country, city = excluded.city,
                     acquisition_channel = excluded.acquisition_channel,
-                    signed_up_at = excluded.signed_up_at, traits = excluded.traits,
-                    changed_xid = excluded.changed_xid
+                    signed_up_at = excluded.signed_up_at, traits = excluded.traits
                 """, profiles)
         return changed

@@ -62,8 +62,9 @@ def test_the_nightly_reads_what_the_stream_stored_and_writes_postgres(live_shop)
 
 
 def test_a_copy_takes_only_the_profiles_written_since_the_last(live_shop):
-    """Each night copies the profiles the stream or a load wrote since the night before, not
-    every customer again; what the lake holds is still PostgreSQL's, row for row."""
+    """Each night copies the profiles written since the night before (by the stream, a load or
+    anyone's SQL, deletions too), not every customer again; what the lake holds is still
+    PostgreSQL's, row for row."""
     traits = "select customer_id, trait, value::varchar from raw.customer_traits order by 1, 2, 3"
 
     def copy():
@@ -79,6 +80,16 @@ def test_a_copy_takes_only_the_profiles_written_since_the_last(live_shop):
     assert (third.customers, third.traits) == (0, 0)
     assert lake_rows(live_shop, "select customer_id, country from raw.customers order by 1"
                      ) == [("ann", "DE"), ("bob", "FR"), ("cy", "DE")]
+
+    with psycopg.connect(live_shop.postgres_dsn) as pg:  # an administrator's SQL
+        pg.execute("update raw.customers set country = 'AT' where customer_id = 'ann'")
+        pg.execute("delete from raw.customers where customer_id = 'cy'")
+        pg.execute("delete from raw.customer_traits where customer_id = 'cy'")
+        pg.execute("update raw.customer_traits set value = '\"CH\"' "
+                   "where customer_id = 'bob' and value = '\"DE\"'")
+    assert copy().customers == 2, "ann and bob copied again, cy gone"
+    assert lake_rows(live_shop, "select customer_id, country from raw.customers order by 1"
+                     ) == [("ann", "AT"), ("bob", "FR")]
     assert lake_rows(live_shop, traits) == rows(
         live_shop, traits.replace("value::varchar", "value::text"))
 
