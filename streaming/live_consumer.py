@@ -148,6 +148,10 @@ class LiveConsumer(StreamLoop):
             return first_line(error)
         return None
 
+    def conflicted(self, error: Exception) -> bool:
+        """PostgreSQL's transaction rollback class (40): a deadlock, a serialization failure."""
+        return isinstance(error, psycopg.Error) and (error.sqlstate or "").startswith("40")
+
     def _answers(self) -> bool:
         try:
             self.pg.execute("select 1")

@@ -183,14 +183,24 @@ class StreamLoop:
         """Open the session again after the store came back; raises what `lost` recognises
         while it is still away."""
 
+    def conflicted(self, error: Exception) -> bool:
+        """Whether the store undid the transaction for a conflict with another writer's (a
+        deadlock, a serialization failure), which doing it again resolves."""
+        return False
+
     def surviving(self, work: Callable[[], T]) -> T:
         """`work()`, done again from the start each time the store comes back from going away
-        under it: nothing it did was committed, or, if it was, doing it again changes nothing
-        (the keys deduplicate). Raises Stopped when asked to stop meanwhile."""
+        under it, or undid it for a conflict: nothing it did was committed, or, if it was,
+        doing it again changes nothing (the keys deduplicate). Raises Stopped when asked to
+        stop meanwhile."""
         while True:
             try:
                 return work()
             except Exception as error:
+                if self.conflicted(error):
+                    log.info("%s undid a transaction (%s); doing it again", self.store,
+                             str(error).splitlines()[0])
+                    continue
                 reason = self.lost(error)
                 if reason is None:
                     raise

@@ -4,6 +4,7 @@ on: the batch is done again, the leases, which were the old session's locks, are
 from __future__ import annotations
 
 import logging
+import threading
 
 import psycopg
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from segops.live_leases import SWEEP
 from streaming.stream_loop import Stopped
 from tests.live_helpers import NOW, started, views
-from tests.stream_helpers import incoming, members, rows
+from tests.stream_helpers import incoming, members, rows, wait_for
 
 
 def terminate(dsn: str, pid: int) -> None:
@@ -68,3 +69,44 @@ def test_an_error_of_a_server_that_still_answers_is_raised_not_waited_out(live_s
         consumer.pg.execute("set statement_timeout = 1")
         with pytest.raises(psycopg.errors.QueryCanceled):
             consumer.surviving(lambda: consumer.pg.execute("select pg_sleep(1)"))
+
+
+def test_a_deadlock_with_another_writer_is_done_again_at_once(live_shop, caplog):
+    """PostgreSQL undoes one of two transactions that wait for each other; the consumer does
+    its own again, neither stopping nor calling it an outage."""
+    attempts: list[int] = []
+    with started(live_shop, clock=lambda: NOW) as consumer, \
+            psycopg.connect(live_shop.postgres_dsn, autocommit=True) as other:
+        consumer.pg.execute("set deadlock_timeout = '10ms'")  # the consumer is the one undone
+        holds_two = threading.Event()
+
+        def other_writer() -> None:
+            with other.transaction():
+                other.execute("select pg_advisory_xact_lock(2)")
+                holds_two.set()
+                other.execute("select pg_advisory_xact_lock(1)")
+
+        writer = threading.Thread(target=other_writer)
+
+        def work() -> int:
+            attempts.append(1)
+            with consumer.pg.transaction():
+                consumer.pg.execute("select pg_advisory_xact_lock(1)")
+                if len(attempts) == 1:
+                    writer.start()
+                    holds_two.wait(10)
+                    wait_for(lambda: waiting_for_a_lock(live_shop.postgres_dsn))
+                consumer.pg.execute("select pg_advisory_xact_lock(2)")
+            return len(attempts)
+
+        with caplog.at_level(logging.INFO):
+            assert consumer.surviving(work) == 2
+        writer.join(10)
+    assert "undid a transaction (deadlock detected)" in caplog.text
+    assert "unreachable" not in caplog.text
+
+
+def waiting_for_a_lock(dsn: str) -> bool:
+    with psycopg.connect(dsn) as con:
+        return con.execute("select exists (select from pg_locks where locktype = 'advisory' "
+                           "and not granted)").fetchone()[0]
