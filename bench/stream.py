@@ -181,15 +181,17 @@ def run_consumers(lab: Lab, shop: Shop, count: int, *, live: bool = True) -> dic
     if nightly:
         nightly["latencies_ms"] = [ms for m in measured for published, ms in m["latencies"]
                                    if nightly["from"] <= published <= nightly["to"]]
-    commits = sorted(c for m in measured for c in m["commits"] if c[0] < live_from)
+    # the backlog's commits: all of a drain's; in a live run, those before the live traffic
+    commits = sorted(c for m in measured for c in m["commits"] if not live or c[0] < live_from)
     latencies = [ms for m in measured for published, ms in m["latencies"]
                  if published >= live_from]
     return {
         "steps_ms": median_steps_ms([laps for m in measured for at, laps in m["steps"]
                                      if at >= live_from]),
-        "events_per_second": sustained_rate(commits),
-        # a consumer's start is in its first batch
-        "first_batch_seconds": round(commits[0][0] - commits[0][2], 2),
+        # a drain's throughput (a live run's small backlog may go in a single batch); a
+        # consumer's start is in its first batch
+        "events_per_second": None if live else sustained_rate(commits),
+        "first_batch_seconds": None if live else round(commits[0][0] - commits[0][2], 2),
         "backlog_cores": cores, "latencies_ms": latencies, "lookup_ms": lookup_ms,
         "committed": committed, "published": report.published if report else 0,
         "achieved_rate": report.rate if report else 0.0, "nightly": nightly,
