@@ -15,7 +15,15 @@ import itertools
 import json
 import statistics
 
-from bench.harness import Lab, compact, figure, median_steps_ms, percentile, traffic
+from bench.harness import (
+    Lab,
+    compact,
+    figure,
+    median_steps_ms,
+    percentile,
+    swept_to_now,
+    traffic,
+)
 from streaming.live_consumer import LiveConsumer
 from streaming.source import Incoming
 from streaming.stream_loop import ConsumerConfig
@@ -42,6 +50,7 @@ def measure(lab: Lab) -> dict[str, dict]:
         consumers, feeds = {}, {}
         for name, shop in shops.items():
             settings = stack.enter_context(lab.workspace(f"evaluation-{name}", shop))
+            swept_to_now(settings)
             consumers[name] = LiveConsumer(settings, config)
             stack.enter_context(consumers[name].session())  # as `LiveConsumer.run` does
             consumers[name].start()

@@ -38,6 +38,7 @@ from bench.harness import (
     median_steps_ms,
     overridden,
     percentile,
+    swept_to_now,
     traffic,
     wait_for,
 )
@@ -139,6 +140,7 @@ def run_consumers(lab: Lab, shop: Shop, count: int, *, live: bool = True) -> dic
     nightly, lookup_ms, report, committed = {}, [], None, True
     with overridden(names):
         settings = load_settings()
+        swept_to_now(settings)
         ensure_pubsub(settings)
         publish(settings, itertools.islice(traffic(shop.customers, 2), scale.throughput_events))
         logs = [(lab.root / f"{name}-{n}.log").open("wb") for n in range(count)]
