@@ -86,7 +86,8 @@ def _copy_profiles(con: duckdb.DuckDBPyConnection, horizon: int) -> dict[str, in
     horizon up to `horizon`, as the events are copied: a profile written since replaces the
     lake's (a deleted one leaves it), a trait change is added, and a customer whose trait
     history was changed otherwise gets theirs replaced whole. The first copy replaces
-    everything (a lake from before this record holds a whole copy of its own). Rows copied per
+    everything (a lake from before this record holds a whole copy of its own). A `truncate`
+    fires no row trigger, so the lake keeps what a truncated table held. Rows copied per
     table."""
     (since,) = con.execute(f"select coalesce(max(horizon), 0) from {PROFILE_COPIES}").fetchone()
 
