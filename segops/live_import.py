@@ -90,37 +90,45 @@ def _copy_profiles(con: duckdb.DuckDBPyConnection, horizon: int) -> dict[str, in
     fires no row trigger, so the lake keeps what a truncated table held. Rows copied per
     table."""
     (since,) = con.execute(f"select coalesce(max(horizon), 0) from {PROFILE_COPIES}").fetchone()
+    if since:  # PostgreSQL finds the rows by its indexes on the transaction ids
+        def written(column: str) -> str:
+            return f"{column} >= {since} and {column} < {horizon}"
 
-    def written(column: str) -> str:
-        return f"{column} >= {since} and {column} < {horizon}"
-
-    rewritten = f"select customer_id from raw.profiles_rewritten where {written('rewritten_xid')}"
-    changed = {
-        "raw.customers": f"select customer_id from raw.customers where "
-                         f"{written(WRITTEN_BY['raw.customers'])} union {rewritten}",
-        "raw.customer_traits": rewritten,
-    }
-    rows = {
-        "raw.customers": f"customer_id in ({changed['raw.customers']})",
-        "raw.customer_traits": f"{written(WRITTEN_BY['raw.customer_traits'])} "
-                               f"or customer_id in ({rewritten})",
-    }
-    copied = {}
-    for table in PROFILES:
-        columns = ", ".join(COPIED[table])
-        if since:  # PostgreSQL finds the rows by its indexes on the transaction ids
-            con.execute(f"delete from {table} where customer_id in (select customer_id from "
-                        f"postgres_query('live', {literal(changed[table])}))")
-            select = f"select {columns} from {table} where {rows[table]}"
-            source = f"postgres_query('live', {literal(select)})"
-        else:
-            con.execute(f"delete from {table}")
-            source = f"live.{table} where {WRITTEN_BY[table]} < {horizon}"
-        (copied[table],) = con.execute(f"insert into {table} ({columns}) "
-                                       f"select {columns} from {source}").fetchone()
+        rewritten = ("select customer_id from raw.profiles_rewritten "
+                     f"where {written('rewritten_xid')}")
+        customers = (f"select customer_id from raw.customers where {written('changed_xid')} "
+                     f"union {rewritten}")
+        copied = {
+            "raw.customers": _replace(con, "raw.customers", customers,
+                                      f"customer_id in ({customers})"),
+            "raw.customer_traits": _replace(con, "raw.customer_traits", rewritten,
+                                            f"{written('recorded_xid')} "
+                                            f"or customer_id in ({rewritten})"),
+        }
+    else:
+        copied = {table: _replace_all(con, table, horizon) for table in PROFILES}
     con.execute(f"insert into {PROFILE_COPIES} values ({horizon}, now(), "
                 f"{copied['raw.customers']}, {copied['raw.customer_traits']})")
     return copied
+
+
+def _replace(con: duckdb.DuckDBPyConnection, table: str, customers: str, rows: str) -> int:
+    """The lake's rows of `table` for the `customers` PostgreSQL's query finds deleted, and
+    PostgreSQL's rows of it that `rows` selects added; how many."""
+    columns = ", ".join(COPIED[table])
+    con.execute(f"delete from {table} where customer_id in "
+                f"(select customer_id from postgres_query('live', {literal(customers)}))")
+    select = f"select {columns} from {table} where {rows}"
+    return con.execute(f"insert into {table} ({columns}) select {columns} "
+                       f"from postgres_query('live', {literal(select)})").fetchone()[0]
+
+
+def _replace_all(con: duckdb.DuckDBPyConnection, table: str, horizon: int) -> int:
+    """The lake's `table` replaced by PostgreSQL's rows written below `horizon`; how many."""
+    columns = ", ".join(COPIED[table])
+    con.execute(f"delete from {table}")
+    return con.execute(f"insert into {table} ({columns}) select {columns} from live.{table} "
+                       f"where {WRITTEN_BY[table]} < {horizon}").fetchone()[0]
 
 
 def _ensure_raw_tables(con: duckdb.DuckDBPyConnection) -> None:

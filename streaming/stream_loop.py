@@ -15,6 +15,7 @@ from typing import TypeVar
 from segops.clock import utc_now
 from segops.events import Event
 from segops.heartbeat import BatchCounts
+from segops.live_connection import first_line
 from segops.membership import MembershipDelta, SegmentFailed, SegmentsFailed
 from segops.tracking_plan import TrackingPlan
 from streaming.live_segments import LiveSegments
@@ -199,7 +200,7 @@ class StreamLoop:
             except Exception as error:
                 if self.conflicted(error):
                     log.info("%s undid a transaction (%s); doing it again", self.store,
-                             str(error).splitlines()[0])
+                             first_line(error))
                     continue
                 reason = self.lost(error)
                 if reason is None:
