@@ -34,6 +34,8 @@ from segops.parity import SAMPLE, Drift
 # a customer's lock: PostgreSQL's advisory lock keyed by a hash of the customer id
 _KEY = "hashtextextended(customer_id, 0)"
 COPY_ROWS = 100_000
+# the memory a nightly's join of a whole segment with what is held may take before it spills
+WHOLE_SEGMENT_WORK_MEM = "256MB"
 
 
 def evaluate_batch(con: duckdb.DuckDBPyConnection, segment: Segment, at: datetime) -> None:
@@ -46,7 +48,13 @@ def evaluate_batch(con: duckdb.DuckDBPyConnection, segment: Segment, at: datetim
 def copy_found(pg: psycopg.Connection, duck: duckdb.DuckDBPyConnection) -> None:
     """DuckDB's `_found` into `staged_found`, a temporary table of `pg`'s transaction dropped at
     its commit: a whole segment, up to millions of members, as CSV through PostgreSQL's COPY,
-    with no Python object per member."""
+    with no Python object per member.
+
+    The rest of the transaction joins it with what is held: hundreds of thousands of rows on
+    both sides, where a nested loop (which a planner misled by statistics older than the last
+    burst picks) does not finish, and a hash join in PostgreSQL's default 4 MB spills to disk."""
+    pg.execute("set local enable_nestloop = off")
+    pg.execute(f"set local work_mem = '{WHOLE_SEGMENT_WORK_MEM}'")
     pg.execute("create temp table staged_found (segment text, customer_id text, attributes jsonb) "
                "on commit drop")
     batches = duck.execute("select segment, customer_id, attributes::varchar as attributes "
@@ -57,7 +65,6 @@ def copy_found(pg: psycopg.Connection, duck: duckdb.DuckDBPyConnection) -> None:
             text = io.BytesIO()
             csv.write_csv(batch, text, write_options=no_header)
             copy.write(text.getbuffer())
-    pg.execute("analyze staged_found")
 
 
 def stream_state(pg: psycopg.Connection) -> tuple[Heartbeat | None, datetime | None]:
@@ -71,24 +78,33 @@ def stream_state(pg: psycopg.Connection) -> tuple[Heartbeat | None, datetime | N
 def live_drift(pg: psycopg.Connection, duck: duckdb.DuckDBPyConnection, segment: Segment,
                at: datetime) -> Drift:
     """The stream's membership of `segment` in PostgreSQL against the batch's (`_found` of
-    `duck`, evaluate_batch at `at`), compared inside PostgreSQL; customers the stream owes a
-    re-evaluation are not compared."""
+    `duck`, evaluate_batch at `at`), compared inside PostgreSQL in one full join; customers the
+    stream owes a re-evaluation are not compared."""
     with pg.transaction():
         copy_found(pg, duck)
         batch_size, missing_count, unexpected_count, missing, unexpected = pg.execute(
             """
-            with owed as (select customer_id from segops.reevaluate_queue),
-            batch as (select customer_id from staged_found except select customer_id from owed),
-            stream as (
+            with stream as (
                 select customer_id from segops.segment_membership where segment = %(segment)s
-                except select customer_id from owed
             ),
-            missing as (select customer_id from batch except select customer_id from stream),
-            unexpected as (select customer_id from stream except select customer_id from batch)
-            select (select count(*) from batch), (select count(*) from missing),
-                   (select count(*) from unexpected),
-                   array(select customer_id from missing order by 1 limit %(sample)s),
-                   array(select customer_id from unexpected order by 1 limit %(sample)s)
+            joined as (
+                select customer_id, batch.customer_id is not null as in_batch,
+                       stream.customer_id is not null as in_stream
+                from staged_found as batch full join stream using (customer_id)
+            ),
+            compared as (
+                select * from joined
+                where not exists (select from segops.reevaluate_queue as owed
+                                  where owed.customer_id = joined.customer_id)
+            )
+            select count(*) filter (where in_batch),
+                   count(*) filter (where not in_stream),
+                   count(*) filter (where not in_batch),
+                   array(select customer_id from compared where not in_stream
+                         order by 1 limit %(sample)s),
+                   array(select customer_id from compared where not in_batch
+                         order by 1 limit %(sample)s)
+            from compared
             """, {"segment": segment.name, "sample": SAMPLE}).fetchone()
     return Drift(segment=segment.name, evaluated_at=at, batch_size=batch_size,
                  missing=missing, unexpected=unexpected,
@@ -155,8 +171,9 @@ def _apply(con: psycopg.Connection, found: str, parameters: dict, *, segments: S
     """apply_found with the members found given as a query (`found`, with its `parameters`).
 
     One statement: the delta, the membership writes and the changes as data-modifying CTEs.
-    The customers are joined, not compared with `= any(...)`, for the reason in
-    ScopeEngine.load."""
+    The delta is one full join of what was found with what is held, a third of the time of
+    an anti-join each way and a join for the attributes on a whole segment. The customers are
+    joined, not compared with `= any(...)`, for the reason in ScopeEngine.load."""
     scope = "true" if customers is None else (
         "customer_id in (select unnest(%(customers)s::text[]))")
     recorded = con.execute(
@@ -169,17 +186,17 @@ def _apply(con: psycopg.Connection, found: str, parameters: dict, *, segments: S
             where segment = any(%(segments)s) and {scope}
         ),
         delta as (
-            select h.customer_id, h.segment, 'exit' as change, h.attributes from held as h
-            where not exists (select from found as f
-                              where (f.customer_id, f.segment) = (h.customer_id, h.segment))
-            union all
-            select f.customer_id, f.segment, 'enter', f.attributes from found as f
-            where not exists (select from held as h
-                              where (h.customer_id, h.segment) = (f.customer_id, f.segment))
-            union all
-            select f.customer_id, f.segment, 'update', f.attributes
-            from found as f join held as h using (customer_id, segment)
-            where h.attributes is distinct from f.attributes
+            select
+                customer_id,
+                segment,
+                case when f.customer_id is null then 'exit'
+                     when h.customer_id is null then 'enter'
+                     else 'update' end as change,
+                case when f.customer_id is null then h.attributes else f.attributes end
+                    as attributes
+            from found as f full join held as h using (customer_id, segment)
+            where f.customer_id is null or h.customer_id is null
+                  or h.attributes is distinct from f.attributes
         ),
         exited as (
             delete from segops.segment_membership as m using delta as d
@@ -214,10 +231,6 @@ def apply_batch(pg: psycopg.Connection, duck: duckdb.DuckDBPyConnection, segment
     (evaluate_batch), in one transaction. When real-time segments read it (`has_readers`), the
     customers it moved are queued for the stream to re-evaluate, in the same transaction."""
     with pg.transaction():
-        # A whole segment against what is held: joins of hundreds of thousands of rows on both
-        # sides, where a nested loop (which a planner misled by statistics older than the last
-        # burst picks) does not finish.
-        pg.execute("set local enable_nestloop = off")
         copy_found(pg, duck)
         (before,) = pg.execute("select coalesce(max(change_id), 0) "
                                "from segops.segment_membership_changes").fetchone()
