@@ -10,9 +10,8 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from demo.traffic import event
-from orchestration.build import build_definitions
+from orchestration.run_now import load_job
 from segops.clock import parse_timestamp, utc_now
-from segops.dbt import run_dbt
 from segops.lake import lake_connection
 from streaming.live_consumer import LiveConsumer
 from streaming.stream_loop import ConsumerConfig
@@ -29,8 +28,7 @@ def views(customer: str, start_minute: int) -> list[dict]:
 
 
 def nightly(settings, job: str = "nightly_segments") -> dg.ExecuteInProcessResult:
-    run_dbt(settings, ["parse"])
-    return build_definitions(settings).resolve_job_def(job).execute_in_process(
+    return load_job(settings, job).execute_in_process(
         instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
 
 

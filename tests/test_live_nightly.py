@@ -51,6 +51,9 @@ def test_the_nightly_reads_what_the_stream_stored_and_writes_postgres(live_shop)
     assert lake_rows(live_shop, "select count(*) from raw.events") == [(5,)], "copied once"
     second = nightly(live_shop)
     assert second.success
+    builds = sorted(live_shop.dbt_target_dir.glob("segops_dbt_models-*/dbt.log"),
+                    key=lambda log: log.stat().st_mtime)
+    assert "Partial parsing enabled" in builds[-1].read_text(), "the second starts from the first"
     metadata = second.asset_materializations_for_node("membership__dach_customers")[0].metadata
     assert (metadata["enters"].value, metadata["exits"].value) == (0, 1)
     assert lake_rows(live_shop, "select country from raw.customers "

@@ -9,6 +9,7 @@ so assets, checks, their metadata and subset selection are what the CLI resource
 
 from __future__ import annotations
 
+import os
 import queue
 import shutil
 import threading
@@ -78,6 +79,7 @@ class DbtResource(dg.ConfigurableResource):
                 target_path=target,
                 project=params.dbt_project,
             )
+        self._keep_parse(target)
         for model, statuses in unit_tests.items():
             key = dg.AssetCheckKey(
                 params.dagster_dbt_translator.get_asset_key(params.manifest["nodes"][model]),
@@ -91,16 +93,31 @@ class DbtResource(dg.ConfigurableResource):
                 )
 
     def _run_target(self, context: dg.AssetExecutionContext) -> Path:
-        """A fresh target folder, seeded with the project's partial-parse state so dbt parses
-        only what changed since; the step's oldest folders beyond RUN_FOLDERS_KEPT go."""
+        """A fresh target folder, seeded with the partial-parse state of the last build so dbt
+        parses only what changed since; the step's oldest folders beyond RUN_FOLDERS_KEPT go."""
         target_dir = Path(self.target_dir)
         step = context.op_execution_context.op.name
         prune_run_folders(target_dir, step, keep=RUN_FOLDERS_KEPT - 1)
         target = target_dir / f"{step}-{context.run.run_id[:7]}-{uuid.uuid4().hex[:7]}"
         target.mkdir(parents=True)
-        if (target_dir / PARTIAL_PARSE).exists():
-            shutil.copy(target_dir / PARTIAL_PARSE, target / PARTIAL_PARSE)
+        if self._parse_state().exists():
+            shutil.copy(self._parse_state(), target / PARTIAL_PARSE)
         return target
+
+    def _parse_state(self) -> Path:
+        """The partial-parse state builds start from. It is the target's own: dbt parses the
+        whole project again when the profile differs from the state's, and the state in
+        `target_dir` is the compile target's (`make manifest`, preview), which costs a build
+        half a second."""
+        return Path(self.target_dir) / f"{self.target or 'default'}.{PARTIAL_PARSE}"
+
+    def _keep_parse(self, target: Path) -> None:
+        """The run's partial-parse state becomes the next build's, replaced whole so that two
+        builds at once never read half of one."""
+        if (target / PARTIAL_PARSE).exists():
+            staged = target / f"{PARTIAL_PARSE}.kept"
+            shutil.copy(target / PARTIAL_PARSE, staged)
+            os.replace(staged, self._parse_state())
 
 
 def prune_run_folders(target_dir: Path, step: str, *, keep: int) -> None:
