@@ -96,13 +96,14 @@ def _copy_profiles(con: duckdb.DuckDBPyConnection, horizon: int) -> dict[str, in
 
         rewritten = ("select customer_id from raw.profiles_rewritten "
                      f"where {written('rewritten_xid')}")
-        customers = (f"select customer_id from raw.customers where {written('changed_xid')} "
+        customers = ("select customer_id from raw.customers "
+                     f"where {written(WRITTEN_BY['raw.customers'])} "
                      f"union {rewritten}")
         copied = {
             "raw.customers": _replace(con, "raw.customers", customers,
                                       f"customer_id in ({customers})"),
             "raw.customer_traits": _replace(con, "raw.customer_traits", rewritten,
-                                            f"{written('recorded_xid')} "
+                                            f"{written(WRITTEN_BY['raw.customer_traits'])} "
                                             f"or customer_id in ({rewritten})"),
         }
     else:
