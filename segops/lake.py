@@ -8,6 +8,7 @@ made the default catalog, so the models' and segments' SQL reads it unchanged.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -31,13 +32,25 @@ def catalog_uri(dsn: str | None) -> str:
     return f"ducklake:postgres:{required(dsn)}"
 
 
+def run_database(dsn: str | None, data_path: str) -> str:
+    """The in-memory DuckDB a Dagster run's steps share, named after the lake, so that the
+    run's dbt build in the same process (the profile's path) opens that same database with the
+    lake already attached; another lake's run gets a database of its own."""
+    lake = hashlib.sha256(f"{catalog_uri(dsn)}\0{data_path}".encode()).hexdigest()[:16]
+    return f":memory:segops_lake_{lake}"
+
+
 def attach_lake(con: duckdb.DuckDBPyConnection, dsn: str, data_path: str, *,
                 read_only: bool) -> None:
     """Attach the lake cataloged in PostgreSQL `dsn` as `warehouse` (its extension loaded
-    from the wheel). The first process to attach creates it, a reader too (empty) rather than
-    fail; one that loses that race attaches what the winner created."""
+    from the wheel), unless this database has it attached already (a run_database opened
+    again). The first process to attach creates it, a reader too (empty) rather than fail;
+    one that loses that race attaches what the winner created."""
     con.execute(f"set extension_directory = {literal(str(extension_directory()))}")
     con.execute("load ducklake")
+    if con.execute("select count(*) from duckdb_databases() where database_name = ?",
+                   [ALIAS]).fetchone()[0]:
+        return
     attach = (f"attach {literal(catalog_uri(dsn))} as {ALIAS} "
               f"(data_path {literal(data_path)}, metadata_schema {literal(METADATA_SCHEMA)}")
     mode = ", read_only)" if read_only else ")"
@@ -59,9 +72,10 @@ def attach_lake(con: duckdb.DuckDBPyConnection, dsn: str, data_path: str, *,
 
 @contextmanager
 def lake_connection(dsn: str, data_path: str, *, read_only: bool = False,
-                    ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """An in-memory DuckDB whose default catalog is the lake."""
-    con = duckdb.connect(config=duckdb_config())
+                    database: str = ":memory:") -> Iterator[duckdb.DuckDBPyConnection]:
+    """An in-memory DuckDB (a new one, or the one this process holds open as `database`)
+    whose default catalog is the lake."""
+    con = duckdb.connect(database, config=duckdb_config())
     try:
         attach_lake(con, dsn, data_path, read_only=read_only)
         con.execute(f"use {ALIAS}")
@@ -84,6 +98,7 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
         "SEGOPS_LAKE_CATALOG": catalog_uri(settings.postgres_dsn),
         "SEGOPS_LAKE_DATA_PATH": settings.lake_data_path,
         "SEGOPS_DUCKDB_EXTENSIONS": str(extension_directory()),
+        "SEGOPS_DBT_DATABASE": run_database(settings.postgres_dsn, settings.lake_data_path),
     }
 
 

@@ -18,8 +18,10 @@ from demo.emulator import free_port
 from demo.traffic import event
 from orchestration.build import build_definitions
 from orchestration.nightly.dbt_runner import prune_run_folders
+from orchestration.resources import warehouse_resource
 from segops.catalog import Catalog
 from segops.dbt import run_dbt
+from segops.lake import dbt_environment
 from segops.live_membership import apply_found
 from segops.live_state import read_live_state
 from segops.membership import current_members, members_at
@@ -118,6 +120,19 @@ def test_only_the_newest_run_folders_of_the_dbt_step_are_kept(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         "compiled", *(f"segops_dbt_models-run{age:02d}" for age in range(9))
     ]
+
+
+def test_the_run_s_dbt_build_opens_the_database_the_run_s_steps_share(shop, monkeypatch):
+    """The lake is attached once per run: dbt, in the run's process, opens the in-memory
+    database the run's steps opened, lake attached, rather than one of its own."""
+    for name, value in dbt_environment(shop).items():
+        monkeypatch.setenv(name, value)
+    with dg.build_resources({"warehouse": warehouse_resource(shop)}) as resources, \
+            resources.warehouse.get_connection() as con:
+        con.execute("create table memory.main.opened_by_the_run as select 1 as marker")
+        shown = run_dbt(shop, ["show", "--inline",
+                               "select marker from memory.main.opened_by_the_run"])
+    assert shown.result.results[0].agate_table.rows[0][0] == 1
 
 
 def test_dbt_runs_in_process_at_the_pinned_now_and_reports_every_model_and_test(shop,
