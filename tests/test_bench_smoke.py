@@ -56,6 +56,8 @@ def test_small_scale_writes_every_figure_with_its_limit(pubsub_emulator, tmp_pat
     nights = results["B4"]["nights"]
     assert nights["first"]["changes"] > 0 and nights["second"]["changes"] == 0
     assert set(results["B4"]["fixed_cost"]) == {"first", "second"}
+    assert len(nights["second"]["job_runs_seconds"]) == 3, "the second night's median of three"
+    assert sorted(nights["second"]["job_runs_seconds"])[1] == nights["second"]["job_seconds"]
     # B7h's batches, read from the consumer's log, at the start and the end.
     assert results["B7h"]["batches"] > 0
     assert results["B7h"]["evaluate_ms_first"] > 0 and results["B7h"]["evaluate_ms_last"] > 0
