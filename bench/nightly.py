@@ -8,9 +8,10 @@ build of staging and segments with their tests there, then membership for every 
 PostgreSQL), and the hand-written DuckDB script (bench/nightly_baseline.sql) on a copy of the
 same warehouse, which computes the segments and keeps membership and its history the same way.
 Two nights: the first, when every nightly segment's members enter, and a second with nothing
-changed since (run three times, the job and the script in turn; each side's median counts). The job's time is its run, from start to finish; parsing the dbt project and
-loading the definitions come before it, as they do when the code location is deployed, and are
-reported beside it. The figure is the job's time over the script's, on the worse night; the
+changed since (run three times, the job and the script in turn; each side's median counts).
+The job's time is its run, from start to finish; parsing the dbt project and loading the
+definitions come before it, as they do when the code location is deployed, and are reported
+beside it. The figure is the job's time over the script's, on the worse night; the
 same two nights on a shop of a thousand customers give the fixed cost. Before it counts, the
 script must find every segment's members as the job's models do, keep the same membership and
 record as many changes, and cover every segment the project has.

@@ -4,6 +4,8 @@ the live state in PostgreSQL and the models in the lake."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 from datetime import timedelta
 
@@ -94,6 +96,16 @@ def test_a_shipped_segment_previews_who_would_enter_and_exit(shop):
     # 36 minutes on, three of ann's views and all of bob's have left the hour; cy's have not.
     assert (later.reach, later.enters, later.exits) == (1, 1, 2)
     assert (later.enter_sample, later.exit_sample) == (["cy"], ["ann", "bob"])
+
+
+def test_previewing_a_shipped_segment_imports_neither_dbt_nor_pandas(shop):
+    """Its compiled SQL is in the manifest and its results are printed from DuckDB's rows:
+    dbt's imports or pandas' would add a fifth of a second to every call (B6)."""
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "segops_cli", "preview",
+                           "high_intent_browsers"], capture_output=True, text=True, check=True)
+    assert "high_intent_browsers at" in done.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines()}
+    assert not imported & {"pandas", "dbt", "sqlglot"}
 
 
 def test_broken_sql_gets_dbts_error_with_the_file_and_line(manifest, tmp_path, capsys):
