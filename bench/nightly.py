@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -73,6 +74,11 @@ def run_nightly(settings: Settings) -> NightlyRun:
         failed = [event.step_key for event in result.get_step_failure_events()]
         raise RuntimeError(f"the nightly job failed (steps: {', '.join(failed) or 'none'})")
     return NightlyRun(loaded - started, finished - loaded, result)
+
+
+def median_run(runs: list[NightlyRun]) -> NightlyRun:
+    """The run of median duration (of an odd number)."""
+    return sorted(runs, key=lambda run: run.run_seconds)[len(runs) // 2]
 
 
 def flush_history(settings: Settings) -> float:
@@ -231,10 +237,9 @@ def two_nights(lab: Lab, shop: Shop, name: str, *, last_use: bool = False) -> Tw
     """The job and the script, each on its own copy of `shop` once the flush has copied its
     events into the lake, on a first night (every nightly segment's members enter) and a second
     (nothing has changed since; SECOND_NIGHTS of them). The job runs first each night, so both
-    read warm files. With
-    `last_use`, the shop's own database goes once the job's copy is made, and the script's copy
-    keeps no events in PostgreSQL (it reads the lake's), so three copies of a big shop never sit
-    on the disk at once."""
+    read warm files. With `last_use`, the shop's own database goes once the job's copy is made,
+    and the script's copy keeps no events in PostgreSQL (it reads the lake's), so three copies
+    of a big shop never sit on the disk at once."""
     with lab.workspace(name, shop, keep=True) as settings, pinned_now(shop.now):
         if last_use:
             lab.forget(shop)
@@ -247,20 +252,22 @@ def two_nights(lab: Lab, shop: Shop, name: str, *, last_use: bool = False) -> Tw
         nights = []
         with baseline_connection(script_dsn, settings.lake_data_path) as script:
             for repeats in (1, SECOND_NIGHTS):
-                runs = []
+                jobs, dbts, seconds = [], [], []
                 for _ in range(repeats):
-                    job = run_nightly(settings)
-                    runs.append((job, dbt_breakdown(settings), run_baseline(script, shop.now)))
+                    jobs.append(run_nightly(settings))
+                    dbts.append(dbt_breakdown(settings))
+                    seconds.append(run_baseline(script, shop.now))
                 changes, by_script = (changes_recorded(settings.postgres_dsn),
                                       changes_recorded(script_dsn))
                 if by_script != changes:
                     raise AssertionError(f"the job recorded {changes} changes, the script "
                                          f"{by_script}")
-                job, dbt, _ = sorted(runs, key=lambda run: run[0].run_seconds)[repeats // 2]
-                seconds = sorted(run[2] for run in runs)[repeats // 2]
-                nights.append(Night(job, seconds, changes - sum(n.changes for n in nights), dbt,
-                                    [round(run[0].run_seconds, 2) for run in runs],
-                                    [round(run[2], 2) for run in runs]))
+                job = median_run(jobs)
+                nights.append(Night(job, statistics.median(seconds),
+                                    changes - sum(n.changes for n in nights),
+                                    dbts[jobs.index(job)],
+                                    [round(run.run_seconds, 2) for run in jobs],
+                                    [round(second, 2) for second in seconds]))
             sizes = compare(script, settings, script_dsn, shop.now)
         lab.drop(script_database)
     lab.built.setdefault(shop.customers, after_the_nightly(shop, settings))

@@ -44,7 +44,7 @@ from bench.harness import (
     wait_for,
 )
 from bench.machine import CoresUsed
-from bench.nightly import NightlyRun, run_nightly, step_seconds
+from bench.nightly import median_run, run_nightly, step_seconds
 from demo.emulator import stop_group
 from demo.producer import PublishReport, publish
 from segops.pubsub import ensure_pubsub, request_subscriber, subscription_path
@@ -258,11 +258,6 @@ def _nightly_beside_the_stream(scale, stored_now, consumers: list[int]) -> dict:
             "cores": {"alone": cores_alone, "beside the stream": cores_busy},
             "steps_seconds": {"alone": step_seconds(alone_median.result),
                               "beside the stream": step_seconds(busy_median.result)}}
-
-
-def median_run(runs: list[NightlyRun]) -> NightlyRun:
-    """The run of median duration (of an odd number)."""
-    return sorted(runs, key=lambda run: run.run_seconds)[len(runs) // 2]
 
 
 def measure(lab: Lab) -> dict[str, dict]:
