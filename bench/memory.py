@@ -4,7 +4,11 @@
 while this process publishes live shop traffic at the B2 rate (10 minutes at full scale). Its
 resident set (VmRSS in /proc/<pid>/status) is sampled every few seconds. The figure is the growth
 of the last minute of traffic over the minute after the warm-up (the first minute), each the
-median of its samples, so one allocation spike does not decide it. Both windows lie inside the
+median of its samples, so one allocation spike does not decide it. Beside it, the resident part
+of glibc's main heap (the `[heap]` mapping in /proc/<pid>/smaps), where what DuckDB's C++ and
+libpq allocate with malloc lives, with Python's larger objects; DuckDB's tables and buffers live
+in its own allocator's mappings and Python's small objects in its own arenas, so the heap's
+share of a growth tells the engines' bookkeeping from data kept. Both windows lie inside the
 traffic: once it stops, the consumer's memory falls, which says nothing about a consumer that
 never idles. Afterwards the consumer must have stored every event and, on SIGTERM, drain and
 exit 0.
@@ -56,21 +60,40 @@ def resident_kib(pid: int) -> int | None:
     return None
 
 
+def heap_kib(pid: int) -> int | None:
+    """The resident KiB of the process's `[heap]` mapping: glibc's main malloc arena."""
+    try:
+        with open(f"/proc/{pid}/smaps") as smaps:
+            in_heap = False
+            for line in smaps:
+                if not line[0].isupper():  # a mapping's header: address range, …, path
+                    in_heap = line.rstrip().endswith("[heap]")
+                elif in_heap and line.startswith("Rss:"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        return None
+    return 0  # no heap mapped yet
+
+
 class Sampler(threading.Thread):
-    """(seconds since start, KiB) of the process's resident set every `every` seconds."""
+    """(seconds since start, KiB) of the process's resident set, and of its glibc heap, every
+    `every` seconds."""
 
     def __init__(self, pid: int, every: float):
         super().__init__(daemon=True)
         self.pid, self.every = pid, every
         self.samples: list[tuple[float, int]] = []
+        self.heap_samples: list[tuple[float, int]] = []
         self.started = time.monotonic()
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.is_set():
-            kib = resident_kib(self.pid)
-            if kib is not None:
-                self.samples.append((time.monotonic() - self.started, kib))
+            at, kib, heap = time.monotonic() - self.started, resident_kib(self.pid), \
+                heap_kib(self.pid)
+            if kib is not None and heap is not None:
+                self.samples.append((at, kib))
+                self.heap_samples.append((at, heap))
             self.done.wait(self.every)
 
 
@@ -84,6 +107,7 @@ class ConsumerRun:
     """A `segops stream` process's memory and batches over a run of traffic."""
 
     samples: list[tuple[float, int]]  # (seconds into the traffic, KiB)
+    heap_samples: list[tuple[float, int]]  # (seconds into the traffic, KiB of glibc's heap)
     evaluations: list[tuple[float, float]]  # (seconds into the traffic, a batch's evaluate ms)
     traffic_seconds: float
     published: int
@@ -136,6 +160,7 @@ def run_consumer(lab: Lab, name: str, events: Iterator[dict], rate: float) -> Co
         evaluations = batch_evaluations(log, wall_started)
     return ConsumerRun(
         samples=[(t - traffic_started, kib) for t, kib in sampler.samples],
+        heap_samples=[(t - traffic_started, kib) for t, kib in sampler.heap_samples],
         evaluations=evaluations, traffic_seconds=traffic_ended - traffic_started,
         published=report.published, achieved_rate=report.rate, stored=stored,
         drained=drained, exit_code=code, history_customers=shop.customers,
@@ -203,9 +228,10 @@ def memory_figure(run: ConsumerRun, scale: Scale) -> dict:
     first, last = windows.first(run.samples), windows.last(run.samples)
     growth = last / first - 1
     peak = max(kib for t, kib in run.samples if 0 <= t <= windows.end)
+    heap_first, heap_last = windows.first(run.heap_samples), windows.last(run.heap_samples)
     print(f"  RSS {first / 1024:,.0f} MiB after the warm-up → {last / 1024:,.0f} MiB in the "
-          f"last {windows.window:.0f}s of traffic ({growth:+.1%}; peak {peak / 1024:,.0f} MiB)",
-          flush=True)
+          f"last {windows.window:.0f}s of traffic ({growth:+.1%}; peak {peak / 1024:,.0f} MiB; "
+          f"glibc's heap {heap_first / 1024:,.0f} → {heap_last / 1024:,.0f} MiB)", flush=True)
     return figure(
         what=f"consumer resident memory over a {scale.memory_seconds / 60:g}-minute run at "
              f"{scale.rate:,.0f} events/s",
@@ -213,8 +239,10 @@ def memory_figure(run: ConsumerRun, scale: Scale) -> dict:
         goal="<= 10 %", met=growth <= GOAL_GROWTH and run.drained,
         baseline=round(first / 1024, 1),
         baseline_unit=f"MiB in the {windows.window:g} s after a {windows.warm_up:g} s warm-up",
-        summary=f"{growth:+.1%} ({first / 1024:,.0f} → {last / 1024:,.0f} MiB)",
+        summary=f"{growth:+.1%} ({first / 1024:,.0f} → {last / 1024:,.0f} MiB; glibc's heap "
+                f"{heap_first / 1024:,.0f} → {heap_last / 1024:,.0f} MiB)",
         last_mib=round(last / 1024, 1), peak_mib=round(peak / 1024, 1),
+        heap_mib_first=round(heap_first / 1024, 1), heap_mib_last=round(heap_last / 1024, 1),
         window_seconds=round(windows.window, 1), traffic_seconds=round(windows.end, 1),
         **evaluation_figures(run, windows), **counts(run),
     )
@@ -263,6 +291,7 @@ def evaluation_figures(run: ConsumerRun, windows: Windows) -> dict:
 def counts(run: ConsumerRun) -> dict:
     """What both figures record of a run beside their value: its memory samples and traffic."""
     return {"samples_mib": [[round(t), round(kib / 1024, 1)] for t, kib in run.samples],
+            "heap_samples_mib": [[round(t), round(kib / 1024, 1)] for t, kib in run.heap_samples],
             "published": run.published, "achieved_rate": round(run.achieved_rate, 1),
             "stored": run.stored, "drained": run.drained, "exit_code": run.exit_code,
             "history_customers": run.history_customers, "history_events": run.history_events}

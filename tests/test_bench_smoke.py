@@ -58,6 +58,9 @@ def test_small_scale_writes_every_figure_with_its_limit(pubsub_emulator, tmp_pat
     assert set(results["B4"]["fixed_cost"]) == {"first", "second"}
     assert len(nights["second"]["job_runs_seconds"]) == 3, "the second night's median of three"
     assert sorted(nights["second"]["job_runs_seconds"])[1] == nights["second"]["job_seconds"]
+    # B7's glibc heap beside its resident set, a part of it.
+    assert 0 < results["B7"]["heap_mib_first"] < results["B7"]["baseline"]
+    assert len(results["B7"]["heap_samples_mib"]) == len(results["B7"]["samples_mib"])
     # B7h's batches, read from the consumer's log, at the start and the end.
     assert results["B7h"]["batches"] > 0
     assert results["B7h"]["evaluate_ms_first"] > 0 and results["B7h"]["evaluate_ms_last"] > 0
