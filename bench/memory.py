@@ -89,8 +89,8 @@ class Sampler(threading.Thread):
 
     def run(self) -> None:
         while not self.done.is_set():
-            at, kib, heap = time.monotonic() - self.started, resident_kib(self.pid), \
-                heap_kib(self.pid)
+            at = time.monotonic() - self.started
+            kib, heap = resident_kib(self.pid), heap_kib(self.pid)
             if kib is not None and heap is not None:
                 self.samples.append((at, kib))
                 self.heap_samples.append((at, heap))

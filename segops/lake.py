@@ -46,12 +46,12 @@ def attach_lake(con: duckdb.DuckDBPyConnection, dsn: str, data_path: str, *,
     from the wheel), unless this database has it attached already (a run_database opened
     again). The first process to attach creates it, a reader too (empty) rather than fail;
     one that loses that race attaches what the winner created."""
-    con.execute(f"set extension_directory = {literal(str(extension_directory()))}")
-    con.execute("load ducklake")
     # no bound parameter: binding a Python value makes DuckDB import pandas (0.2 s of preview)
     if con.execute("select count(*) from duckdb_databases() "
                    f"where database_name = {literal(ALIAS)}").fetchone()[0]:
         return
+    con.execute(f"set extension_directory = {literal(str(extension_directory()))}")
+    con.execute("load ducklake")
     attach = (f"attach {literal(catalog_uri(dsn))} as {ALIAS} "
               f"(data_path {literal(data_path)}, metadata_schema {literal(METADATA_SCHEMA)}")
     mode = ", read_only)" if read_only else ")"
