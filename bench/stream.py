@@ -9,7 +9,10 @@ B2: publish → membership committed latency at 1,000 events/s.
 B8: one "is customer X in segment Y" lookup, while three consumers take those 1,000 events/s.
 B9: the nightly job (copy from PostgreSQL, dbt build, membership) while three consumers take
     1,000 events/s, against the same job alone (the median of five runs each side, the sides
-    taking turns); and the stream's latency meanwhile.
+    taking turns); and the stream's latency meanwhile. The control: the job beside processes
+    that burn as many cores as the stream takes on its own and touch nothing else, so that
+    what the stream costs the job through the CPU shows apart from what it costs through the
+    stores they share.
 
     python -m bench --only B1,B2,B8,B9
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import random
 import re
@@ -171,7 +175,8 @@ def run_consumers(lab: Lab, shop: Shop, count: int, *, live: bool = True) -> dic
                 lookup_ms = lookups.finish()
                 if count == 3:
                     nightly = nightly_beside_the_stream(
-                        scale, lambda: stored(dsn), lab.root, [c.pid for c in consumers])
+                        scale, lambda: stored(dsn), lab.root, [c.pid for c in consumers],
+                        lab.servers())
         finally:
             for consumer in consumers:
                 consumer.terminate()
@@ -209,61 +214,101 @@ def sustained_rate(commits: list[tuple[float, int, float]]) -> float:
     return sum(messages for _, messages, _ in commits[1:]) / (commits[-1][0] - commits[0][0])
 
 
-def nightly_beside_the_stream(scale, stored_now, root: Path, consumers: list[int]) -> dict:
-    """The nightly job alone (after a first night that copies the backlog in) and while live
+def nightly_beside_the_stream(scale, stored_now, root: Path, consumers: list[int],
+                              servers: dict[str, int]) -> dict:
+    """The nightly job alone (after a first night that copies the backlog in), while live
     traffic at the scale's rate flows through the consumers (`segops produce` in its own
-    process, started before and stopped after each stretch of runs beside the stream), in
-    ORDER: the median durations, the windows in which the stream's latencies count, and the
-    cores the job, the consumers and the producer used in each side's median run. The job's
-    dbt writes its own target folder, so the consumers never read a manifest it is writing."""
+    process, started before and stopped after each stretch of runs beside the stream), and
+    beside a plain CPU load of the stream's cores (bench.cpu_load), in ORDER: the median
+    durations, the windows in which the stream's latencies count, and the cores each process
+    used in each side's median run. The job's dbt writes its own target folder, so the
+    consumers never read a manifest it is writing."""
     target = root / "live-nightly-target"
     target.mkdir()
     shutil.copy(load_settings().manifest_path, target / "manifest.json")
     with overridden({"SEGOPS_DBT_TARGET_DIR": str(target), "DBT_TARGET_PATH": str(target)}):
-        return _nightly_beside_the_stream(scale, stored_now, consumers)
+        return _nightly_beside_the_stream(scale, stored_now, consumers, servers)
 
 
-ALONE, BESIDE = "alone", "beside the stream"
+ALONE, BESIDE, CONTROL = "alone", "beside the stream", "beside a CPU load"
 # A two-second job beside three consumers on two cores varies by a fifth from one run to the
 # next, so the figure is the median of five runs each side (a run is a few seconds). Each night
 # also leaves the lake a little larger until maintenance expires its old snapshots (the job
-# about 1 % slower a night here), so the sides take turns, A B B A A B B A A B, and neither
-# gets the later nights.
-ORDER = (ALONE, BESIDE, BESIDE, ALONE, ALONE, BESIDE, BESIDE, ALONE, ALONE, BESIDE)
+# about 1 % slower a night here), so the sides take turns and none gets the later nights.
+ORDER = (ALONE, BESIDE, CONTROL, CONTROL, BESIDE, ALONE, ALONE, BESIDE, CONTROL, CONTROL,
+         BESIDE, ALONE, ALONE, BESIDE, CONTROL)
+# How long the stream's own cores are measured, before the first run beside it.
+STREAM_CORES_SECONDS = 5.0
 
 
-def _nightly_beside_the_stream(scale, stored_now, consumers: list[int]) -> dict:
+def _nightly_beside_the_stream(scale, stored_now, consumers: list[int],
+                               servers: dict[str, int]) -> dict:
     run_nightly(load_settings())
-    runs: dict[str, list[NightlyRun]] = {ALONE: [], BESIDE: []}
-    cores: dict[str, list[dict[str, float]]] = {ALONE: [], BESIDE: []}
-    windows, producer = [], None
+    runs: dict[str, list[NightlyRun]] = {side: [] for side in ORDER}
+    cores: dict[str, list[dict[str, float]]] = {side: [] for side in ORDER}
+    windows, producer, load, stream_cores = [], None, [], 0.0
     try:
         for side in ORDER:
-            if side == BESIDE and producer is None:
-                producer = _live_load(scale, stored_now)
-            elif side == ALONE and producer is not None:
+            if side != BESIDE and producer is not None:
                 _stop_live_load(producer, stored_now)
                 producer = None
+            if side != CONTROL and load:
+                _stop_cpu_load(load)
+                load = []
+            if side == BESIDE and producer is None:
+                producer = _live_load(scale, stored_now)
+                if not stream_cores:
+                    stream_cores = _stream_cores(consumers, producer, servers)
+            if side == CONTROL and not load:
+                load = _cpu_load(stream_cores)
             groups = {"nightly": [os.getpid()], "consumers": consumers}
             if producer is not None:
                 groups["producer"] = [producer.pid]
+            if load:
+                groups["cpu load"] = [process.pid for process in load]
             used, started = CoresUsed(groups), time.time()
             runs[side].append(run_nightly(load_settings()))
             cores[side].append(used.stop())
             if side == BESIDE:
                 windows.append((started, time.time()))
     finally:  # never left publishing into the rest of a run (it may ignore SIGTERM, as a
-        # background job inherits)
+        # background job inherits), nor burning
         if producer is not None:
             stop_group(producer, signal.SIGKILL, timeout=10)
+        _stop_cpu_load(load)
     median = {side: median_run(side_runs) for side, side_runs in runs.items()}
     return {"alone_seconds": median[ALONE].run_seconds,
             "busy_seconds": median[BESIDE].run_seconds,
+            "control_seconds": median[CONTROL].run_seconds,
+            "stream_cores": round(stream_cores, 2),
             "nights_seconds": {side: [round(run.run_seconds, 2) for run in side_runs]
                                for side, side_runs in runs.items()},
             "windows": windows,
             "cores": {side: cores[side][runs[side].index(run)] for side, run in median.items()},
             "steps_seconds": {side: step_seconds(run.result) for side, run in median.items()}}
+
+
+def _stream_cores(consumers: list[int], producer: subprocess.Popen,
+                  servers: dict[str, int]) -> float:
+    """The cores the stream takes on its own: the consumers, the producer, PostgreSQL and the
+    emulator."""
+    used = CoresUsed({"consumers": consumers, "producer": [producer.pid]}, servers)
+    time.sleep(STREAM_CORES_SECONDS)
+    return sum(cores for name, cores in used.stop().items() if name != "machine")
+
+
+def _cpu_load(cores: float) -> list[subprocess.Popen]:
+    """Processes burning `cores` between them, at most half a core each (as the stream's
+    are spread over three consumers, PostgreSQL and the emulator)."""
+    count = max(1, math.ceil(cores / 0.5))
+    return [subprocess.Popen([sys.executable, "-m", "bench.cpu_load", str(cores / count)])
+            for _ in range(count)]
+
+
+def _stop_cpu_load(load: list[subprocess.Popen]) -> None:
+    for process in load:
+        process.kill()
+        process.wait()
 
 
 def _live_load(scale, stored_now) -> subprocess.Popen:
@@ -322,6 +367,7 @@ def measure(lab: Lab) -> dict[str, dict]:
     nightly = runs[3]["nightly"]
     beside = {q: percentile(nightly["latencies_ms"], q) for q in (50, 99)}
     ratio = nightly["busy_seconds"] / nightly["alone_seconds"]
+    control = nightly["control_seconds"] / nightly["alone_seconds"]
     p50, p99 = percentile(lookups, 50), percentile(lookups, 99)
     stream_shop = {"history_customers": shop.customers, "history_events": shop.events}
     return {
@@ -368,20 +414,26 @@ def measure(lab: Lab) -> dict[str, dict]:
             refused=0, **stream_shop),
         "B9": figure(
             what="the nightly job (PostgreSQL copy, dbt, membership) while 3 consumers take "
-                 f"{lab.scale.rate:,.0f} events/s, and the stream's latency meanwhile",
+                 f"{lab.scale.rate:,.0f} events/s, and the stream's latency meanwhile; beside "
+                 "it, the job beside a plain CPU load of the stream's cores",
             value=round(ratio, 3), unit="x the job alone",
             goal="<= 1.2x alone; stream p99 <= 1000 ms meanwhile",
             met=ratio <= 1.2 and beside[99] <= 1000,
             baseline=round(nightly["alone_seconds"], 2), baseline_unit="s alone",
             summary=f"{nightly['busy_seconds']:.1f} s beside the stream, "
                     f"{nightly['alone_seconds']:.1f} s alone ({ratio:.2f}x, medians of "
-                    f"{ORDER.count(ALONE)}); stream meanwhile "
+                    f"{ORDER.count(ALONE)}); beside a CPU load of the stream's "
+                    f"{nightly['stream_cores']:.2f} cores {control:.2f}x; stream meanwhile "
                     f"p50 {beside[50]:,.0f} ms, p99 {beside[99]:,.0f} ms",
             busy_seconds=round(nightly["busy_seconds"], 2), stream_p50_ms=round(beside[50], 1),
             stream_p99_ms=round(beside[99], 1), samples=len(nightly["latencies_ms"]),
+            # the control: the job beside processes that only burn the cores the stream takes
+            # on its own (consumers, producer, PostgreSQL, emulator), touching no store
+            control_seconds=round(nightly["control_seconds"], 2),
+            control_ratio=round(control, 3), stream_cores=nightly["stream_cores"],
             # cores used over each side's median run of the job, by the job (this process),
-            # the consumers, the producer and the whole machine (the rest: PostgreSQL, the
-            # emulator)
+            # the consumers, the producer, the CPU load and the whole machine (the rest:
+            # PostgreSQL, the emulator)
             cores=nightly["cores"], steps_seconds=nightly["steps_seconds"],
             nights_seconds=nightly["nights_seconds"], order=list(ORDER), **stream_shop),
     }

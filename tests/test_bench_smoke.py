@@ -64,17 +64,24 @@ def test_small_scale_writes_every_figure_with_its_limit(pubsub_emulator, tmp_pat
     # B7h's batches, read from the consumer's log, at the start and the end.
     assert results["B7h"]["batches"] > 0
     assert results["B7h"]["evaluate_ms_first"] > 0 and results["B7h"]["evaluate_ms_last"] > 0
-    # Where B9's CPU went, alone and beside the stream.
+    # Where B9's CPU went, alone, beside the stream and beside the CPU load.
     cores = results["B9"]["cores"]
     assert set(cores["alone"]) == {"nightly", "consumers", "machine"}
     assert set(cores["beside the stream"]) == {"nightly", "consumers", "producer", "machine"}
+    assert set(cores["beside a CPU load"]) == {"nightly", "consumers", "cpu load", "machine"}
     assert cores["alone"]["nightly"] > 0 and cores["beside the stream"]["consumers"] > 0
+    assert cores["beside a CPU load"]["cpu load"] > 0
     # B9's figure is the median of five runs of the job each side, the sides taking turns;
-    # the stream's latency counts while the job ran beside it.
-    assert results["B9"]["order"].count("alone") == 5 and results["B9"]["samples"] > 0
+    # the stream's latency counts while the job ran beside it. The control burns the cores
+    # the stream took on its own.
+    order = results["B9"]["order"]
+    assert [order.count(side) for side in ("alone", "beside the stream", "beside a CPU load")
+            ] == [5, 5, 5]
+    assert results["B9"]["samples"] > 0 and results["B9"]["stream_cores"] > 0
     nights = results["B9"]["nights_seconds"]
-    assert len(nights["alone"]) == len(nights["beside the stream"]) == 5
+    assert {side: len(runs) for side, runs in nights.items()} == dict.fromkeys(order, 5)
     assert sorted(nights["alone"])[2] == results["B9"]["baseline"]
+    assert sorted(nights["beside a CPU load"])[2] == results["B9"]["control_seconds"]
 
     rows = [line for line in (output / "latest.md").read_text().splitlines()
             if line.startswith("| B")]
