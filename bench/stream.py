@@ -329,13 +329,12 @@ def _stop_live_load(producer: subprocess.Popen, stored_now) -> None:
     """Stop the producer, then wait until the consumers stored what it published: the count
     stays the same for a second."""
     stop_group(producer, signal.SIGKILL, timeout=10)
-    last = [stored_now()]
+    last = stored_now()
 
     def unchanged() -> bool:
-        now = stored_now()
-        same = now == last[0]
-        last[0] = now
-        return same
+        nonlocal last
+        previous, last = last, stored_now()
+        return last == previous
 
     if not wait_for(unchanged, timeout=120, every=1.0):
         raise RuntimeError("the consumers still stored events 2 minutes after the load stopped")
